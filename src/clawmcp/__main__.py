@@ -1,0 +1,3 @@
+from clawmcp.cli import main
+
+main()

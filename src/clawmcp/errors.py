@@ -1,0 +1,64 @@
+"""The exceptions of clawmcp.
+
+    ClawError                    root: everything clawmcp raises on purpose
+    ├── UserError                a mistake the user can fix; shown as one line, no traceback
+    │   ├── ManifestError        one or more manifest problems, each FILE:LINE:COL: message
+    │   └── HostBusy             another host already owns the data_dir
+    └── RuntimeFault             something failed while running; names what it concerns
+        └── StoreError           the state store cannot be opened or used
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ClawError",
+    "HostBusy",
+    "ManifestError",
+    "Problem",
+    "RuntimeFault",
+    "StoreError",
+    "UserError",
+]
+
+
+class ClawError(Exception):
+    """Root of every error clawmcp raises on purpose."""
+
+
+class UserError(ClawError):
+    """A mistake of the user: the message alone tells them what to change."""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One problem in a manifest, at a place in a file."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class ManifestError(UserError):
+    """The manifests have problems; `problems` holds all of them, in file order."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class HostBusy(UserError):
+    """Another clawmcp host holds the lock on the data_dir."""
+
+
+class RuntimeFault(ClawError):
+    """A failure at run time."""
+
+
+class StoreError(RuntimeFault):
+    """The state store cannot be opened or used."""

@@ -1,0 +1,336 @@
+"""The state store: everything a host must not lose.
+
+One interface, two implementations: `SqliteStore` (the real one, `data_dir/state.db`) and
+`MemoryStore` (the same behaviour in plain Python, for fast tests). Every write method returns
+only once its change is committed, so a caller may acknowledge it to the outside world.
+
+Times are seconds since the epoch (floats) from the store's injected clock.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+__all__ = [
+    "Clock",
+    "Fire",
+    "FireOutcome",
+    "HistoryEntry",
+    "Message",
+    "MessageKind",
+    "MessageState",
+    "Note",
+    "Run",
+    "RunState",
+    "RunTrigger",
+    "Schedule",
+    "Step",
+    "StepKind",
+    "Store",
+    "ToolCall",
+    "ToolOutcome",
+]
+
+Clock = Callable[[], float]
+MessageKind = Literal["message", "ask", "reply", "topic"]
+MessageState = Literal["queued", "running", "done", "dead"]
+RunTrigger = Literal["message", "ask", "schedule", "spawn"]
+RunState = Literal["running", "done", "failed", "limit", "interrupted"]
+StepKind = Literal["model", "tool_call", "tool_result"]
+FireOutcome = Literal["running", "ok", "failed", "skipped"]
+ToolOutcome = Literal["ok", "error", "refused"]
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    mailbox: str
+    content: str
+    sender: str | None
+    thread: str
+    kind: MessageKind
+    reply_to: int | None
+    key: str | None
+    state: MessageState
+    attempts: int
+    available_at: float
+    last_error: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    claw: str
+    thread: str
+    trigger: RunTrigger
+    input: str
+    message_id: int | None
+    parent_run_id: int | None
+    state: RunState
+    reply: str | None
+    error: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    started_at: float
+    ended_at: float | None
+
+
+@dataclass(frozen=True)
+class Step:
+    run_id: int
+    index: int
+    kind: StepKind
+    data: Any
+    at: float
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    claw: str
+    thread: str
+    role: str
+    content: Any
+    run_id: int | None
+    at: float
+
+
+@dataclass(frozen=True)
+class Note:
+    id: int
+    claw: str
+    key: str | None
+    text: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: int
+    claw: str
+    name: str
+    spec: dict[str, Any]
+    action: dict[str, Any]
+    misfire: str
+    source: Literal["manifest", "runtime"]
+    next_fire: float | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Fire:
+    schedule_id: int
+    slot: float
+    outcome: FireOutcome
+    run_id: int | None
+    error: str | None
+    fired_at: float
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: int
+    claw: str
+    tool: str
+    run_id: int | None
+    args_bytes: int
+    duration: float
+    outcome: ToolOutcome
+    error: str | None
+    at: float
+
+
+class Store(abc.ABC):
+    """What the host keeps. Use as an async context manager: `async with store: ...`."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # -- mailboxes and messages -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue(
+        self,
+        mailbox: str,
+        content: str,
+        *,
+        sender: str | None = None,
+        thread: str = "default",
+        kind: MessageKind = "message",
+        reply_to: int | None = None,
+        key: str | None = None,
+    ) -> tuple[Message, bool]:
+        """Commit a message to `mailbox`. Returns it and whether it is new: a second enqueue with
+        the same `key` to the same mailbox returns the first message and False."""
+
+    @abc.abstractmethod
+    async def claim(self, mailbox: str) -> Message | None:
+        """The oldest queued message of `mailbox` that is available now, marked running with one
+        more attempt; None when there is none."""
+
+    @abc.abstractmethod
+    async def ack(self, message_id: int) -> None:
+        """Mark a message done."""
+
+    @abc.abstractmethod
+    async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
+        """A run for the message failed: queue it again from `retry_at`, or, when None, move it to
+        the dead letters. The error is kept either way."""
+
+    @abc.abstractmethod
+    async def get_message(self, message_id: int) -> Message | None: ...
+
+    @abc.abstractmethod
+    async def depth(self, mailbox: str) -> int:
+        """Messages of the mailbox not yet done or dead."""
+
+    @abc.abstractmethod
+    async def dead_letters(self, mailbox: str) -> list[Message]: ...
+
+    @abc.abstractmethod
+    async def requeue_running(self) -> int:
+        """After a crash: messages left running are queued again (same id). Returns how many."""
+
+    # -- runs and their steps ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def start_run(
+        self,
+        claw: str,
+        thread: str,
+        trigger: RunTrigger,
+        input: str,
+        *,
+        message_id: int | None = None,
+        parent_run_id: int | None = None,
+    ) -> Run: ...
+
+    @abc.abstractmethod
+    async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
+        """Append a step (any JSON value as `data`) to a run; steps are numbered from 0."""
+
+    @abc.abstractmethod
+    async def finish_run(
+        self,
+        run_id: int,
+        state: RunState,
+        *,
+        reply: str | None = None,
+        error: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: int) -> Run | None: ...
+
+    @abc.abstractmethod
+    async def steps(self, run_id: int) -> list[Step]: ...
+
+    @abc.abstractmethod
+    async def runs(self, claw: str | None = None, limit: int = 20) -> list[Run]:
+        """The most recent runs, newest first."""
+
+    @abc.abstractmethod
+    async def interrupt_running(self) -> int:
+        """After a crash: runs left running become interrupted. Returns how many."""
+
+    # -- thread history -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def append_history(
+        self, claw: str, thread: str, role: str, content: Any, *, run_id: int | None = None
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
+        """The last `limit` entries of the thread, oldest first."""
+
+    # -- memory notes -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def remember(self, claw: str, text: str, key: str | None = None) -> Note:
+        """Store a note; a note with the same `key` for the same Claw is replaced."""
+
+    @abc.abstractmethod
+    async def recall(self, claw: str, query: str, limit: int = 5) -> list[Note]:
+        """Notes of the Claw that contain every word of `query` (full text), best first."""
+
+    # -- schedules and fires ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def put_schedule(
+        self,
+        claw: str,
+        name: str,
+        *,
+        spec: dict[str, Any],
+        action: dict[str, Any],
+        misfire: str,
+        source: Literal["manifest", "runtime"],
+        next_fire: float | None,
+    ) -> Schedule:
+        """Create the schedule, or replace the one with the same Claw and name (keeping its id)."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, schedule_id: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def schedules(self, claw: str | None = None) -> list[Schedule]: ...
+
+    @abc.abstractmethod
+    async def set_next_fire(self, schedule_id: int, next_fire: float | None) -> None: ...
+
+    @abc.abstractmethod
+    async def claim_fire(self, schedule_id: int, slot: float) -> bool:
+        """Record that the slot fires; False if it already had (each slot fires once)."""
+
+    @abc.abstractmethod
+    async def finish_fire(
+        self,
+        schedule_id: int,
+        slot: float,
+        outcome: FireOutcome,
+        *,
+        run_id: int | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def fires(self, schedule_id: int, limit: int = 20) -> list[Fire]:
+        """The most recent fires of a schedule, newest first."""
+
+    # -- tool-call audit ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def record_tool_call(
+        self,
+        claw: str,
+        tool: str,
+        *,
+        args_bytes: int,
+        duration: float,
+        outcome: ToolOutcome,
+        error: str | None = None,
+        run_id: int | None = None,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def tool_calls(self, claw: str | None = None, limit: int = 50) -> list[ToolCall]:
+        """The most recent tool calls, newest first."""
