@@ -1,11 +1,11 @@
 """The exceptions of clawmcp.
 
-    ClawError                    root: everything clawmcp raises on purpose
-    ├── UserError                a mistake the user can fix; shown as one line, no traceback
-    │   ├── ManifestError        one or more manifest problems, each FILE:LINE:COL: message
-    │   └── HostBusy             another host already owns the data_dir
-    └── RuntimeFault             something failed while running; names what it concerns
-        └── StoreError           the state store cannot be opened or used
+ClawError                    root: everything clawmcp raises on purpose
+├── UserError                a mistake the user can fix; shown as one line, no traceback
+│   ├── ManifestError        one or more manifest problems, each FILE:LINE:COL: message
+│   └── HostBusy             another host already owns the data_dir
+└── RuntimeFault             something failed while running; names what it concerns
+    └── StoreError           the state store cannot be opened or used
 """
 
 from __future__ import annotations

@@ -1,0 +1,163 @@
+"""Manifests (DESIGN §2): YAML files that declare a host, models, tool servers, tools and Claws.
+
+`load(paths)` reads and merges them into one `Manifest`, or raises `ManifestError` with every
+problem found, each as FILE:LINE:COL: message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from clawmcp.errors import ManifestError, Problem
+from clawmcp.manifest.check import Entry, check, tool_allowed
+from clawmcp.manifest.load import NAME_RULE, Source, discover, read, validate
+from clawmcp.manifest.model import (
+    NAME_PATTERN,
+    Call,
+    Claw,
+    Host,
+    ManifestFile,
+    Model,
+    Rule,
+    Schedule,
+    Send,
+    Server,
+    Tool,
+    parse_duration,
+)
+
+__all__ = [
+    "Call",
+    "Claw",
+    "Host",
+    "Manifest",
+    "Model",
+    "Rule",
+    "Schedule",
+    "Send",
+    "Server",
+    "Tool",
+    "json_schema",
+    "load",
+    "parse_duration",
+    "tool_allowed",
+]
+
+_TABLES: dict[str, type[BaseModel]] = {"models": Model, "servers": Server, "tools": Tool, "claws": Claw}
+_TOP = ("version", "host", *_TABLES)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every manifest file merged: each table a map by name."""
+
+    host: Host
+    models: dict[str, Model]
+    servers: dict[str, Server]
+    tools: dict[str, Tool]
+    claws: dict[str, Claw]
+    files: tuple[str, ...]
+
+    @property
+    def data_dir(self) -> Path:
+        given = self.host.data_dir or os.environ.get("CLAWMCP_HOME") or "~/.clawmcp"
+        return Path(given).expanduser()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of one manifest file (for editors and `clawmcp schema`)."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **ManifestFile.model_json_schema()}
+
+
+def load(paths: Sequence[str | Path] = ("manifests",), env: Mapping[str, str] | None = None) -> Manifest:
+    """Read, check and merge manifest files and folders; raise `ManifestError` listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[Problem] = []
+    tables: dict[str, dict[str, Entry]] = {table: {} for table in _TABLES}
+    host: Entry | None = None
+    files = discover([str(p) for p in paths], problems)
+    for shown, path in files:
+        doc = read(shown, path, env, problems)
+        if doc is None:
+            continue
+        src = doc.source
+        if not isinstance(doc.data, dict):
+            problems.append(
+                src.problem((), f"a manifest is a mapping with the keys {', '.join(_TOP)}", "value")
+            )
+            continue
+        for key, raw in doc.data.items():
+            if key not in _TOP:
+                problems.append(src.problem((key,), f"unknown key; allowed here: {', '.join(_TOP)}"))
+            elif key == "version":
+                if type(raw) is not int or raw != 1:
+                    problems.append(
+                        src.problem(("version",), f"expected 1 (the only version), got {raw!r}", "value")
+                    )
+            elif key == "host":
+                if host is not None:
+                    first = host.source.problem(("host",), "")
+                    problems.append(src.problem(("host",), f"defined twice (first at {_at(first)})"))
+                    continue
+                raw = _relative(raw, "data_dir", src.folder, default=False)
+                host = Entry(validate(Host, raw, ("host",), src, problems), src)
+            else:
+                _read_table(key, raw, src, tables, problems)
+    problems += check(tables, host)
+    if problems:
+        raise ManifestError(problems)
+    valid = {t: {name: e.value for name, e in entries.items()} for t, entries in tables.items()}
+    return Manifest(
+        host=host.value if host else Host(),
+        models=valid["models"],
+        servers=valid["servers"],
+        tools=valid["tools"],
+        claws=valid["claws"],
+        files=tuple(shown for shown, _ in files),
+    )
+
+
+def _read_table(
+    table: str, raw: Any, src: Source, tables: dict[str, dict[str, Entry]], problems: list[Problem]
+) -> None:
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        problems.append(src.problem((table,), "expected a mapping of names to entries", "value"))
+        return
+    for name, entry in raw.items():
+        loc = (table, name)
+        if not re.match(NAME_PATTERN, name):
+            problems.append(src.problem(loc, f"'{name}' is not a valid name: {NAME_RULE}"))
+            continue
+        if name in tables[table]:
+            first = tables[table][name].source.problem(loc, "")
+            problems.append(src.problem(loc, f"defined twice (first at {_at(first)})"))
+            continue
+        if table in ("servers", "tools") and isinstance(entry, dict) and "command" in entry:
+            entry = _relative(entry, "cwd", src.folder, default=True)
+        value = validate(_TABLES[table], entry, loc, src, problems)
+        tables[table][name] = Entry(value, src)
+
+
+def _relative(raw: Any, key: str, folder: Path, *, default: bool) -> Any:
+    """A path in the manifest is relative to the manifest's own folder."""
+    if not isinstance(raw, dict):
+        return raw
+    value = raw.get(key)
+    if isinstance(value, str):
+        return {**raw, key: os.path.normpath(folder / Path(value).expanduser())}
+    if value is None and default:
+        return {**raw, key: str(folder)}
+    return raw
+
+
+def _at(problem: Problem) -> str:
+    return f"{problem.file}:{problem.line}:{problem.col}"

@@ -1,0 +1,346 @@
+"""The manifest format (DESIGN §2) as pydantic models; their JSON Schema is `clawmcp schema`.
+
+Checks that need one entry only live here; checks across entries (a Claw's model exists, ...)
+live in `check.py`, where every entry is known.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "NAME_PATTERN",
+    "Call",
+    "Claw",
+    "Host",
+    "ManifestFile",
+    "Model",
+    "Rule",
+    "Schedule",
+    "Send",
+    "Server",
+    "Tool",
+    "parse_duration",
+    "placeholders",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+WIRE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """`500ms`, `30s`, `15m`, `1h`, `2d` → seconds."""
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m[1]) * _UNITS[m[2]]
+        if seconds > 0:
+            return seconds
+    raise PydanticCustomError(
+        "duration",
+        "expected a duration above zero such as 500ms, 30s, 15m, 1h or 2d, got {got}",
+        {"got": repr(value)},
+    )
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": "string", "pattern": _DURATION.pattern, "examples": ["30s", "15m"]}),
+]
+
+
+def _fail(message: str) -> PydanticCustomError:
+    return PydanticCustomError("manifest", message)
+
+
+def _one_of(model: BaseModel, keys: tuple[str, ...], what: str) -> str:
+    given = [k for k in keys if getattr(model, k) is not None]
+    if len(given) != 1:
+        names = ", ".join(f"'{k}'" for k in keys)
+        found = f" (found {', '.join(given)})" if given else ""
+        raise _fail(f"{what}: give exactly one of {names}{found}")
+    return given[0]
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def placeholders(text: str) -> list[str]:
+    """The `{name}` fields of a command or URL template (other braces are left alone)."""
+    return _PLACEHOLDER.findall(text)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- host --------------------------------------------------------------------------------------
+
+
+class Token(_Strict):
+    name: Name
+    token: SecretStr = Field(min_length=16, description="at least 16 characters; use ${VAR}")
+    claws: list[str] = Field(default=["*"], description="glob patterns of the Claws it reaches")
+
+
+class Auth(_Strict):
+    tokens: list[Token] = []
+
+
+class Host(_Strict):
+    listen: str = Field(default="127.0.0.1:8765", description="HOST:PORT for HTTP")
+    data_dir: str | None = Field(default=None, description="default $CLAWMCP_HOME or ~/.clawmcp")
+    auth: Auth = Auth()
+    allowed_hosts: list[str] = []
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise _fail(f"expected HOST:PORT such as 127.0.0.1:8765, got '{v}'")
+        return v
+
+
+# -- models ------------------------------------------------------------------------------------
+
+_TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_TEMPLATE_FORMS = re.compile(r"^(input|match\.(?P<group>\w+)|results\[(?P<index>\d+)\])$")
+
+
+class ScriptStep(_Strict):
+    tool: str = Field(pattern=WIRE_PATTERN, description="wire name, e.g. time__get_current_time")
+    arguments: dict[str, Any] = {}
+
+
+class Rule(_Strict):
+    when: str | None = Field(default=None, description="regex; a rule without it always matches")
+    steps: list[ScriptStep] = []
+    reply: str
+
+    @model_validator(mode="after")
+    def _templates(self) -> Rule:
+        groups: set[str] = set()
+        if self.when is not None:
+            try:
+                groups = set(re.compile(self.when).groupindex)
+            except re.error as e:
+                raise _fail(f"when: bad regular expression: {e}") from None
+        texts = [self.reply, *(repr(s.arguments) for s in self.steps)]
+        for expr in (m[1] for t in texts for m in _TEMPLATE.finditer(t)):
+            form = _TEMPLATE_FORMS.match(expr)
+            if not form:
+                raise _fail(f"unknown template '{{{{ {expr} }}}}': use input, match.NAME or results[N]")
+            if form["group"] and form["group"] not in groups:
+                raise _fail(f"'{{{{ {expr} }}}}': the 'when' regex has no group named '{form['group']}'")
+            if form["index"] and int(form["index"]) >= len(self.steps):
+                raise _fail(f"'{{{{ {expr} }}}}': this rule has only {len(self.steps)} steps")
+        return self
+
+
+class Model(_Strict):
+    provider: Literal["openai", "anthropic", "scripted"]
+    model: str | None = Field(default=None, description="the provider's model name")
+    base_url: str | None = None
+    api_key: SecretStr | None = Field(default=None, description="use ${VAR}, never inline")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, gt=0)
+    headers: dict[str, str] = {}
+    timeout: Duration = Field(default=60.0, description="per request")
+    rules: list[Rule] | None = Field(default=None, description="scripted only")
+
+    @model_validator(mode="after")
+    def _provider(self) -> Model:
+        if self.provider == "scripted":
+            if not self.rules:
+                raise _fail("provider 'scripted' needs 'rules'")
+            if extra := [k for k in ("model", "base_url", "api_key") if getattr(self, k)]:
+                raise _fail(f"provider 'scripted' takes no {', '.join(extra)}")
+        else:
+            if not self.model:
+                raise _fail(f"provider '{self.provider}' needs 'model'")
+            if self.rules is not None:
+                raise _fail(f"'rules' are for provider 'scripted', not '{self.provider}'")
+        return self
+
+
+# -- servers and manifest tools ----------------------------------------------------------------
+
+
+class Server(_Strict):
+    """The shape of a Claude Desktop `mcpServers` entry, plus `transport` for URLs."""
+
+    command: str | None = Field(default=None, description="stdio: the program to run")
+    args: list[str] = []
+    env: dict[str, str] = {}
+    cwd: str | None = Field(default=None, description="default: the manifest's folder")
+    url: str | None = Field(default=None, description="streamable HTTP or SSE endpoint")
+    headers: dict[str, str] = {}
+    transport: Literal["stdio", "http", "sse"] | None = Field(
+        default=None, description="default: stdio with command, http with url"
+    )
+    type: Literal["stdio", "http", "sse"] | None = Field(default=None, description="same as transport")
+
+    @model_validator(mode="after")
+    def _shape(self) -> Server:
+        kind = _one_of(self, ("command", "url"), "a server")
+        if self.transport and self.type and self.transport != self.type:
+            raise _fail("'transport' and 'type' disagree")
+        transport = self.transport or self.type or ("stdio" if kind == "command" else "http")
+        if kind == "command":
+            if transport != "stdio" or self.headers:
+                raise _fail("a stdio server (command) takes no 'headers' and no http/sse transport")
+        else:
+            if transport == "stdio" or self.args or self.env or self.cwd:
+                raise _fail("a URL server takes no 'args', 'env', 'cwd' or stdio transport")
+            if not re.match(r"^https?://", self.url or ""):
+                raise _fail(f"url must start with http:// or https://, got '{self.url}'")
+        return self
+
+    @property
+    def kind(self) -> Literal["stdio", "http", "sse"]:
+        return self.transport or self.type or ("stdio" if self.command else "http")
+
+
+class HttpCall(_Strict):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    url: str = Field(description="{name} is replaced by the argument")
+    headers: dict[str, str] = {}
+    body: Any = Field(default=None, description="JSON body; strings may use {name}")
+
+
+class Tool(_Strict):
+    description: str = ""
+    input: dict[Name, dict[str, Any]] = Field(
+        default={}, description="JSON Schema properties; required unless a default is given"
+    )
+    command: list[str] | None = Field(default=None, min_length=1, description="argv, never a shell")
+    cwd: str | None = Field(default=None, description="for command; default: the manifest's folder")
+    http: HttpCall | None = None
+    timeout: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _shape(self) -> Tool:
+        kind = _one_of(self, ("command", "http"), "a tool")
+        if kind == "command":
+            texts = list(self.command or [])
+        else:
+            assert self.http is not None
+            texts = [self.http.url, *self.http.headers.values(), repr(self.http.body)]
+        for name in (p for t in texts for p in placeholders(t)):
+            if name not in self.input:
+                declared = ", ".join(self.input) or "none"
+                raise _fail(f"'{{{name}}}' is not a declared input (declared: {declared})")
+        return self
+
+
+# -- Claws -------------------------------------------------------------------------------------
+
+
+class Call(_Strict):
+    tool: str = Field(description="SERVER.TOOL")
+    arguments: dict[str, Any] = {}
+
+
+class Send(_Strict):
+    to: Name
+    content: str
+
+
+class Schedule(_Strict):
+    name: Name
+    every: Duration | None = None
+    cron: str | None = Field(default=None, description="five fields, e.g. '0 9 * * mon-fri'")
+    timezone: str | None = Field(default=None, description="IANA zone for cron and at; default UTC")
+    at: datetime | None = Field(default=None, description="one shot, e.g. 2026-12-01T09:00:00Z")
+    prompt: str | None = None
+    call: Call | None = None
+    send: Send | None = None
+    misfire: Literal["latest", "all", "skip"] = "latest"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                croniter(v)
+            except (ValueError, KeyError) as e:
+                raise _fail(f"bad cron expression '{v}': {e}") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise _fail(f"unknown timezone '{v}' (use an IANA name such as Europe/Lisbon)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Schedule:
+        when = _one_of(self, ("every", "cron", "at"), "a schedule")
+        _one_of(self, ("prompt", "call", "send"), "a schedule's action")
+        if self.timezone and when == "every":
+            raise _fail("'timezone' applies to cron and at, not every")
+        return self
+
+
+class Memory(_Strict):
+    history: int = Field(default=40, ge=0, description="messages of the thread in the context")
+
+
+class Limits(_Strict):
+    max_steps: int = Field(default=8, ge=1, description="model/tool rounds per run")
+    run_timeout: Duration = 120.0
+
+
+class Expose(_Strict):
+    tools: bool = Field(default=False, description="MCP clients may call the allowed tools directly")
+
+
+class Claw(_Strict):
+    description: str = ""
+    instructions: str = ""
+    model: Name = Field(description="a name under models:")
+    tools: list[str] = Field(default=[], description="glob patterns over SERVER.TOOL")
+    talks_to: list[str] = Field(default=[], description="Claws it may message")
+    subscribe: list[str] = Field(default=[], description="topics it receives")
+    schedules: list[Schedule] = []
+    memory: Memory = Memory()
+    limits: Limits = Limits()
+    expose: Expose = Expose()
+    isolation: Literal["task", "process"] = "task"
+
+
+class ManifestFile(_Strict):
+    """One manifest file. Several files merge by name (see `load`)."""
+
+    model_config = ConfigDict(title="clawmcp manifest")
+
+    version: Literal[1] = 1
+    host: Host | None = None
+    models: dict[Name, Model] = {}
+    servers: dict[Name, Server] = {}
+    tools: dict[Name, Tool] = {}
+    claws: dict[Name, Claw] = {}

@@ -1,0 +1,53 @@
+"""The `clawmcp` command as a user runs it: a real process, its exit status and its output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def clawmcp(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clawmcp", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_validate_accepts_the_shipped_manifests() -> None:
+    run = clawmcp("validate", "manifests/")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("ok: manifests/demo.yaml (Claws: 2,")
+
+
+def test_validate_defaults_to_the_manifests_folder() -> None:
+    assert clawmcp("validate").returncode == 0
+
+
+def test_a_bad_manifest_is_one_line_per_problem_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("claws:\n  a: {model: m, isolation: thread}\n")
+    run = clawmcp("validate", "m.yaml", cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert run.stderr.splitlines() == [
+        "m.yaml:2:28: claws.a.isolation: expected one of 'task' or 'process', got 'thread'",
+    ]
+
+
+def test_a_missing_path_is_a_user_error(tmp_path: Path) -> None:
+    run = clawmcp("validate", "nowhere", cwd=tmp_path)
+    assert (run.returncode, run.stderr) == (1, "nowhere:1:1: no such file or folder\n")
+
+
+def test_bad_usage_exits_2() -> None:
+    assert clawmcp("frobnicate").returncode == 2
+    assert clawmcp().returncode == 2
+
+
+def test_schema_prints_a_json_schema() -> None:
+    run = clawmcp("schema")
+    schema = json.loads(run.stdout)
+    assert run.returncode == 0
+    assert set(schema["properties"]) == {"version", "host", "models", "servers", "tools", "claws"}
