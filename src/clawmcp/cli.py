@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from clawmcp import __version__
-from clawmcp.errors import UserError
+from clawmcp.errors import ClawError
 
 __all__ = ["main"]
 
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         code = args.run(args)
-    except UserError as e:
+    except ClawError as e:
         print(e, file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

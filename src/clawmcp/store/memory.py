@@ -1,0 +1,406 @@
+"""`MemoryStore`: the state store in plain Python objects, for fast tests.
+
+It behaves like `SqliteStore` in everything a caller can observe: the same ordering, the same
+errors for unknown records, JSON values copied in and out. Nothing survives the process, but the
+data survives `close()` and a second `open()`, so a test can stand in for a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from anyio.lowlevel import checkpoint
+
+from clawmcp.errors import StoreError
+from clawmcp.store import (
+    Clock,
+    Fire,
+    FireOutcome,
+    HistoryEntry,
+    Message,
+    MessageKind,
+    Note,
+    Run,
+    RunState,
+    RunTrigger,
+    Schedule,
+    Step,
+    StepKind,
+    Store,
+    ToolCall,
+    ToolOutcome,
+)
+
+__all__ = ["MemoryStore"]
+
+# What SQLite's unicode61 tokenizer calls a word: letters and digits; `_` separates words.
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.casefold())
+
+
+def _check(records: Mapping[int, object], record_id: int | None, what: str) -> None:
+    """Refuse a reference to a missing record, as the database's foreign keys do."""
+    if record_id is not None and record_id not in records:
+        raise StoreError(f"no {what} {record_id}")
+
+
+def _json(value: Any) -> Any:
+    """A copy of `value` as it would come back from the database."""
+    return json.loads(json.dumps(value))
+
+
+class MemoryStore(Store):
+    """A `Store` in dicts and lists."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._open = False
+        self._ids: defaultdict[str, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+        self._messages: dict[int, Message] = {}
+        self._runs: dict[int, Run] = {}
+        self._steps: dict[int, list[Step]] = {}
+        self._history: list[HistoryEntry] = []
+        self._notes: dict[int, Note] = {}
+        self._schedules: dict[int, Schedule] = {}
+        self._fires: dict[tuple[int, float], Fire] = {}
+        self._tool_calls: list[ToolCall] = []
+
+    async def open(self) -> None:
+        if self._open:
+            raise StoreError("the memory store is already open")
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def _enter(self) -> None:
+        """Yield to the event loop like real I/O would, then check that the store is open."""
+        await checkpoint()
+        if not self._open:
+            raise StoreError("the memory store is closed")
+
+    # -- mailboxes and messages -------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        mailbox: str,
+        content: str,
+        *,
+        sender: str | None = None,
+        thread: str = "default",
+        kind: MessageKind = "message",
+        reply_to: int | None = None,
+        key: str | None = None,
+    ) -> tuple[Message, bool]:
+        await self._enter()
+        if key is not None:
+            for m in self._messages.values():
+                if m.mailbox == mailbox and m.key == key:
+                    return m, False
+        _check(self._messages, reply_to, "message")
+        now = self._clock()
+        message = Message(
+            id=next(self._ids["messages"]),
+            mailbox=mailbox,
+            content=content,
+            sender=sender,
+            thread=thread,
+            kind=kind,
+            reply_to=reply_to,
+            key=key,
+            state="queued",
+            attempts=0,
+            available_at=now,
+            last_error=None,
+            created_at=now,
+        )
+        self._messages[message.id] = message
+        return message, True
+
+    async def claim(self, mailbox: str) -> Message | None:
+        await self._enter()
+        now = self._clock()
+        for m in self._messages.values():  # dicts keep insertion order, which is id order
+            if m.mailbox == mailbox and m.state == "queued" and m.available_at <= now:
+                claimed = dataclasses.replace(m, state="running", attempts=m.attempts + 1)
+                self._messages[m.id] = claimed
+                return claimed
+        return None
+
+    async def ack(self, message_id: int) -> None:
+        await self._enter()
+        _check(self._messages, message_id, "message")
+        m = self._messages[message_id]
+        self._messages[m.id] = dataclasses.replace(m, state="done")
+
+    async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
+        await self._enter()
+        _check(self._messages, message_id, "message")
+        m = self._messages[message_id]
+        if retry_at is None:
+            self._messages[m.id] = dataclasses.replace(m, state="dead", last_error=error)
+        else:
+            self._messages[m.id] = dataclasses.replace(
+                m, state="queued", available_at=retry_at, last_error=error
+            )
+
+    async def get_message(self, message_id: int) -> Message | None:
+        await self._enter()
+        return self._messages.get(message_id)
+
+    async def depth(self, mailbox: str) -> int:
+        await self._enter()
+        return sum(m.mailbox == mailbox and m.state in ("queued", "running") for m in self._messages.values())
+
+    async def dead_letters(self, mailbox: str) -> list[Message]:
+        await self._enter()
+        return [m for m in self._messages.values() if m.mailbox == mailbox and m.state == "dead"]
+
+    async def requeue_running(self) -> int:
+        await self._enter()
+        running = [m for m in self._messages.values() if m.state == "running"]
+        for m in running:
+            self._messages[m.id] = dataclasses.replace(m, state="queued")
+        return len(running)
+
+    # -- runs and their steps ---------------------------------------------------------------
+
+    async def start_run(
+        self,
+        claw: str,
+        thread: str,
+        trigger: RunTrigger,
+        input: str,
+        *,
+        message_id: int | None = None,
+        parent_run_id: int | None = None,
+    ) -> Run:
+        await self._enter()
+        _check(self._messages, message_id, "message")
+        _check(self._runs, parent_run_id, "run")
+        run = Run(
+            id=next(self._ids["runs"]),
+            claw=claw,
+            thread=thread,
+            trigger=trigger,
+            input=input,
+            message_id=message_id,
+            parent_run_id=parent_run_id,
+            state="running",
+            reply=None,
+            error=None,
+            input_tokens=None,
+            output_tokens=None,
+            started_at=self._clock(),
+            ended_at=None,
+        )
+        self._runs[run.id] = run
+        self._steps[run.id] = []
+        return run
+
+    async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
+        await self._enter()
+        _check(self._runs, run_id, "run")
+        steps = self._steps[run_id]
+        steps.append(Step(run_id, len(steps), kind, _json(data), self._clock()))
+        return dataclasses.replace(steps[-1], data=_json(data))
+
+    async def finish_run(
+        self,
+        run_id: int,
+        state: RunState,
+        *,
+        reply: str | None = None,
+        error: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        await self._enter()
+        _check(self._runs, run_id, "run")
+        self._runs[run_id] = dataclasses.replace(
+            self._runs[run_id],
+            state=state,
+            reply=reply,
+            error=error,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            ended_at=self._clock(),
+        )
+
+    async def get_run(self, run_id: int) -> Run | None:
+        await self._enter()
+        return self._runs.get(run_id)
+
+    async def steps(self, run_id: int) -> list[Step]:
+        await self._enter()
+        return [dataclasses.replace(s, data=_json(s.data)) for s in self._steps.get(run_id, [])]
+
+    async def runs(self, claw: str | None = None, limit: int = 20) -> list[Run]:
+        await self._enter()
+        found = [r for r in reversed(self._runs.values()) if claw is None or r.claw == claw]
+        return found[:limit]
+
+    async def interrupt_running(self) -> int:
+        await self._enter()
+        running = [r for r in self._runs.values() if r.state == "running"]
+        for r in running:
+            self._runs[r.id] = dataclasses.replace(r, state="interrupted", ended_at=self._clock())
+        return len(running)
+
+    # -- thread history -----------------------------------------------------------------------
+
+    async def append_history(
+        self, claw: str, thread: str, role: str, content: Any, *, run_id: int | None = None
+    ) -> None:
+        await self._enter()
+        _check(self._runs, run_id, "run")
+        self._history.append(HistoryEntry(claw, thread, role, _json(content), run_id, self._clock()))
+
+    async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
+        await self._enter()
+        entries = [h for h in self._history if h.claw == claw and h.thread == thread]
+        last = entries[-limit:] if limit > 0 else []
+        return [dataclasses.replace(h, content=_json(h.content)) for h in last]
+
+    # -- memory notes -----------------------------------------------------------------------
+
+    async def remember(self, claw: str, text: str, key: str | None = None) -> Note:
+        await self._enter()
+        old = next(
+            (n for n in self._notes.values() if key is not None and (n.claw, n.key) == (claw, key)), None
+        )
+        note = Note(old.id if old else next(self._ids["notes"]), claw, key, text, self._clock())
+        self._notes[note.id] = note
+        return note
+
+    async def recall(self, claw: str, query: str, limit: int = 5) -> list[Note]:
+        await self._enter()
+        wanted = set(_words(query))
+        scored: list[tuple[float, int, Note]] = []
+        for note in self._notes.values():
+            counts = Counter(_words(note.text))
+            if note.claw == claw and wanted and wanted <= counts.keys():
+                # Like bm25, in miniature: more of the query words in a shorter note ranks higher.
+                score = sum(counts[w] for w in wanted) / counts.total()
+                scored.append((-score, -note.id, note))
+        return [note for *_, note in sorted(scored)[:limit]]
+
+    # -- schedules and fires ----------------------------------------------------------------
+
+    async def put_schedule(
+        self,
+        claw: str,
+        name: str,
+        *,
+        spec: dict[str, Any],
+        action: dict[str, Any],
+        misfire: str,
+        source: Literal["manifest", "runtime"],
+        next_fire: float | None,
+    ) -> Schedule:
+        await self._enter()
+        old = next((s for s in self._schedules.values() if (s.claw, s.name) == (claw, name)), None)
+        schedule = Schedule(
+            id=old.id if old else next(self._ids["schedules"]),
+            claw=claw,
+            name=name,
+            spec=_json(spec),
+            action=_json(action),
+            misfire=misfire,
+            source=source,
+            next_fire=next_fire,
+            created_at=old.created_at if old else self._clock(),
+        )
+        self._schedules[schedule.id] = schedule
+        return dataclasses.replace(schedule, spec=_json(spec), action=_json(action))
+
+    async def delete_schedule(self, schedule_id: int) -> bool:
+        await self._enter()
+        for key in [k for k in self._fires if k[0] == schedule_id]:
+            del self._fires[key]
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def schedules(self, claw: str | None = None) -> list[Schedule]:
+        await self._enter()
+        found = [s for s in self._schedules.values() if claw is None or s.claw == claw]
+        found.sort(key=lambda s: (s.claw, s.name))
+        return [dataclasses.replace(s, spec=_json(s.spec), action=_json(s.action)) for s in found]
+
+    async def set_next_fire(self, schedule_id: int, next_fire: float | None) -> None:
+        await self._enter()
+        _check(self._schedules, schedule_id, "schedule")
+        self._schedules[schedule_id] = dataclasses.replace(self._schedules[schedule_id], next_fire=next_fire)
+
+    async def claim_fire(self, schedule_id: int, slot: float) -> bool:
+        await self._enter()
+        _check(self._schedules, schedule_id, "schedule")
+        if (schedule_id, slot) in self._fires:
+            return False
+        self._fires[schedule_id, slot] = Fire(schedule_id, slot, "running", None, None, self._clock())
+        return True
+
+    async def finish_fire(
+        self,
+        schedule_id: int,
+        slot: float,
+        outcome: FireOutcome,
+        *,
+        run_id: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        await self._enter()
+        fire = self._fires.get((schedule_id, slot))
+        if fire is None:
+            raise StoreError(f"no fire of schedule {schedule_id} at slot {slot}")
+        _check(self._runs, run_id, "run")
+        self._fires[schedule_id, slot] = dataclasses.replace(
+            fire, outcome=outcome, run_id=run_id, error=error
+        )
+
+    async def fires(self, schedule_id: int, limit: int = 20) -> list[Fire]:
+        await self._enter()
+        found = [f for f in self._fires.values() if f.schedule_id == schedule_id]
+        return sorted(found, key=lambda f: f.slot, reverse=True)[:limit]
+
+    # -- tool-call audit ----------------------------------------------------------------------
+
+    async def record_tool_call(
+        self,
+        claw: str,
+        tool: str,
+        *,
+        args_bytes: int,
+        duration: float,
+        outcome: ToolOutcome,
+        error: str | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        await self._enter()
+        _check(self._runs, run_id, "run")
+        call = ToolCall(
+            id=next(self._ids["tool_calls"]),
+            claw=claw,
+            tool=tool,
+            run_id=run_id,
+            args_bytes=args_bytes,
+            duration=duration,
+            outcome=outcome,
+            error=error,
+            at=self._clock(),
+        )
+        self._tool_calls.append(call)
+
+    async def tool_calls(self, claw: str | None = None, limit: int = 50) -> list[ToolCall]:
+        await self._enter()
+        found = [c for c in reversed(self._tool_calls) if claw is None or c.claw == claw]
+        return found[:limit]

@@ -1,0 +1,517 @@
+"""`SqliteStore`: the state store in one SQLite file.
+
+Every write goes through one `Writer` task, which owns the write connection and commits many
+writes at once. Reads use a second connection; in WAL mode they neither wait for the writer nor
+block it.
+
+The schema comes from the numbered files in `migrations/`, applied at open (see `migrate`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+import anyio
+from anyio.abc import TaskGroup
+
+from clawmcp.errors import StoreError
+from clawmcp.store import (
+    Clock,
+    Fire,
+    FireOutcome,
+    HistoryEntry,
+    Message,
+    MessageKind,
+    Note,
+    Run,
+    RunState,
+    RunTrigger,
+    Schedule,
+    Step,
+    StepKind,
+    Store,
+    ToolCall,
+    ToolOutcome,
+)
+from clawmcp.store.writer import Operation, Writer
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "migrate"]
+
+T = TypeVar("T")
+BUSY_TIMEOUT_MS = 5000
+# The words of a recall query, split like FTS5's unicode61 tokenizer splits the notes.
+_WORD = re.compile(r"[^\W_]+")
+Params = Sequence[Any] | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _Migration:
+    version: int
+    file: str
+    sql: str
+
+
+def _load_migrations() -> list[_Migration]:
+    folder = importlib.resources.files("clawmcp.store").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        if match := re.fullmatch(r"(\d{4})_\w+\.sql", entry.name):
+            found.append(_Migration(int(match[1]), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    if [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1, 2, 3, ...: {[m.file for m in found]}")
+    return found
+
+
+_MIGRATIONS = _load_migrations()
+SCHEMA_VERSION = _MIGRATIONS[-1].version
+"""The schema version this clawmcp writes: the number of its newest migration."""
+
+
+async def _rows(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+    return list(await conn.execute_fetchall(sql, params))
+
+
+def _decode(row: sqlite3.Row, *json_columns: str) -> dict[str, Any]:
+    values = dict(row)
+    for column in json_columns:
+        values[column] = json.loads(values[column])
+    return values
+
+
+async def migrate(conn: aiosqlite.Connection, upto: int = SCHEMA_VERSION) -> None:
+    """Apply, in order, every migration newer than the database's `user_version` up to `upto`,
+    each in its own transaction together with the bump of `user_version`.
+
+    `conn` must be opened with `isolation_level=None`. A database written by a newer clawmcp is
+    refused with `StoreError`.
+    """
+    [(_, _, file)] = await _rows(conn, "PRAGMA database_list")
+    [(version,)] = await _rows(conn, "PRAGMA user_version")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{file} has schema version {version} but this clawmcp knows only up to "
+            f"{SCHEMA_VERSION}; upgrade clawmcp to open it"
+        )
+    for m in _MIGRATIONS:
+        if version < m.version <= upto:
+            script = f"BEGIN IMMEDIATE;\n{m.sql}\n;\nPRAGMA user_version = {m.version};\nCOMMIT;"
+            try:
+                await conn.executescript(script)
+            except sqlite3.Error as e:
+                await conn.rollback()
+                raise StoreError(f"{file}: migration {m.file} failed: {e}") from e
+
+
+class SqliteStore(Store):
+    """A `Store` in the SQLite file at `path` (created with its parent folder when missing).
+
+    `synchronous="FULL"` (the default) makes every commit durable across a power loss;
+    `"NORMAL"` may lose the last commits on power loss (never on a crash of the process) in
+    exchange for fewer fsyncs. Runs on asyncio only (aiosqlite).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Clock = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._clock = clock
+        self._write_conn: aiosqlite.Connection | None = None
+        self._read_conn: aiosqlite.Connection | None = None
+        self._writer: Writer | None = None
+        self._task_group: TaskGroup | None = None
+
+    @property
+    def commits(self) -> int:
+        """How many transactions the writer has committed: fewer than the writes, under load."""
+        return self._writer.commits if self._writer else 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the file, bring its schema up to date and start the writer."""
+        if self._task_group is not None:
+            raise StoreError(f"state store {self.path} is already open")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_conn = await self._connect()
+            await self._write_conn.executescript(
+                f"PRAGMA synchronous = {self._synchronous}; PRAGMA foreign_keys = ON;"
+            )
+            [(mode,)] = await _rows(self._write_conn, "PRAGMA journal_mode = WAL")
+            if mode != "wal":
+                raise StoreError(f"state store {self.path} cannot use WAL mode (it is in {mode} mode)")
+            await migrate(self._write_conn)
+            self._read_conn = await self._connect()
+            await self._read_conn.execute("PRAGMA query_only = ON")
+        except BaseException as e:
+            with anyio.CancelScope(shield=True):
+                await self._close_connections()
+            if isinstance(e, OSError | sqlite3.Error):
+                raise StoreError(f"cannot open state store {self.path}: {e}") from e
+            raise
+        self._writer = Writer(self._write_conn, str(self.path))
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._writer.run)
+
+    async def close(self) -> None:
+        """Let the writes already queued commit, stop the writer, close the file.
+
+        Must be called from the task that called `open`.
+        """
+        if self._task_group is None or self._writer is None:
+            return
+        task_group, self._task_group = self._task_group, None
+        self._writer.close()
+        try:
+            await task_group.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close_connections()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return conn
+
+    async def _close_connections(self) -> None:
+        for conn in (self._read_conn, self._write_conn):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    await conn.close()
+        self._read_conn = self._write_conn = None
+
+    async def pragmas(self) -> dict[str, Any]:
+        """The settings of the write connection, for diagnostics."""
+
+        async def read(conn: aiosqlite.Connection) -> dict[str, Any]:
+            names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            return {name: (await _rows(conn, f"PRAGMA {name}"))[0][0] for name in names}
+
+        return await self._write(read)
+
+    # -- the seam to the writer and the read connection -------------------------------------
+
+    async def _write(self, operation: Operation[T]) -> T:
+        if self._writer is None:
+            raise StoreError(f"state store {self.path} is not open")
+        return await self._writer.write(operation)
+
+    async def _change(self, sql: str, params: Params, missing: str) -> None:
+        """Run an UPDATE that must change a row; no such row is the caller's mistake."""
+
+        async def change(conn: aiosqlite.Connection) -> None:
+            async with conn.execute(sql, params) as cursor:
+                if cursor.rowcount == 0:
+                    raise StoreError(missing)
+
+        await self._write(change)
+
+    async def _read(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+        if self._read_conn is None:
+            raise StoreError(f"state store {self.path} is not open")
+        try:
+            return await _rows(self._read_conn, sql, params)
+        except sqlite3.Error as e:
+            raise StoreError(f"state store {self.path}: {e}") from e
+
+    # -- mailboxes and messages -----------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        mailbox: str,
+        content: str,
+        *,
+        sender: str | None = None,
+        thread: str = "default",
+        kind: MessageKind = "message",
+        reply_to: int | None = None,
+        key: str | None = None,
+    ) -> tuple[Message, bool]:
+        sql = """
+            INSERT INTO messages
+                (mailbox, content, sender, thread, kind, reply_to, key, available_at, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (mailbox, key) DO NOTHING
+            RETURNING *
+        """
+        now = self._clock()
+        params = (mailbox, content, sender, thread, kind, reply_to, key, now, now)
+
+        async def insert(conn: aiosqlite.Connection) -> tuple[Message, bool]:
+            if rows := await _rows(conn, sql, params):
+                return Message(**dict(rows[0])), True
+            [row] = await _rows(conn, "SELECT * FROM messages WHERE mailbox = ? AND key = ?", (mailbox, key))
+            return Message(**dict(row)), False
+
+        return await self._write(insert)
+
+    async def claim(self, mailbox: str) -> Message | None:
+        sql = """
+            UPDATE messages SET state = 'running', attempts = attempts + 1
+            WHERE id = (
+                SELECT id FROM messages
+                WHERE mailbox = ? AND state = 'queued' AND available_at <= ?
+                ORDER BY id LIMIT 1
+            )
+            RETURNING *
+        """
+        params = (mailbox, self._clock())
+        rows = await self._write(lambda conn: _rows(conn, sql, params))
+        return Message(**dict(rows[0])) if rows else None
+
+    async def ack(self, message_id: int) -> None:
+        sql = "UPDATE messages SET state = 'done' WHERE id = ?"
+        await self._change(sql, (message_id,), f"no message {message_id}")
+
+    async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
+        sql = """
+            UPDATE messages
+            SET state = iif(:retry_at IS NULL, 'dead', 'queued'),
+                available_at = coalesce(:retry_at, available_at),
+                last_error = :error
+            WHERE id = :id
+        """
+        params = {"id": message_id, "error": error, "retry_at": retry_at}
+        await self._change(sql, params, f"no message {message_id}")
+
+    async def get_message(self, message_id: int) -> Message | None:
+        rows = await self._read("SELECT * FROM messages WHERE id = ?", (message_id,))
+        return Message(**dict(rows[0])) if rows else None
+
+    async def depth(self, mailbox: str) -> int:
+        sql = "SELECT count(*) FROM messages WHERE mailbox = ? AND state IN ('queued', 'running')"
+        [(count,)] = await self._read(sql, (mailbox,))
+        return int(count)
+
+    async def dead_letters(self, mailbox: str) -> list[Message]:
+        sql = "SELECT * FROM messages WHERE mailbox = ? AND state = 'dead' ORDER BY id"
+        return [Message(**dict(row)) for row in await self._read(sql, (mailbox,))]
+
+    async def requeue_running(self) -> int:
+        sql = "UPDATE messages SET state = 'queued' WHERE state = 'running' RETURNING id"
+        return len(await self._write(lambda conn: _rows(conn, sql)))
+
+    # -- runs and their steps -------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        claw: str,
+        thread: str,
+        trigger: RunTrigger,
+        input: str,
+        *,
+        message_id: int | None = None,
+        parent_run_id: int | None = None,
+    ) -> Run:
+        sql = """
+            INSERT INTO runs (claw, thread, trigger, input, message_id, parent_run_id, started_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            RETURNING *
+        """
+        params = (claw, thread, trigger, input, message_id, parent_run_id, self._clock())
+        [row] = await self._write(lambda conn: _rows(conn, sql, params))
+        return Run(**dict(row))
+
+    async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
+        sql = """
+            INSERT INTO run_steps (run_id, idx, kind, data, at)
+            SELECT :run_id, count(*), :kind, :data, :at FROM run_steps WHERE run_id = :run_id
+            RETURNING run_id, idx AS "index", kind, data, at
+        """
+        params = {"run_id": run_id, "kind": kind, "data": json.dumps(data), "at": self._clock()}
+        [row] = await self._write(lambda conn: _rows(conn, sql, params))
+        return Step(**_decode(row, "data"))
+
+    async def finish_run(
+        self,
+        run_id: int,
+        state: RunState,
+        *,
+        reply: str | None = None,
+        error: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        sql = """
+            UPDATE runs
+            SET state = ?, reply = ?, error = ?, input_tokens = ?, output_tokens = ?, ended_at = ?
+            WHERE id = ?
+        """
+        params = (state, reply, error, input_tokens, output_tokens, self._clock(), run_id)
+        await self._change(sql, params, f"no run {run_id}")
+
+    async def get_run(self, run_id: int) -> Run | None:
+        rows = await self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return Run(**dict(rows[0])) if rows else None
+
+    async def steps(self, run_id: int) -> list[Step]:
+        sql = 'SELECT run_id, idx AS "index", kind, data, at FROM run_steps WHERE run_id = ? ORDER BY idx'
+        return [Step(**_decode(row, "data")) for row in await self._read(sql, (run_id,))]
+
+    async def runs(self, claw: str | None = None, limit: int = 20) -> list[Run]:
+        if claw is None:
+            rows = await self._read("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            sql = "SELECT * FROM runs WHERE claw = ? ORDER BY id DESC LIMIT ?"
+            rows = await self._read(sql, (claw, limit))
+        return [Run(**dict(row)) for row in rows]
+
+    async def interrupt_running(self) -> int:
+        sql = "UPDATE runs SET state = 'interrupted', ended_at = ? WHERE state = 'running' RETURNING id"
+        return len(await self._write(lambda conn: _rows(conn, sql, (self._clock(),))))
+
+    # -- thread history -------------------------------------------------------------------------
+
+    async def append_history(
+        self, claw: str, thread: str, role: str, content: Any, *, run_id: int | None = None
+    ) -> None:
+        sql = "INSERT INTO history (claw, thread, role, content, run_id, at) VALUES (?, ?, ?, ?, ?, ?)"
+        params = (claw, thread, role, json.dumps(content), run_id, self._clock())
+        await self._write(lambda conn: _rows(conn, sql, params))
+
+    async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
+        sql = """
+            SELECT claw, thread, role, content, run_id, at FROM (
+                SELECT * FROM history WHERE claw = ? AND thread = ? ORDER BY id DESC LIMIT ?
+            )
+            ORDER BY id
+        """
+        return [
+            HistoryEntry(**_decode(row, "content")) for row in await self._read(sql, (claw, thread, limit))
+        ]
+
+    # -- memory notes ---------------------------------------------------------------------------
+
+    async def remember(self, claw: str, text: str, key: str | None = None) -> Note:
+        sql = """
+            INSERT INTO notes (claw, key, text, at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (claw, key) DO UPDATE SET text = excluded.text, at = excluded.at
+            RETURNING *
+        """
+        params = (claw, key, text, self._clock())
+        [row] = await self._write(lambda conn: _rows(conn, sql, params))
+        return Note(**dict(row))
+
+    async def recall(self, claw: str, query: str, limit: int = 5) -> list[Note]:
+        # Each word quoted, so that FTS5 reads none of the query as its own syntax.
+        words = [f'"{word}"' for word in _WORD.findall(query)]
+        if not words:
+            return []
+        sql = """
+            SELECT notes.* FROM notes_fts JOIN notes ON notes.id = notes_fts.rowid
+            WHERE notes_fts MATCH ? AND notes.claw = ?
+            ORDER BY bm25(notes_fts), notes.id DESC
+            LIMIT ?
+        """
+        return [Note(**dict(row)) for row in await self._read(sql, (" ".join(words), claw, limit))]
+
+    # -- schedules and fires --------------------------------------------------------------------
+
+    async def put_schedule(
+        self,
+        claw: str,
+        name: str,
+        *,
+        spec: dict[str, Any],
+        action: dict[str, Any],
+        misfire: str,
+        source: Literal["manifest", "runtime"],
+        next_fire: float | None,
+    ) -> Schedule:
+        sql = """
+            INSERT INTO schedules (claw, name, spec, action, misfire, source, next_fire, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (claw, name) DO UPDATE SET
+                spec = excluded.spec, action = excluded.action, misfire = excluded.misfire,
+                source = excluded.source, next_fire = excluded.next_fire
+            RETURNING *
+        """
+        params = (claw, name, json.dumps(spec), json.dumps(action), misfire, source, next_fire, self._clock())
+        [row] = await self._write(lambda conn: _rows(conn, sql, params))
+        return Schedule(**_decode(row, "spec", "action"))
+
+    async def delete_schedule(self, schedule_id: int) -> bool:
+        sql = "DELETE FROM schedules WHERE id = ? RETURNING id"
+        return bool(await self._write(lambda conn: _rows(conn, sql, (schedule_id,))))
+
+    async def schedules(self, claw: str | None = None) -> list[Schedule]:
+        if claw is None:
+            rows = await self._read("SELECT * FROM schedules ORDER BY claw, name")
+        else:
+            rows = await self._read("SELECT * FROM schedules WHERE claw = ? ORDER BY name", (claw,))
+        return [Schedule(**_decode(row, "spec", "action")) for row in rows]
+
+    async def set_next_fire(self, schedule_id: int, next_fire: float | None) -> None:
+        sql = "UPDATE schedules SET next_fire = ? WHERE id = ?"
+        await self._change(sql, (next_fire, schedule_id), f"no schedule {schedule_id}")
+
+    async def claim_fire(self, schedule_id: int, slot: float) -> bool:
+        sql = """
+            INSERT INTO fires (schedule_id, slot, outcome, fired_at) VALUES (?, ?, 'running', ?)
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        """
+        return bool(await self._write(lambda conn: _rows(conn, sql, (schedule_id, slot, self._clock()))))
+
+    async def finish_fire(
+        self,
+        schedule_id: int,
+        slot: float,
+        outcome: FireOutcome,
+        *,
+        run_id: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        sql = "UPDATE fires SET outcome = ?, run_id = ?, error = ? WHERE schedule_id = ? AND slot = ?"
+        params = (outcome, run_id, error, schedule_id, slot)
+        await self._change(sql, params, f"no fire of schedule {schedule_id} at slot {slot}")
+
+    async def fires(self, schedule_id: int, limit: int = 20) -> list[Fire]:
+        sql = "SELECT * FROM fires WHERE schedule_id = ? ORDER BY slot DESC LIMIT ?"
+        return [Fire(**dict(row)) for row in await self._read(sql, (schedule_id, limit))]
+
+    # -- tool-call audit ------------------------------------------------------------------------
+
+    async def record_tool_call(
+        self,
+        claw: str,
+        tool: str,
+        *,
+        args_bytes: int,
+        duration: float,
+        outcome: ToolOutcome,
+        error: str | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        sql = """
+            INSERT INTO tool_calls (claw, tool, run_id, args_bytes, duration, outcome, error, at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        """
+        params = (claw, tool, run_id, args_bytes, duration, outcome, error, self._clock())
+        await self._write(lambda conn: _rows(conn, sql, params))
+
+    async def tool_calls(self, claw: str | None = None, limit: int = 50) -> list[ToolCall]:
+        if claw is None:
+            rows = await self._read("SELECT * FROM tool_calls ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            sql = "SELECT * FROM tool_calls WHERE claw = ? ORDER BY id DESC LIMIT ?"
+            rows = await self._read(sql, (claw, limit))
+        return [ToolCall(**dict(row)) for row in rows]

@@ -1,0 +1,469 @@
+"""The behaviour every `Store` shares, run against `MemoryStore` and `SqliteStore` alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from clawmcp.errors import StoreError
+from clawmcp.store import Store
+from clawmcp.store.memory import MemoryStore
+from clawmcp.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+    """An open store of each implementation, on the fake clock."""
+    s: Store = (
+        MemoryStore(clock) if request.param == "memory" else SqliteStore(tmp_path / "s.db", clock=clock)
+    )
+    async with s:
+        yield s
+
+
+# -- mailboxes and messages -----------------------------------------------------------------------
+
+
+async def test_enqueue_commits_a_new_queued_message(store: Store, clock: FakeClock) -> None:
+    message, new = await store.enqueue("inbox", "hello", sender="bob", thread="t1", kind="ask", key="k")
+    assert new
+    assert (message.mailbox, message.content, message.sender, message.thread) == (
+        "inbox",
+        "hello",
+        "bob",
+        "t1",
+    )
+    assert (message.kind, message.key, message.reply_to, message.state) == ("ask", "k", None, "queued")
+    assert (message.attempts, message.available_at, message.created_at) == (0, clock.now, clock.now)
+    assert await store.get_message(message.id) == message
+
+
+async def test_enqueue_with_a_known_key_returns_the_first_message(store: Store) -> None:
+    first, _ = await store.enqueue("inbox", "one", key="k")
+    again, new = await store.enqueue("inbox", "two", key="k")
+    assert (again, new) == (first, False)
+    assert await store.depth("inbox") == 1
+
+
+async def test_the_same_key_in_another_mailbox_makes_a_new_message(store: Store) -> None:
+    first, _ = await store.enqueue("a", "one", key="k")
+    other, new = await store.enqueue("b", "one", key="k")
+    assert new and other.id != first.id
+
+
+async def test_messages_without_a_key_are_never_merged(store: Store) -> None:
+    first, _ = await store.enqueue("inbox", "same")
+    second, new = await store.enqueue("inbox", "same")
+    assert new and second.id != first.id
+
+
+async def test_a_reply_refers_to_its_message(store: Store) -> None:
+    ask, _ = await store.enqueue("b", "question?", kind="ask")
+    reply, _ = await store.enqueue("a", "answer", kind="reply", reply_to=ask.id)
+    assert reply.reply_to == ask.id
+
+
+async def test_claim_takes_the_oldest_queued_message_and_counts_an_attempt(store: Store) -> None:
+    first, _ = await store.enqueue("inbox", "one")
+    await store.enqueue("inbox", "two")
+    await store.enqueue("elsewhere", "zero")
+    claimed = await store.claim("inbox")
+    assert claimed is not None
+    assert (claimed.id, claimed.state, claimed.attempts) == (first.id, "running", 1)
+    assert await store.get_message(first.id) == claimed
+
+
+async def test_claim_of_an_empty_mailbox_returns_none(store: Store) -> None:
+    assert await store.claim("inbox") is None
+
+
+async def test_a_running_message_is_not_claimed_again(store: Store) -> None:
+    await store.enqueue("inbox", "one")
+    assert await store.claim("inbox") is not None
+    assert await store.claim("inbox") is None
+
+
+async def test_ack_marks_a_message_done(store: Store) -> None:
+    message, _ = await store.enqueue("inbox", "one")
+    await store.claim("inbox")
+    await store.ack(message.id)
+    done = await store.get_message(message.id)
+    assert done is not None and done.state == "done"
+    assert await store.claim("inbox") is None
+
+
+async def test_a_nacked_message_is_claimable_only_once_the_clock_passes_retry_at(
+    store: Store, clock: FakeClock
+) -> None:
+    message, _ = await store.enqueue("inbox", "one")
+    await store.claim("inbox")
+    await store.nack(message.id, "model timed out", retry_at=clock.now + 30)
+    queued = await store.get_message(message.id)
+    assert queued is not None
+    assert (queued.state, queued.last_error, queued.available_at) == (
+        "queued",
+        "model timed out",
+        clock.now + 30,
+    )
+    clock.advance(29)
+    assert await store.claim("inbox") is None
+    clock.advance(1)
+    again = await store.claim("inbox")
+    assert again is not None and (again.id, again.attempts) == (message.id, 2)
+
+
+async def test_a_message_waiting_for_its_retry_does_not_hold_back_later_ones(
+    store: Store, clock: FakeClock
+) -> None:
+    first, _ = await store.enqueue("inbox", "one")
+    second, _ = await store.enqueue("inbox", "two")
+    await store.claim("inbox")
+    await store.nack(first.id, "failed", retry_at=clock.now + 60)
+    claimed = await store.claim("inbox")
+    assert claimed is not None and claimed.id == second.id
+
+
+async def test_nack_without_retry_at_moves_the_message_to_the_dead_letters(store: Store) -> None:
+    message, _ = await store.enqueue("inbox", "one")
+    await store.enqueue("inbox", "two")
+    await store.claim("inbox")
+    await store.nack(message.id, "gave up", retry_at=None)
+    [dead] = await store.dead_letters("inbox")
+    assert (dead.id, dead.state, dead.last_error) == (message.id, "dead", "gave up")
+    assert await store.dead_letters("elsewhere") == []
+
+
+async def test_depth_counts_queued_and_running_messages(store: Store) -> None:
+    ids = [(await store.enqueue("inbox", str(n)))[0].id for n in range(4)]
+    await store.claim("inbox")
+    await store.ack(ids[0])
+    await store.claim("inbox")
+    await store.claim("inbox")
+    await store.nack(ids[2], "dead", retry_at=None)
+    assert await store.depth("inbox") == 2  # ids[1] running, ids[3] queued
+    assert await store.depth("elsewhere") == 0
+
+
+async def test_requeue_running_queues_running_messages_again_with_the_same_id(store: Store) -> None:
+    first, _ = await store.enqueue("a", "one")
+    await store.enqueue("b", "two")
+    await store.claim("a")
+    await store.claim("b")
+    assert await store.requeue_running() == 2
+    again = await store.claim("a")
+    assert again is not None and (again.id, again.attempts) == (first.id, 2)
+    assert await store.requeue_running() == 1
+
+
+async def test_get_message_of_an_unknown_id_returns_none(store: Store) -> None:
+    assert await store.get_message(12345) is None
+
+
+Change = Callable[[Store], Awaitable[object]]
+CHANGES_OF_UNKNOWN_RECORDS: dict[str, Change] = {
+    "ack": lambda s: s.ack(12345),
+    "nack": lambda s: s.nack(12345, "x", retry_at=None),
+    "enqueue replying to": lambda s: s.enqueue("inbox", "x", reply_to=12345),
+    "start_run for": lambda s: s.start_run("c", "t", "message", "x", message_id=12345),
+    "start_run under": lambda s: s.start_run("c", "t", "spawn", "x", parent_run_id=12345),
+    "add_step": lambda s: s.add_step(12345, "model", {}),
+    "finish_run": lambda s: s.finish_run(12345, "done"),
+    "append_history": lambda s: s.append_history("c", "t", "user", "x", run_id=12345),
+    "set_next_fire": lambda s: s.set_next_fire(12345, None),
+    "claim_fire": lambda s: s.claim_fire(12345, 60.0),
+    "finish_fire": lambda s: s.finish_fire(12345, 60.0, "ok"),
+    "record_tool_call": lambda s: s.record_tool_call(
+        "c", "t", args_bytes=0, duration=0.0, outcome="ok", run_id=12345
+    ),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES_OF_UNKNOWN_RECORDS.values(), ids=CHANGES_OF_UNKNOWN_RECORDS.keys())
+async def test_a_change_that_names_an_unknown_record_raises_store_error(store: Store, change: Change) -> None:
+    with pytest.raises(StoreError):
+        await change(store)
+
+
+async def test_a_closed_store_refuses_reads_and_writes(store: Store) -> None:
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.enqueue("inbox", "late")
+    with pytest.raises(StoreError):
+        await store.depth("inbox")
+
+
+# -- runs and their steps ---------------------------------------------------------------------------
+
+
+async def test_start_run_returns_a_running_run(store: Store, clock: FakeClock) -> None:
+    message, _ = await store.enqueue("c", "hi")
+    run = await store.start_run("c", "t", "message", "hi", message_id=message.id)
+    assert (run.claw, run.thread, run.trigger, run.input, run.message_id) == (
+        "c",
+        "t",
+        "message",
+        "hi",
+        message.id,
+    )
+    assert (run.state, run.parent_run_id, run.started_at, run.ended_at) == ("running", None, clock.now, None)
+    child = await store.start_run("c", "t", "spawn", "sub", parent_run_id=run.id)
+    assert child.parent_run_id == run.id
+    assert await store.get_run(run.id) == run
+
+
+async def test_steps_are_numbered_from_zero_and_keep_their_json_data(store: Store) -> None:
+    run = await store.start_run("c", "t", "message", "hi")
+    other = await store.start_run("c", "t", "message", "hi")
+    data = {"text": "héllo", "calls": [1, 2.5, None, True], "nested": {"a": []}}
+    first = await store.add_step(run.id, "model", data)
+    await store.add_step(other.id, "model", "other run")
+    second = await store.add_step(run.id, "tool_call", ("tuple", "becomes", "list"))
+    assert (first.index, second.index) == (0, 1)
+    steps = await store.steps(run.id)
+    assert [(s.index, s.kind, s.data) for s in steps] == [
+        (0, "model", data),
+        (1, "tool_call", ["tuple", "becomes", "list"]),
+    ]
+    assert steps[0] == first
+
+
+async def test_finish_run_records_the_outcome(store: Store, clock: FakeClock) -> None:
+    run = await store.start_run("c", "t", "message", "hi")
+    clock.advance(5)
+    await store.finish_run(run.id, "done", reply="hello", input_tokens=10, output_tokens=3)
+    done = await store.get_run(run.id)
+    assert done is not None
+    assert (done.state, done.reply, done.error, done.input_tokens, done.output_tokens, done.ended_at) == (
+        "done", "hello", None, 10, 3, clock.now,
+    )  # fmt: skip
+
+
+async def test_get_run_of_an_unknown_id_returns_none(store: Store) -> None:
+    assert await store.get_run(12345) is None
+    assert await store.steps(12345) == []
+
+
+async def test_runs_are_listed_newest_first_and_filtered_by_claw(store: Store) -> None:
+    ids = [(await store.start_run(claw, "t", "message", "x")).id for claw in ("a", "b", "a", "a")]
+    assert [r.id for r in await store.runs()] == ids[::-1]
+    assert [r.id for r in await store.runs("a", limit=2)] == [ids[3], ids[2]]
+    assert await store.runs("nobody") == []
+
+
+async def test_interrupt_running_interrupts_only_running_runs(store: Store, clock: FakeClock) -> None:
+    done = await store.start_run("c", "t", "message", "x")
+    await store.finish_run(done.id, "done")
+    left = await store.start_run("c", "t", "message", "y")
+    assert await store.interrupt_running() == 1
+    interrupted = await store.get_run(left.id)
+    assert interrupted is not None and (interrupted.state, interrupted.ended_at) == ("interrupted", clock.now)
+    assert (await store.get_run(done.id)) is not None
+    assert await store.interrupt_running() == 0
+
+
+# -- thread history ---------------------------------------------------------------------------------
+
+
+async def test_history_returns_the_last_entries_oldest_first(store: Store, clock: FakeClock) -> None:
+    run = await store.start_run("c", "t", "message", "x")
+    for n in range(5):
+        await store.append_history("c", "t", "user" if n % 2 == 0 else "assistant", {"n": n}, run_id=run.id)
+    await store.append_history("c", "other", "user", "elsewhere")
+    await store.append_history("d", "t", "user", "another claw")
+    entries = await store.history("c", "t", limit=3)
+    assert [(e.role, e.content) for e in entries] == [
+        ("user", {"n": 2}),
+        ("assistant", {"n": 3}),
+        ("user", {"n": 4}),
+    ]
+    assert all((e.claw, e.thread, e.run_id, e.at) == ("c", "t", run.id, clock.now) for e in entries)
+    assert len(await store.history("c", "t", limit=50)) == 5
+
+
+# -- memory notes -----------------------------------------------------------------------------------
+
+
+async def test_recall_finds_the_notes_that_contain_every_query_word(store: Store) -> None:
+    both = await store.remember("c", "The deploy key lives in the vault")
+    await store.remember("c", "The vault is in Zurich")
+    await store.remember("c", "Rotate the deploy script weekly")
+    assert await store.recall("c", "deploy vault") == [both]
+
+
+async def test_recall_ignores_case_and_the_notes_of_other_claws(store: Store) -> None:
+    mine = await store.remember("c", "Alice prefers TEA")
+    await store.remember("d", "alice prefers tea too")
+    assert await store.recall("c", "alice tea") == [mine]
+
+
+async def test_recall_ranks_the_closer_match_first_and_respects_limit(store: Store) -> None:
+    loose = await store.remember("c", "budget " + "unrelated words about other things " * 10)
+    close = await store.remember("c", "budget budget: the budget for Q3")
+    assert await store.recall("c", "budget") == [close, loose]
+    assert await store.recall("c", "budget", limit=1) == [close]
+
+
+@pytest.mark.parametrize(
+    "query", ['tea" NOT "coffee', "tea NOT coffee", "tea*", "(tea", "col:tea", "-tea", "^tea"]
+)
+async def test_recall_reads_query_syntax_as_plain_words(store: Store, query: str) -> None:
+    note = await store.remember("c", "Alice prefers tea; not coffee. col tea")
+    assert await store.recall("c", query) == [note]
+
+
+@pytest.mark.parametrize("query", ["", '"', "* - :"])
+async def test_recall_of_a_query_without_words_finds_nothing(store: Store, query: str) -> None:
+    await store.remember("c", "Alice prefers tea")
+    assert await store.recall("c", query) == []
+
+
+async def test_remember_with_a_known_key_replaces_the_note(store: Store) -> None:
+    first = await store.remember("c", "favourite colour is blue", key="colour")
+    other = await store.remember("d", "favourite colour is green", key="colour")
+    second = await store.remember("c", "favourite colour is red", key="colour")
+    assert second.id == first.id and second.text == "favourite colour is red"
+    assert await store.recall("c", "blue") == []
+    assert await store.recall("c", "colour") == [second]
+    assert await store.recall("d", "colour") == [other]
+
+
+# -- schedules and fires ----------------------------------------------------------------------------
+
+
+async def test_put_schedule_with_a_known_name_replaces_it_keeping_its_id(
+    store: Store, clock: FakeClock
+) -> None:
+    spec = {"cron": "0 9 * * *", "tz": "UTC"}
+    first = await store.put_schedule(
+        "c", "daily", spec=spec, action={"send": "hi"}, misfire="skip", source="manifest", next_fire=100.0
+    )
+    assert (first.claw, first.name, first.spec, first.action) == ("c", "daily", spec, {"send": "hi"})
+    assert (first.misfire, first.source, first.next_fire, first.created_at) == (
+        "skip",
+        "manifest",
+        100.0,
+        clock.now,
+    )
+    clock.advance(10)
+    second = await store.put_schedule(
+        "c", "daily", spec={"every": 60}, action={}, misfire="catch_up", source="runtime", next_fire=None
+    )
+    assert (second.id, second.created_at, second.spec, second.source) == (
+        first.id,
+        first.created_at,
+        {"every": 60},
+        "runtime",
+    )
+    assert await store.schedules() == [second]
+
+
+async def test_schedules_are_listed_by_claw_and_name(store: Store) -> None:
+    for claw, name in [("b", "x"), ("a", "z"), ("a", "y")]:
+        await store.put_schedule(
+            claw, name, spec={}, action={}, misfire="skip", source="runtime", next_fire=None
+        )
+    assert [(s.claw, s.name) for s in await store.schedules()] == [("a", "y"), ("a", "z"), ("b", "x")]
+    assert [s.name for s in await store.schedules("a")] == ["y", "z"]
+
+
+async def test_set_next_fire_moves_the_next_fire(store: Store) -> None:
+    s = await store.put_schedule(
+        "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=1.0
+    )
+    await store.set_next_fire(s.id, 2.0)
+    assert [x.next_fire for x in await store.schedules()] == [2.0]
+
+
+async def test_delete_schedule_reports_whether_it_existed_and_drops_its_fires(store: Store) -> None:
+    s = await store.put_schedule(
+        "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=None
+    )
+    await store.claim_fire(s.id, 60.0)
+    assert await store.delete_schedule(s.id)
+    assert not await store.delete_schedule(s.id)
+    assert await store.schedules() == []
+    assert await store.fires(s.id) == []
+    again = await store.put_schedule(
+        "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=None
+    )
+    assert again.id != s.id
+
+
+async def test_claim_fire_claims_each_slot_once(store: Store, clock: FakeClock) -> None:
+    s = await store.put_schedule(
+        "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=None
+    )
+    assert await store.claim_fire(s.id, 60.0)
+    assert not await store.claim_fire(s.id, 60.0)
+    assert await store.claim_fire(s.id, 120.0)
+    [later, first] = await store.fires(s.id)
+    assert (first.slot, first.outcome, first.run_id, first.error, first.fired_at) == (
+        60.0,
+        "running",
+        None,
+        None,
+        clock.now,
+    )
+    assert later.slot == 120.0
+
+
+async def test_finish_fire_records_the_outcome_and_fires_are_listed_newest_first(store: Store) -> None:
+    s = await store.put_schedule(
+        "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=None
+    )
+    run = await store.start_run("c", "t", "schedule", "tick")
+    for slot in (60.0, 120.0, 180.0):
+        await store.claim_fire(s.id, slot)
+    await store.finish_fire(s.id, 60.0, "ok", run_id=run.id)
+    await store.finish_fire(s.id, 120.0, "failed", error="boom")
+    fires = await store.fires(s.id, limit=2)
+    assert [(f.slot, f.outcome) for f in fires] == [(180.0, "running"), (120.0, "failed")]
+    [oldest] = (await store.fires(s.id))[2:]
+    assert (oldest.outcome, oldest.run_id) == ("ok", run.id)
+
+
+# -- tool-call audit --------------------------------------------------------------------------------
+
+
+async def test_tool_calls_are_listed_newest_first_and_filtered_by_claw(
+    store: Store, clock: FakeClock
+) -> None:
+    run = await store.start_run("a", "t", "message", "x")
+    await store.record_tool_call("a", "fs.read", args_bytes=10, duration=0.5, outcome="ok", run_id=run.id)
+    await store.record_tool_call("b", "web.get", args_bytes=20, duration=1.5, outcome="error", error="404")
+    await store.record_tool_call("a", "fs.write", args_bytes=30, duration=0.1, outcome="refused")
+    assert [c.tool for c in await store.tool_calls()] == ["fs.write", "web.get", "fs.read"]
+    [_, oldest] = await store.tool_calls("a")
+    assert (oldest.claw, oldest.tool, oldest.run_id, oldest.args_bytes, oldest.duration) == (
+        "a",
+        "fs.read",
+        run.id,
+        10,
+        0.5,
+    )
+    assert (oldest.outcome, oldest.error, oldest.at) == ("ok", None, clock.now)
+    assert [c.tool for c in await store.tool_calls(limit=1)] == ["fs.write"]
+    [failed] = await store.tool_calls("b")
+    assert (failed.outcome, failed.error) == ("error", "404")

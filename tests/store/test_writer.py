@@ -1,0 +1,180 @@
+"""The writer task: batched commits, failures confined to their operation, answers after commit."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiosqlite
+import anyio
+import pytest
+
+from clawmcp.errors import StoreError
+from clawmcp.store.writer import Operation, Writer
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    async with aiosqlite.connect(tmp_path / "w.db", isolation_level=None) as conn:
+        await conn.executescript(
+            """
+            PRAGMA journal_mode = WAL;
+            PRAGMA foreign_keys = ON;
+            CREATE TABLE t (v INTEGER PRIMARY KEY CHECK (v >= 0), parent INTEGER REFERENCES t (v));
+            """
+        )
+        yield conn
+
+
+def insert(v: int) -> Operation[int]:
+    async def op(conn: aiosqlite.Connection) -> int:
+        await conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
+        return v
+
+    return op
+
+
+async def values(conn: aiosqlite.Connection) -> list[int]:
+    return [v for (v,) in await conn.execute_fetchall("SELECT v FROM t ORDER BY v")]
+
+
+@contextlib.asynccontextmanager
+async def running(writer: Writer) -> AsyncIterator[anyio.abc.TaskGroup]:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        yield tg
+        writer.close()
+
+
+async def outcome(call: Callable[[], Awaitable[object]]) -> object:
+    try:
+        return await call()
+    except Exception as e:
+        return e
+
+
+async def run_as_one_batch(writer: Writer, operations: list[Operation[object]]) -> list[object]:
+    """Hold the writer in a batch of its own until every operation is queued, so that all of them
+    go into the next batch; return what each caller got (a result or an exception)."""
+    entered, gate = anyio.Event(), anyio.Event()
+
+    async def hold(conn: aiosqlite.Connection) -> None:
+        entered.set()
+        await gate.wait()
+
+    outcomes: list[object] = [None] * len(operations)
+
+    async def call(i: int) -> None:
+        outcomes[i] = await outcome(lambda: writer.write(operations[i]))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.write, hold)
+        await entered.wait()
+        for i in range(len(operations)):
+            tg.start_soon(call, i)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+    return outcomes
+
+
+async def test_concurrent_writes_share_commits_and_are_committed_when_answered(
+    conn: aiosqlite.Connection, tmp_path: Path
+) -> None:
+    writer = Writer(conn, "w.db")
+    with contextlib.closing(sqlite3.connect(tmp_path / "w.db")) as other:
+
+        async def write_and_check(v: int) -> None:
+            assert await writer.write(insert(v)) == v
+            assert other.execute("SELECT count(*) FROM t WHERE v = ?", (v,)).fetchone() == (1,)
+
+        with anyio.fail_after(10):
+            async with running(writer), anyio.create_task_group() as tg:
+                for v in range(200):
+                    tg.start_soon(write_and_check, v)
+    assert await values(conn) == list(range(200))
+    assert 0 < writer.commits < 200
+
+
+async def test_a_failing_operation_is_rolled_back_alone_and_only_its_caller_sees_the_error(
+    conn: aiosqlite.Connection,
+) -> None:
+    async def insert_then_fail(conn: aiosqlite.Connection) -> None:
+        await conn.execute("INSERT INTO t (v) VALUES (3)")
+        raise ValueError("the operation changed its mind")
+
+    writer = Writer(conn, "w.db")
+    with anyio.fail_after(10):
+        async with running(writer):
+            outcomes = await run_as_one_batch(writer, [insert(1), insert(-1), insert(2), insert_then_fail])
+    assert outcomes[0] == 1 and outcomes[2] == 2
+    assert isinstance(outcomes[1], StoreError) and "CHECK constraint failed" in str(outcomes[1])
+    assert isinstance(outcomes[3], ValueError)
+    assert await values(conn) == [1, 2]
+    assert writer.commits == 2  # the holding batch, then all four together
+
+
+async def test_a_failed_commit_fails_every_operation_of_its_batch(conn: aiosqlite.Connection) -> None:
+    async def dangle(conn: aiosqlite.Connection) -> None:
+        # A deferred foreign key is checked only at COMMIT, which therefore fails.
+        await conn.execute("PRAGMA defer_foreign_keys = ON")
+        await conn.execute("INSERT INTO t (v, parent) VALUES (5, 999)")
+
+    writer = Writer(conn, "w.db")
+    with anyio.fail_after(10):
+        async with running(writer):
+            outcomes = await run_as_one_batch(writer, [insert(1), dangle, insert(2)])
+            assert all(isinstance(o, StoreError) and "commit failed" in str(o) for o in outcomes)
+            assert await writer.write(insert(7)) == 7  # the writer goes on
+    assert await values(conn) == [7]
+
+
+async def test_close_lets_the_queued_writes_commit_then_refuses_more(conn: aiosqlite.Connection) -> None:
+    writer = Writer(conn, "w.db")
+    results: list[int] = []
+
+    async def write(v: int) -> None:
+        results.append(await writer.write(insert(v)))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for v in range(10):
+                tg.start_soon(write, v)
+            await anyio.wait_all_tasks_blocked()
+            writer.close()
+            await writer.run()
+    assert sorted(results) == list(range(10))
+    with pytest.raises(StoreError, match="closed"):
+        await writer.write(insert(11))
+
+
+async def test_a_cancelled_writer_answers_the_writes_it_had_not_started(conn: aiosqlite.Connection) -> None:
+    writer = Writer(conn, "w.db")
+    entered, gate = anyio.Event(), anyio.Event()
+
+    async def hold(conn: aiosqlite.Connection) -> None:
+        entered.set()
+        await gate.wait()
+
+    outcomes = []
+
+    async def queued() -> None:
+        outcomes.append(await outcome(lambda: writer.write(insert(1))))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as callers, anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            callers.start_soon(writer.write, hold)
+            await entered.wait()
+            callers.start_soon(queued)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+            gate.set()
+    [late] = outcomes
+    assert isinstance(late, StoreError)
+    assert await values(conn) == []
+    with pytest.raises(StoreError, match="closed"):
+        await writer.write(insert(2))
