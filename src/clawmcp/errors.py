@@ -19,6 +19,8 @@ __all__ = [
     "Problem",
     "RuntimeFault",
     "StoreError",
+    "ToolRefused",
+    "ToolServerError",
     "UserError",
 ]
 
@@ -62,3 +64,11 @@ class RuntimeFault(ClawError):
 
 class StoreError(RuntimeFault):
     """The state store cannot be opened or used."""
+
+
+class ToolRefused(RuntimeFault):
+    """A Claw called a tool outside its allowlist, or one that does not exist."""
+
+
+class ToolServerError(RuntimeFault):
+    """A tool server could not run a call: down, timed out, or the connection was lost."""

@@ -26,6 +26,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "NAME_PATTERN",
+    "PLACEHOLDER",
     "Call",
     "Claw",
     "Host",
@@ -81,12 +82,12 @@ def _one_of(model: BaseModel, keys: tuple[str, ...], what: str) -> str:
     return given[0]
 
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def placeholders(text: str) -> list[str]:
     """The `{name}` fields of a command or URL template (other braces are left alone)."""
-    return _PLACEHOLDER.findall(text)
+    return PLACEHOLDER.findall(text)
 
 
 class _Strict(BaseModel):

@@ -1,0 +1,318 @@
+"""The tool hub: one MCP connection per tool server, shared by every Claw, checked per call.
+
+Each server has one owning task that connects, lists its tools, watches the connection and
+reconnects with capped exponential backoff. While a server is down, calls to its tools fail at
+once with a clear message; other servers are not affected. Tools are named on the wire as
+`SERVER__TOOL` (DESIGN §3); `tools__NAME` are the manifest's own tools.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+import anyio
+import httpx2
+from anyio.abc import TaskStatus
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, TextContent, ToolListChangedNotification
+
+from clawmcp import tools as manifest_tools
+from clawmcp.errors import ToolRefused, ToolServerError
+from clawmcp.manifest import Manifest, Server
+from clawmcp.store import Store
+
+__all__ = ["HubTool", "ServerState", "ToolHub", "wire_names"]
+
+_WIRE_BAD = re.compile(r"[^A-Za-z0-9_-]")
+_CLOSED = -32000  # the SDK's "Connection closed"
+_TIMEOUT = -32001  # the SDK's request timeout
+
+
+def wire_names(qualified: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Wire names for (server, tool) pairs: `SERVER__TOOL`, other characters as `_`, at most 64.
+
+    A name that is too long or already taken is cut and given a stable hash suffix of its
+    qualified name, so two tools never share a wire name.
+    """
+    names: dict[tuple[str, str], str] = {}
+    taken: set[str] = set()
+    for server, tool in sorted(qualified):
+        name = _WIRE_BAD.sub("_", f"{server}__{tool}")
+        salt = 0
+        while len(name) > 64 or name in taken:
+            digest = hashlib.sha256(f"{server}.{tool}#{salt}".encode()).hexdigest()[:8]
+            name = _WIRE_BAD.sub("_", f"{server}__{tool}")[:55] + "_" + digest
+            salt += 1
+        taken.add(name)
+        names[(server, tool)] = name
+    return names
+
+
+@dataclass(frozen=True)
+class HubTool:
+    """A tool as the hub offers it."""
+
+    wire: str
+    server: str
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.server}.{self.name}"
+
+
+@dataclass
+class ServerState:
+    """What a tool server is doing, for `status` and the dashboard."""
+
+    state: Literal["connecting", "up", "down"] = "connecting"
+    attempt: int = 0
+    error: str | None = None
+    reconnects: int = 0
+    tools: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # name, description, schema
+
+
+class _Upstream:
+    def __init__(self, hub: ToolHub, name: str, server: Server) -> None:
+        self.hub, self.name, self.server = hub, name, server
+        self.status = ServerState()
+        self.client: Client | None = None
+        self.up = anyio.Event()
+        self._wake = anyio.Event()
+        self._lost = False
+        self._relist = False
+
+    def _target(self, stack: AsyncExitStack) -> Any:
+        s = self.server
+        if s.kind == "stdio":
+            assert s.command is not None
+            # "python" means the interpreter clawmcp runs on, so bundled servers work from a virtualenv.
+            command = sys.executable if s.command in ("python", "python3") else s.command
+            return StdioServerParameters(command=command, args=s.args, env=s.env or None, cwd=s.cwd)
+        assert s.url is not None
+        if s.kind == "sse":
+            return sse_client(s.url, headers=s.headers or None)
+        http = httpx2.AsyncClient(headers=s.headers, timeout=httpx2.Timeout(30, read=300))
+        stack.push_async_callback(http.aclose)  # a client we hand to the SDK is ours to close
+        return streamable_http_client(s.url, http_client=http)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            self._relist = True
+            self._wake.set()
+
+    def lost(self) -> None:
+        """A call found the connection closed: down from now on, and the owner reconnects."""
+        self._lost = True
+        self._wake.set()
+        self._mark_down()
+
+    def _mark_down(self) -> None:
+        self.client = None
+        if self.up.is_set():  # a fresh event only once the old one fired: waiters never miss one
+            self.up = anyio.Event()
+        self.status.state = "down"
+
+    async def run(self, first_try: anyio.Event) -> None:
+        while True:
+            self.status.attempt += 1
+            await self._session(first_try)
+            first_try.set()
+            self._mark_down()
+            base, cap = self.hub.backoff
+            await anyio.sleep(min(cap, base * 2 ** (self.status.attempt - 1)))
+            self.status.reconnects += 1
+
+    async def _session(self, first_try: anyio.Event) -> None:
+        self._lost = self._relist = False
+        self.status.state = "connecting"
+        with anyio.CancelScope() as scope:
+            scope.deadline = anyio.current_time() + self.hub.connect_timeout
+            try:
+                async with AsyncExitStack() as stack:
+                    client = Client(self._target(stack), message_handler=self._on_message)
+                    await stack.enter_async_context(client)
+                    await self._list(client)
+                    scope.deadline = math.inf
+                    self.client, self.status.state, self.status.error = client, "up", None
+                    self.status.attempt = 0
+                    self.up.set()
+                    first_try.set()
+                    await self._watch(client)
+            except Exception as e:
+                self.status.error = _describe(e)
+        if scope.cancelled_caught:
+            self.status.error = f"no answer to the handshake within {self.hub.connect_timeout:g}s"
+
+    async def _list(self, client: Client) -> None:
+        listed = await client.list_tools()
+        self.status.tools = [(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools]
+        self.hub._rebuild()
+
+    async def _watch(self, client: Client) -> None:
+        """Until the connection is lost: relist on list_changed, and check health now and then."""
+        while True:
+            with anyio.move_on_after(self.hub.health_interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if self._lost:
+                return
+            with anyio.fail_after(self.hub.call_timeout):
+                await self._list(client)
+
+
+def _describe(e: BaseException) -> str:
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    if isinstance(e, OSError) and e.filename:
+        return f"cannot start '{e.filename}': {e.strerror}"
+    if isinstance(e, MCPError):
+        return "the server closed the connection" if e.code == _CLOSED else e.error.message
+    return str(e) or type(e).__name__
+
+
+class ToolHub:
+    """Every tool server and manifest tool of a manifest. Run it in a task group with `tg.start`."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: Store | None = None,
+        *,
+        connect_timeout: float = 30.0,
+        call_timeout: float = 120.0,
+        health_interval: float = 30.0,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.manifest, self.store = manifest, store
+        self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
+        self.health_interval, self.backoff = health_interval, backoff
+        self.upstreams = {name: _Upstream(self, name, s) for name, s in manifest.servers.items()}
+        self.catalog: dict[str, HubTool] = {}
+        self._http = httpx2.AsyncClient()
+        self._rebuild()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect every server; ready once each has connected or failed its first try."""
+        async with self._http, anyio.create_task_group() as tg:
+            tries = []
+            for upstream in self.upstreams.values():
+                tries.append(first_try := anyio.Event())
+                tg.start_soon(upstream.run, first_try)
+            for first_try in tries:
+                await first_try.wait()
+            task_status.started()
+
+    async def wait_up(self, server: str) -> None:
+        """Wait until the server is connected (tests and start-up use this; wrap it in a timeout)."""
+        while not self.upstreams[server].up.is_set():
+            await self.upstreams[server].up.wait()
+
+    def status(self) -> dict[str, ServerState]:
+        return {name: u.status for name, u in self.upstreams.items()}
+
+    def tools_for(self, claw: str) -> list[HubTool]:
+        """The tools a Claw's `tools:` patterns admit."""
+        if claw not in self.manifest.claws:
+            raise ToolRefused(f"no Claw '{claw}'")
+        patterns = self.manifest.claws[claw].tools
+        return [t for t in self.catalog.values() if any(fnmatchcase(t.qualified, p) for p in patterns)]
+
+    async def call(
+        self, claw: str, wire: str, arguments: dict[str, Any], *, run_id: int | None = None
+    ) -> CallToolResult:
+        """Call a tool for a Claw; raise `ToolRefused` or `ToolServerError`. Every call is audited."""
+        started = time.perf_counter()
+        outcome: Literal["ok", "error", "refused"] = "error"
+        error: str | None = None
+        tool = self.catalog.get(wire)
+        try:
+            if tool is None and (upstream := self._never_up(wire)):
+                raise self._down(upstream)
+            if tool is None or tool not in self.tools_for(claw):
+                outcome = "refused"
+                raise ToolRefused(f"Claw '{claw}' may not use tool '{wire}'" if tool else f"no tool '{wire}'")
+            result = await self._call(tool, arguments)
+            outcome = "error" if result.is_error else "ok"
+            return result
+        except (ToolRefused, ToolServerError) as e:
+            error = str(e)
+            raise
+        finally:
+            if self.store is not None:
+                await self.store.record_tool_call(
+                    claw,
+                    tool.qualified if tool else wire,
+                    args_bytes=len(json.dumps(arguments, default=str)),
+                    duration=time.perf_counter() - started,
+                    outcome=outcome,
+                    error=error,
+                    run_id=run_id,
+                )
+
+    async def _call(self, tool: HubTool, arguments: dict[str, Any]) -> CallToolResult:
+        if tool.server == "tools":
+            return await manifest_tools.run_tool(
+                tool.name, self.manifest.tools[tool.name], arguments, http=self._http
+            )
+        upstream = self.upstreams[tool.server]
+        client = upstream.client
+        if client is None:
+            raise self._down(upstream)
+        try:
+            return await client.call_tool(tool.name, arguments, read_timeout_seconds=self.call_timeout)
+        except MCPError as e:
+            if e.code == _TIMEOUT:
+                raise ToolServerError(
+                    f"tool server '{tool.server}' did not answer {tool.name} within {self.call_timeout:g}s"
+                ) from None
+            if e.code == _CLOSED:
+                upstream.lost()
+                raise ToolServerError(
+                    f"tool server '{tool.server}' lost the connection; reconnecting"
+                ) from None
+            return CallToolResult(is_error=True, content=[TextContent(type="text", text=e.error.message)])
+
+    def _never_up(self, wire: str) -> _Upstream | None:
+        """The server a wire name points to when that server has never listed its tools."""
+        for name, upstream in self.upstreams.items():
+            if wire.startswith(_WIRE_BAD.sub("_", name) + "__") and not upstream.status.tools:
+                return upstream
+        return None
+
+    @staticmethod
+    def _down(upstream: _Upstream) -> ToolServerError:
+        status = upstream.status
+        attempt = status.attempt if status.state == "connecting" else status.attempt + 1
+        last = f"; last error: {status.error}" if status.error else ""
+        return ToolServerError(
+            f"tool server '{upstream.name}' is down; reconnecting, attempt {attempt}{last}"
+        )
+
+    def _rebuild(self) -> None:
+        found = {
+            ("tools", n): (t.description, manifest_tools.input_schema(t))
+            for n, t in self.manifest.tools.items()
+        }
+        for name, upstream in self.upstreams.items():
+            found.update({(name, tool): (desc, schema) for tool, desc, schema in upstream.status.tools})
+        names = wire_names(found)
+        self.catalog = {
+            names[key]: HubTool(names[key], key[0], key[1], desc, schema)
+            for key, (desc, schema) in found.items()
+        }

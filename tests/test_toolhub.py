@@ -1,0 +1,158 @@
+"""The tool hub against real tool servers: mcp-server-time over stdio, and servers that misbehave."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+
+from clawmcp.errors import ToolRefused, ToolServerError
+from clawmcp.manifest import load
+from clawmcp.store.memory import MemoryStore
+from clawmcp.toolhub import ToolHub, wire_names
+
+TIME = "{command: python, args: [-m, mcp_server_time, --local-timezone, UTC]}"
+PEERS = Path(__file__).parent / "peers"
+MODELS = "models:\n  m: {provider: scripted, rules: [{reply: hi}]}\n"
+
+
+def test_wire_names_are_sanitised_short_and_never_shared() -> None:
+    long = "x" * 80
+    names = wire_names([("time", "get.time"), ("time", "get_time"), ("fs", "read/file"), ("fs", long)])
+    assert names[("time", "get.time")] == "time__get_time"
+    assert re.fullmatch(r"time__get_time_[0-9a-f]{8}", names[("time", "get_time")])
+    assert names[("fs", "read/file")] == "fs__read_file"
+    assert len(names[("fs", long)]) == 64
+    assert len(set(names.values())) == 4
+    assert wire_names([("fs", long)]) == {("fs", long): names[("fs", long)]}  # stable
+
+
+def children(pattern: str) -> list[int]:
+    """Our child processes whose command line contains `pattern`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and pattern in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, body: str, **options: float) -> AsyncIterator[ToolHub]:
+    (tmp_path / "m.yaml").write_text(MODELS + body)
+    hub = ToolHub(load([tmp_path / "m.yaml"]), MemoryStore(), backoff=(0.05, 0.2), **options)
+    async with hub.store, anyio.create_task_group() as tg:  # type: ignore[union-attr]
+        with anyio.fail_after(30):
+            await tg.start(hub.run)
+        yield hub
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_claw_calls_mcp_server_time_and_sees_only_what_it_may(tmp_path: Path) -> None:
+    body = f"servers:\n  time: {TIME}\nclaws:\n  a: {{model: m, tools: ['time.get_*']}}\n  b: {{model: m}}\n"
+    async with running(tmp_path, body) as hub:
+        assert [t.wire for t in hub.tools_for("a")] == ["time__get_current_time"]
+        assert hub.tools_for("b") == []
+        result = await hub.call("a", "time__get_current_time", {"timezone": "UTC"})
+        assert (
+            not result.is_error
+            and result.structured_content
+            and result.structured_content["timezone"] == "UTC"
+        )
+        for claw, wire in [("a", "time__convert_time"), ("b", "time__get_current_time"), ("a", "nope")]:
+            with pytest.raises(ToolRefused):
+                await hub.call(claw, wire, {})
+        assert hub.store is not None
+        audit = await hub.store.tool_calls()
+        assert [(c.claw, c.tool, c.outcome) for c in reversed(audit)] == [
+            ("a", "time.get_current_time", "ok"),
+            ("a", "time.convert_time", "refused"),
+            ("b", "time.get_current_time", "refused"),
+            ("a", "nope", "refused"),
+        ]
+
+
+@pytest.mark.anyio
+async def test_a_killed_stdio_server_fails_fast_then_comes_back_and_others_keep_working(
+    tmp_path: Path,
+) -> None:
+    body = (
+        f"servers:\n  time: {TIME}\n"
+        "  clock: {command: python, args: [-m, mcp_server_time, --local-timezone, Europe/Lisbon]}\n"
+        "claws:\n  a: {model: m, tools: ['*']}\n"
+    )
+    async with running(tmp_path, body) as hub:
+        (pid,) = children("--local-timezone UTC")
+        os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(10):
+            with pytest.raises(ToolServerError, match="tool server 'time'"):
+                await hub.call("a", "time__get_current_time", {"timezone": "UTC"})
+            assert not (await hub.call("a", "clock__get_current_time", {"timezone": "UTC"})).is_error
+            await hub.wait_up("time")
+        result = await hub.call("a", "time__get_current_time", {"timezone": "UTC"})
+        assert not result.is_error
+        assert hub.status()["time"].reconnects >= 1
+
+
+@pytest.mark.anyio
+async def test_servers_that_hang_or_print_garbage_are_reported_and_the_hub_stays_up(tmp_path: Path) -> None:
+    py = sys.executable
+    body = (
+        f"servers:\n  time: {TIME}\n"
+        f"  hangs: {{command: {py}, args: [-c, 'import time; time.sleep(60)']}}\n"
+        f"  garbage: {{command: {py}, args: [-c, 'print(\"hello\"); import sys; sys.stdin.read()']}}\n"
+        "  missing: {command: /nonexistent/server}\n"
+        "claws:\n  a: {model: m, tools: ['*']}\n"
+    )
+    async with running(tmp_path, body, connect_timeout=1.5) as hub:
+        status = hub.status()
+        assert status["time"].state == "up"
+        assert status["hangs"].error == "no answer to the handshake within 1.5s"
+        assert status["garbage"].error is not None
+        assert status["missing"].error is not None
+        with pytest.raises(ToolServerError, match="tool server 'hangs' is down; reconnecting, attempt"):
+            await hub.call("a", "hangs__anything", {})
+        assert not (await hub.call("a", "time__get_current_time", {"timezone": "UTC"})).is_error
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("transport", "entry"),
+    [
+        ("streamable-http", "url: 'http://127.0.0.1:{port}/mcp'"),
+        ("sse", "{{url: 'http://127.0.0.1:{port}/sse', transport: sse}}"),
+    ],
+)
+async def test_an_sdk_server_over_http_and_sse(tmp_path: Path, transport: str, entry: str) -> None:
+    port = free_port()
+    command = [sys.executable, str(PEERS / "adder.py"), transport, str(port)]
+    async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as peer:
+        spec = entry.format(port=port)
+        spec = spec if spec.startswith("{") else "{" + spec + "}"
+        body = f"servers:\n  adder: {spec}\nclaws:\n  a: {{model: m, tools: ['adder.add']}}\n"
+        async with running(tmp_path, body) as hub:
+            with anyio.fail_after(20):
+                await hub.wait_up("adder")  # the hub retries until the peer listens
+            result = await hub.call("a", "adder__add", {"a": 2, "b": 3})
+            assert result.structured_content == {"result": 5}
+        peer.kill()
