@@ -19,6 +19,7 @@ from clawmcp.errors import ToolRefused, ToolServerError
 from clawmcp.manifest import load
 from clawmcp.store.memory import MemoryStore
 from clawmcp.toolhub import ToolHub, wire_names
+from tests.conftest import ROOT
 
 TIME = "{command: python, args: [-m, mcp_server_time, --local-timezone, UTC]}"
 PEERS = Path(__file__).parent / "peers"
@@ -76,8 +77,8 @@ async def test_a_claw_calls_mcp_server_time_and_sees_only_what_it_may(tmp_path: 
         for claw, wire in [("a", "time__convert_time"), ("b", "time__get_current_time"), ("a", "nope")]:
             with pytest.raises(ToolRefused):
                 await hub.call(claw, wire, {})
-        assert hub.store is not None
-        audit = await hub.store.tool_calls()
+    async with hub.store:  # type: ignore[union-attr]  # the memory store keeps its rows when reopened
+        audit = await hub.store.tool_calls()  # type: ignore[union-attr]
         assert [(c.claw, c.tool, c.outcome) for c in reversed(audit)] == [
             ("a", "time.get_current_time", "ok"),
             ("a", "time.convert_time", "refused"),
@@ -156,3 +157,26 @@ async def test_an_sdk_server_over_http_and_sse(tmp_path: Path, transport: str, e
             result = await hub.call("a", "adder__add", {"a": 2, "b": 3})
             assert result.structured_content == {"result": 5}
         peer.kill()
+
+
+EVERYTHING = ROOT / "node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+
+
+@pytest.mark.anyio
+async def test_the_npm_reference_server_keeps_every_kind_of_content(tmp_path: Path) -> None:
+    body = (
+        f"servers:\n  everything: {{command: node, args: ['{EVERYTHING}', stdio]}}\n"
+        "claws:\n  a: {model: m, tools: ['everything.*']}\n"
+    )
+    async with running(tmp_path, body) as hub:
+        assert {"everything__echo", "everything__get-tiny-image"} <= set(hub.catalog)
+        echo = await hub.call("a", "everything__echo", {"message": "hi"})
+        assert [c.type for c in echo.content] == ["text"] and "hi" in echo.content[0].text  # type: ignore[union-attr]
+        image = await hub.call("a", "everything__get-tiny-image", {})
+        assert "image" in [c.type for c in image.content]
+        resource = await hub.call(
+            "a", "everything__get-resource-reference", {"resourceType": "Text", "resourceId": 1}
+        )
+        assert "resource" in [c.type for c in resource.content]
+        structured = await hub.call("a", "everything__get-structured-content", {"location": "New York"})
+        assert structured.structured_content is not None

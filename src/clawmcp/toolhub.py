@@ -8,6 +8,8 @@ once with a clear message; other servers are not affected. Tools are named on th
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -34,7 +36,10 @@ from clawmcp.errors import ToolRefused, ToolServerError
 from clawmcp.manifest import Manifest, Server
 from clawmcp.store import Store
 
-__all__ = ["HubTool", "ServerState", "ToolHub", "wire_names"]
+__all__ = ["AUDIT_WINDOW", "HubTool", "ServerState", "ToolHub", "wire_names"]
+
+AUDIT_WINDOW = 0.05
+"""Seconds audit records wait to share a commit; a crash loses at most this much of the audit."""
 
 _WIRE_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _CLOSED = -32000  # the SDK's "Connection closed"
@@ -205,11 +210,14 @@ class ToolHub:
         self.upstreams = {name: _Upstream(self, name, s) for name, s in manifest.servers.items()}
         self.catalog: dict[str, HubTool] = {}
         self._http = httpx2.AsyncClient()
+        self._audit_send, self._audit_receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         self._rebuild()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect every server; ready once each has connected or failed its first try."""
-        async with self._http, anyio.create_task_group() as tg:
+        async with self._http, self._audit_send, self._audit_receive, anyio.create_task_group() as tg:
+            if self.store is not None:
+                tg.start_soon(self._audit, self.store)
             tries = []
             for upstream in self.upstreams.values():
                 tries.append(first_try := anyio.Event())
@@ -255,15 +263,45 @@ class ToolHub:
             raise
         finally:
             if self.store is not None:
-                await self.store.record_tool_call(
-                    claw,
-                    tool.qualified if tool else wire,
-                    args_bytes=len(json.dumps(arguments, default=str)),
-                    duration=time.perf_counter() - started,
-                    outcome=outcome,
-                    error=error,
-                    run_id=run_id,
+                self._audit_send.send_nowait(
+                    {
+                        "claw": claw,
+                        "tool": tool.qualified if tool else wire,
+                        "args_bytes": len(json.dumps(arguments, default=str)),
+                        "duration": time.perf_counter() - started,
+                        "outcome": outcome,
+                        "error": error,
+                        "run_id": run_id,
+                    }
                 )
+
+    async def _audit(self, store: Store) -> None:
+        """Write audit records off the call path: nobody waits on them, so several share a commit."""
+
+        def waiting() -> list[dict[str, Any]]:
+            records = []
+            with contextlib.suppress(anyio.WouldBlock):
+                while True:
+                    records.append(self._audit_receive.receive_nowait())
+            return records
+
+        async def write(records: list[dict[str, Any]]) -> None:
+            async with anyio.create_task_group() as tg:
+                for record in records:
+                    tg.start_soon(functools.partial(store.record_tool_call, **record))
+
+        pending: list[dict[str, Any]] = []
+        try:
+            async for first in self._audit_receive:
+                pending.append(first)
+                await anyio.sleep(AUDIT_WINDOW)  # let the records of a busy moment share one commit
+                pending += waiting()
+                with anyio.CancelScope(shield=True):
+                    await write(pending)
+                pending = []
+        finally:
+            with anyio.CancelScope(shield=True):  # stopping: what was called is still recorded
+                await write([*pending, *waiting()])
 
     async def _call(self, tool: HubTool, arguments: dict[str, Any]) -> CallToolResult:
         if tool.server == "tools":
