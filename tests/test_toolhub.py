@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -52,7 +53,7 @@ def children(pattern: str) -> list[int]:
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, body: str, **options: float) -> AsyncIterator[ToolHub]:
+async def running(tmp_path: Path, body: str, **options: Any) -> AsyncIterator[ToolHub]:
     (tmp_path / "m.yaml").write_text(MODELS + body)
     hub = ToolHub(load([tmp_path / "m.yaml"]), MemoryStore(), backoff=(0.05, 0.2), **options)
     async with hub.store, anyio.create_task_group() as tg:  # type: ignore[union-attr]
@@ -180,3 +181,33 @@ async def test_the_npm_reference_server_keeps_every_kind_of_content(tmp_path: Pa
         assert "resource" in [c.type for c in resource.content]
         structured = await hub.call("a", "everything__get-structured-content", {"location": "New York"})
         assert structured.structured_content is not None
+
+
+@pytest.mark.anyio
+async def test_a_call_that_takes_too_long_times_out_and_the_server_stays_usable(tmp_path: Path) -> None:
+    body = (
+        f"servers:\n  adder: {{command: python, args: ['{PEERS / 'adder.py'}', stdio]}}\n"
+        "claws:\n  a: {model: m, tools: ['adder.*']}\n"
+    )
+    async with running(tmp_path, body, call_timeout=0.5) as hub:
+        with anyio.fail_after(10):
+            with pytest.raises(ToolServerError, match=r"did not answer wait within 0\.5s"):
+                await hub.call("a", "adder__wait", {"seconds": 30})
+            assert (await hub.call("a", "adder__add", {"a": 1, "b": 1})).structured_content == {"result": 2}
+        assert hub.status()["adder"].state == "up"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_catalog_follows_list_changed_in_both_eras(tmp_path: Path, mode: str) -> None:
+    body = (
+        f"servers:\n  adder: {{command: python, args: ['{PEERS / 'adder.py'}', stdio]}}\n"
+        "claws:\n  a: {model: m, tools: ['adder.*']}\n"
+    )
+    async with running(tmp_path, body, health_interval=600, mode=mode) as hub:
+        assert "adder__fresh" not in hub.catalog
+        await hub.call("a", "adder__grow", {})
+        with anyio.fail_after(10):
+            while "adder__fresh" not in hub.catalog:
+                await hub.catalog_changed.wait()
+        assert (await hub.call("a", "adder__fresh", {})).content[0].text == "fresh"  # type: ignore[union-attr]

@@ -100,7 +100,6 @@ class _Upstream:
         self.up = anyio.Event()
         self._wake = anyio.Event()
         self._lost = False
-        self._relist = False
 
     def _target(self, stack: AsyncExitStack) -> Any:
         s = self.server
@@ -118,7 +117,6 @@ class _Upstream:
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, ToolListChangedNotification):
-            self._relist = True
             self._wake.set()
 
     def lost(self) -> None:
@@ -144,21 +142,24 @@ class _Upstream:
             self.status.reconnects += 1
 
     async def _session(self, first_try: anyio.Event) -> None:
-        self._lost = self._relist = False
+        self._lost = False
         self.status.state = "connecting"
         with anyio.CancelScope() as scope:
             scope.deadline = anyio.current_time() + self.hub.connect_timeout
             try:
                 async with AsyncExitStack() as stack:
-                    client = Client(self._target(stack), message_handler=self._on_message)
+                    client = Client(self._target(stack), mode=self.hub.mode, message_handler=self._on_message)
                     await stack.enter_async_context(client)
                     await self._list(client)
+                    tg = await stack.enter_async_context(anyio.create_task_group())
+                    await tg.start(self._listen, client)
                     scope.deadline = math.inf
                     self.client, self.status.state, self.status.error = client, "up", None
                     self.status.attempt = 0
                     self.up.set()
                     first_try.set()
                     await self._watch(client)
+                    tg.cancel_scope.cancel()
             except Exception as e:
                 self.status.error = _describe(e)
         if scope.cancelled_caught:
@@ -168,6 +169,19 @@ class _Upstream:
         listed = await client.list_tools()
         self.status.tools = [(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools]
         self.hub._rebuild()
+
+    async def _listen(self, client: Client, *, task_status: TaskStatus[None]) -> None:
+        """2026-era sessions hear of tool list changes through `subscriptions/listen`."""
+        listening = False
+        try:
+            async with client.listen(tools_list_changed=True) as changes:
+                task_status.started()
+                listening = True
+                async for _ in changes:
+                    self._wake.set()
+        except Exception:  # handshake era, no support, or lost: notifications and health checks remain
+            if not listening:
+                task_status.started()
 
     async def _watch(self, client: Client) -> None:
         """Until the connection is lost: relist on list_changed, and check health now and then."""
@@ -203,10 +217,12 @@ class ToolHub:
         call_timeout: float = 120.0,
         health_interval: float = 30.0,
         backoff: tuple[float, float] = (0.5, 30.0),
+        mode: Literal["auto", "legacy"] = "auto",
     ) -> None:
         self.manifest, self.store = manifest, store
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
-        self.health_interval, self.backoff = health_interval, backoff
+        self.health_interval, self.backoff, self.mode = health_interval, backoff, mode
+        self.catalog_changed = anyio.Event()
         self.upstreams = {name: _Upstream(self, name, s) for name, s in manifest.servers.items()}
         self.catalog: dict[str, HubTool] = {}
         self._http = httpx2.AsyncClient()
@@ -343,6 +359,7 @@ class ToolHub:
         )
 
     def _rebuild(self) -> None:
+        fired, self.catalog_changed = self.catalog_changed, anyio.Event()
         found = {
             ("tools", n): (t.description, manifest_tools.input_schema(t))
             for n, t in self.manifest.tools.items()
@@ -354,3 +371,4 @@ class ToolHub:
             names[key]: HubTool(names[key], key[0], key[1], desc, schema)
             for key, (desc, schema) in found.items()
         }
+        fired.set()

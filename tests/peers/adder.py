@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
-from mcp.server.mcpserver import MCPServer
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("adder")
 
@@ -13,6 +15,24 @@ server = MCPServer("adder")
 def add(a: int, b: int) -> int:
     """Add two numbers."""
     return a + b
+
+
+@server.tool()
+async def wait(seconds: float) -> str:
+    """Answer after a while."""
+    await anyio.sleep(seconds)
+    return "done"
+
+
+@server.tool()
+async def grow(ctx: Context) -> str:
+    """Add a tool `fresh` and tell clients of both eras that the tool list changed."""
+    server.add_tool(lambda: "fresh", name="fresh", description="Added at run time.")
+    with contextlib.suppress(Exception):  # 2026-era listeners
+        await ctx.notify_tools_changed()
+    with contextlib.suppress(Exception):  # handshake-era sessions
+        await ctx.request_context.session.send_tool_list_changed()
+    return "grown"
 
 
 if __name__ == "__main__":
