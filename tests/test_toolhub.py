@@ -69,6 +69,7 @@ async def test_a_claw_calls_mcp_server_time_and_sees_only_what_it_may(tmp_path: 
     async with running(tmp_path, body) as hub:
         assert [t.wire for t in hub.tools_for("a")] == ["time__get_current_time"]
         assert hub.tools_for("b") == []
+        assert hub.unmatched_patterns() == []
         result = await hub.call("a", "time__get_current_time", {"timezone": "UTC"})
         assert (
             not result.is_error
@@ -211,3 +212,12 @@ async def test_the_catalog_follows_list_changed_in_both_eras(tmp_path: Path, mod
             while "adder__fresh" not in hub.catalog:
                 await hub.catalog_changed.wait()
         assert (await hub.call("a", "adder__fresh", {})).content[0].text == "fresh"  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_a_pattern_that_matches_no_tool_is_a_warning(tmp_path: Path) -> None:
+    body = f"servers:\n  time: {TIME}\nclaws:\n  a: {{model: m, tools: ['time.get_*', 'time.nope']}}\n"
+    async with running(tmp_path, body) as hub:
+        assert hub.unmatched_patterns() == [
+            "claws.a.tools[1]: 'time.nope' matches no tool of the running servers"
+        ]

@@ -22,7 +22,7 @@ _PATHS_HELP = "manifest files or folders (default: ./manifests)"
 def _validate(args: argparse.Namespace) -> int:
     from clawmcp.manifest import load
 
-    m = load(args.paths)
+    m = load(args.paths, mcp_config=args.mcp_config)
     tables: dict[str, Mapping[str, object]] = {
         "Claws": m.claws,
         "models": m.models,
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("validate", _validate, "check manifests without starting anything")
     p.add_argument("paths", nargs="*", default=["manifests"], metavar="PATH", help=_PATHS_HELP)
+    p.add_argument(
+        "--mcp-config", metavar="FILE", help="also take the servers of a Claude Desktop config file"
+    )
     command("schema", _schema, "print the JSON Schema of a manifest file")
     return parser
 

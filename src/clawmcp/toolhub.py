@@ -250,6 +250,20 @@ class ToolHub:
     def status(self) -> dict[str, ServerState]:
         return {name: u.status for name, u in self.upstreams.items()}
 
+    def unmatched_patterns(self) -> list[str]:
+        """Warnings for `tools:` patterns that match no tool although every server they name is up."""
+        warnings = []
+        for name, claw in self.manifest.claws.items():
+            for i, pattern in enumerate(claw.tools):
+                servers = [s for s, u in self.upstreams.items() if fnmatchcase(s, pattern.partition(".")[0])]
+                if all(self.upstreams[s].status.state == "up" for s in servers) and not any(
+                    fnmatchcase(t.qualified, pattern) for t in self.catalog.values()
+                ):
+                    warnings.append(
+                        f"claws.{name}.tools[{i}]: '{pattern}' matches no tool of the running servers"
+                    )
+        return warnings
+
     def tools_for(self, claw: str) -> list[HubTool]:
         """The tools a Claw's `tools:` patterns admit."""
         if claw not in self.manifest.claws:

@@ -119,3 +119,41 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="expected a duration"):
         parse_duration(text)
+
+
+CLAUDE_CONFIG = """{
+  "mcpServers": {
+    "time": {"command": "python", "args": ["-m", "mcp_server_time"], "env": {"TZ": "UTC"}},
+    "remote": {"url": "http://127.0.0.1:9000/mcp", "type": "http"}
+  }
+}
+"""
+
+
+def test_a_claude_desktop_config_brings_its_servers(tmp_path: Path) -> None:
+    config = write(tmp_path / "claude_desktop_config.json", CLAUDE_CONFIG)
+    manifest = write(
+        tmp_path / "m" / "m.yaml",
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\n"
+        "claws:\n  a: {model: m, tools: ['time.*', 'remote.*']}\n",
+    )
+    loaded = load([manifest], mcp_config=config)
+    assert loaded.servers["time"].args == ["-m", "mcp_server_time"] and loaded.servers["time"].env == {
+        "TZ": "UTC"
+    }
+    assert loaded.servers["remote"].kind == "http"
+
+
+def test_problems_in_a_claude_desktop_config_point_into_it(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "c.json", '{"mcpServers": {\n  "time": {"command": "python"},\n  "tools": {"cmd": "x"}}}\n'
+    )
+    manifest = write(tmp_path / "m.yaml", "servers:\n  time: {command: python}\n")
+    with pytest.raises(ManifestError) as e:
+        load([manifest], mcp_config=config)
+    assert str(e.value).replace(str(tmp_path), "D").splitlines() == [
+        "D/c.json:2:3: mcpServers.time: defined twice (first at D/m.yaml:2:3)",
+        "D/c.json:3:3: mcpServers.tools: 'tools' is reserved; name the server otherwise",
+        "D/c.json:3:13: mcpServers.tools.cmd: unknown key; allowed here: "
+        "args, command, cwd, env, headers, transport, type, url",
+    ]

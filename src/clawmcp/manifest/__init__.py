@@ -76,8 +76,16 @@ def json_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **ManifestFile.model_json_schema()}
 
 
-def load(paths: Sequence[str | Path] = ("manifests",), env: Mapping[str, str] | None = None) -> Manifest:
-    """Read, check and merge manifest files and folders; raise `ManifestError` listing every problem."""
+def load(
+    paths: Sequence[str | Path] = ("manifests",),
+    env: Mapping[str, str] | None = None,
+    *,
+    mcp_config: str | Path | None = None,
+) -> Manifest:
+    """Read, check and merge manifest files and folders; raise `ManifestError` listing every problem.
+
+    `mcp_config` is a Claude Desktop config file: its `mcpServers` entries become servers.
+    """
     env = os.environ if env is None else env
     problems: list[Problem] = []
     tables: dict[str, dict[str, Entry]] = {table: {} for table in _TABLES}
@@ -110,6 +118,8 @@ def load(paths: Sequence[str | Path] = ("manifests",), env: Mapping[str, str] | 
                 host = Entry(validate(Host, raw, ("host",), src, problems), src)
             else:
                 _read_table(key, raw, src, tables, problems)
+    if mcp_config is not None:
+        _read_mcp_config(str(mcp_config), env, tables, problems)
     problems += check(tables, host)
     if problems:
         raise ManifestError(problems)
@@ -124,27 +134,54 @@ def load(paths: Sequence[str | Path] = ("manifests",), env: Mapping[str, str] | 
     )
 
 
-def _read_table(
-    table: str, raw: Any, src: Source, tables: dict[str, dict[str, Entry]], problems: list[Problem]
+def _read_mcp_config(
+    file: str, env: Mapping[str, str], tables: dict[str, dict[str, Entry]], problems: list[Problem]
 ) -> None:
+    path = Path(file)
+    if not path.is_file():
+        problems.append(Problem(file, 1, 1, "no such file"))
+        return
+    doc = read(file, path, env, problems)
+    if doc is None:
+        return
+    if not isinstance(doc.data, dict) or "mcpServers" not in doc.data:
+        problems.append(
+            doc.source.problem((), "a Claude Desktop config has an 'mcpServers' mapping", "value")
+        )
+        return
+    _read_table("servers", doc.data["mcpServers"], doc.source, tables, problems, key="mcpServers")
+
+
+def _read_table(
+    table: str,
+    raw: Any,
+    src: Source,
+    tables: dict[str, dict[str, Entry]],
+    problems: list[Problem],
+    *,
+    key: str | None = None,
+) -> None:
+    """Add the entries of one table of one file; `key` is the table's name in that file."""
+    key = key or table
     if raw is None:
         return
     if not isinstance(raw, dict):
-        problems.append(src.problem((table,), "expected a mapping of names to entries", "value"))
+        problems.append(src.problem((key,), "expected a mapping of names to entries", "value"))
         return
     for name, entry in raw.items():
-        loc = (table, name)
+        loc = (key, name)
         if not re.match(NAME_PATTERN, name):
             problems.append(src.problem(loc, f"'{name}' is not a valid name: {NAME_RULE}"))
             continue
         if name in tables[table]:
-            first = tables[table][name].source.problem(loc, "")
+            earlier = tables[table][name]
+            first = earlier.source.problem(earlier.loc, "")
             problems.append(src.problem(loc, f"defined twice (first at {_at(first)})"))
             continue
         if table in ("servers", "tools") and isinstance(entry, dict) and "command" in entry:
             entry = _relative(entry, "cwd", src.folder, default=True)
         value = validate(_TABLES[table], entry, loc, src, problems)
-        tables[table][name] = Entry(value, src)
+        tables[table][name] = Entry(value, src, loc)
 
 
 def _relative(raw: Any, key: str, folder: Path, *, default: bool) -> Any:

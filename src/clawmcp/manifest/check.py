@@ -22,6 +22,7 @@ class Entry:
 
     value: Any
     source: Source
+    loc: Loc = ()
 
 
 Tables = dict[str, dict[str, Entry]]
@@ -67,7 +68,7 @@ def check(tables: Tables, host: Entry | None) -> list[Problem]:
     for name, entry in tables["servers"].items():
         if name in RESERVED_SERVERS:
             problems.append(
-                entry.source.problem(("servers", name), f"'{name}' is reserved; name the server otherwise")
+                entry.source.problem(entry.loc, f"'{name}' is reserved; name the server otherwise")
             )
 
     if host and isinstance(host.value, Host):
