@@ -221,3 +221,25 @@ async def test_a_pattern_that_matches_no_tool_is_a_warning(tmp_path: Path) -> No
         assert hub.unmatched_patterns() == [
             "claws.a.tools[1]: 'time.nope' matches no tool of the running servers"
         ]
+
+
+@pytest.mark.anyio
+async def test_a_remote_server_that_goes_away_is_reconnected_when_it_is_back(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, str(PEERS / "adder.py"), "streamable-http", str(port)]
+    body = (
+        f"servers:\n  adder: {{url: 'http://127.0.0.1:{port}/mcp'}}\n"
+        "claws:\n  a: {model: m, tools: ['adder.*']}\n"
+    )
+    async with running(tmp_path, body, call_timeout=5) as hub:
+        async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as peer:
+            with anyio.fail_after(20):
+                await hub.wait_up("adder")
+            peer.kill()
+        with anyio.fail_after(10), pytest.raises(ToolServerError, match="tool server 'adder'"):
+            await hub.call("a", "adder__add", {"a": 1, "b": 2})
+        async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as peer:
+            with anyio.fail_after(20):
+                await hub.wait_up("adder")
+            assert (await hub.call("a", "adder__add", {"a": 1, "b": 2})).structured_content == {"result": 3}
+            peer.kill()

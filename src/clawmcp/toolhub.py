@@ -355,6 +355,9 @@ class ToolHub:
                     f"tool server '{tool.server}' lost the connection; reconnecting"
                 ) from None
             return CallToolResult(is_error=True, content=[TextContent(type="text", text=e.error.message)])
+        except Exception as e:  # a transport failure the SDK did not wrap: start over with a new session
+            upstream.lost()
+            raise ToolServerError(f"tool server '{tool.server}' failed: {_describe(e)}; reconnecting") from e
 
     def _never_up(self, wire: str) -> _Upstream | None:
         """The server a wire name points to when that server has never listed its tools."""
