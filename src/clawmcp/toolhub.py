@@ -266,10 +266,12 @@ class ToolHub:
 
     def tools_for(self, claw: str) -> list[HubTool]:
         """The tools a Claw's `tools:` patterns admit."""
+        return [t for t in self.catalog.values() if self.allowed(claw, t)]
+
+    def allowed(self, claw: str, tool: HubTool) -> bool:
         if claw not in self.manifest.claws:
             raise ToolRefused(f"no Claw '{claw}'")
-        patterns = self.manifest.claws[claw].tools
-        return [t for t in self.catalog.values() if any(fnmatchcase(t.qualified, p) for p in patterns)]
+        return any(fnmatchcase(tool.qualified, p) for p in self.manifest.claws[claw].tools)
 
     async def call(
         self, claw: str, wire: str, arguments: dict[str, Any], *, run_id: int | None = None
@@ -282,7 +284,7 @@ class ToolHub:
         try:
             if tool is None and (upstream := self._never_up(wire)):
                 raise self._down(upstream)
-            if tool is None or tool not in self.tools_for(claw):
+            if tool is None or not self.allowed(claw, tool):
                 outcome = "refused"
                 raise ToolRefused(f"Claw '{claw}' may not use tool '{wire}'" if tool else f"no tool '{wire}'")
             result = await self._call(tool, arguments)
