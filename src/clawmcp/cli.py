@@ -34,11 +34,30 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import anyio
+
+    from clawmcp.host import configure_logging
+    from clawmcp.manifest import load
+    from clawmcp.web import serve
+
+    configure_logging()
+    anyio.run(serve, load(args.paths, mcp_config=args.mcp_config))
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from clawmcp.manifest import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0
+
+
+def _single(error: BaseException) -> BaseException:
+    """The one error inside nested task-group exception groups, if there is exactly one."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,11 +74,15 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
-    p = command("validate", _validate, "check manifests without starting anything")
-    p.add_argument("paths", nargs="*", default=["manifests"], metavar="PATH", help=_PATHS_HELP)
-    p.add_argument(
-        "--mcp-config", metavar="FILE", help="also take the servers of a Claude Desktop config file"
-    )
+    for name, run, help in [
+        ("serve", _serve, "run the host (HTTP on host.listen); Ctrl-C stops it cleanly"),
+        ("validate", _validate, "check manifests without starting anything"),
+    ]:
+        p = command(name, run, help)
+        p.add_argument("paths", nargs="*", default=["manifests"], metavar="PATH", help=_PATHS_HELP)
+        p.add_argument(
+            "--mcp-config", metavar="FILE", help="also take the servers of a Claude Desktop config"
+        )
     command("schema", _schema, "print the JSON Schema of a manifest file")
     return parser
 
@@ -68,8 +91,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         code = args.run(args)
-    except ClawError as e:
-        print(e, file=sys.stderr)
+    except (ClawError, BaseExceptionGroup) as e:
+        error = _single(e)
+        if not isinstance(error, ClawError):
+            raise
+        print(error, file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130

@@ -1,0 +1,83 @@
+"""The host: the composition root that owns the data_dir, the store, the tool hub and HTTP."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from clawmcp.errors import UserError
+from clawmcp.manifest import Manifest
+from clawmcp.store.lock import DataDirLock
+from clawmcp.store.sqlite import SqliteStore
+from clawmcp.toolhub import ToolHub
+
+__all__ = ["Host", "split_listen"]
+
+log = logging.getLogger("clawmcp")
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Host:
+    """Everything one `clawmcp serve` runs. Start it with `tg.start(host.run)`."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        address, _ = split_listen(manifest.host.listen)
+        if not _loopback(address) and not manifest.host.auth.tokens:
+            raise UserError(
+                f"refusing to listen on {manifest.host.listen} without host.auth.tokens: "
+                "a public address needs tokens (or listen on 127.0.0.1)"
+            )
+        self.store = SqliteStore(manifest.data_dir / "state.db")
+        self.hub = ToolHub(manifest, self.store)
+        self.ready = False
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with DataDirLock(self.manifest.data_dir) as lock:
+            lock.set_info(listen=self.manifest.host.listen)
+            async with self.store, anyio.create_task_group() as tg:
+                runs = await self.store.interrupt_running()
+                messages = await self.store.requeue_running()
+                if runs or messages:
+                    log.warning(
+                        "recovered after a crash: %d runs interrupted, %d messages queued again",
+                        runs,
+                        messages,
+                    )
+                await tg.start(self.hub.run)
+                for name, status in self.hub.status().items():
+                    if status.state != "up":
+                        log.warning("tool server '%s' is down: %s; reconnecting", name, status.error)
+                for warning in self.hub.unmatched_patterns():
+                    log.warning("%s", warning)
+                self.ready = True
+                task_status.started()
+
+    def readiness(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "servers": {name: s.state for name, s in self.hub.status().items()},
+            "claws": sorted(self.manifest.claws),
+        }
+
+
+def configure_logging() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="clawmcp: %(message)s")

@@ -1,0 +1,93 @@
+"""`clawmcp serve` as a user runs it: a real process, real HTTP, real signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
+
+from tests.test_toolhub import free_port
+
+CONFIG = {"mcpServers": {"time": {"command": "python", "args": ["-m", "mcp_server_time"]}}}
+
+
+def manifest(tmp_path: Path, listen: str) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"host: {{listen: '{listen}', data_dir: state}}\n"
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\n"
+        "claws: {a: {model: m, tools: ['time.*', 'time.nope']}}\n"
+    )
+    (tmp_path / "claude.json").write_text(json.dumps(CONFIG))
+    return path
+
+
+def serve_command(path: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "clawmcp",
+        "serve",
+        str(path),
+        "--mcp-config",
+        str(path.parent / "claude.json"),
+    ]
+
+
+@asynccontextmanager
+async def serving(path: Path) -> AsyncIterator[tuple[Process, list[str]]]:
+    """Start `clawmcp serve` and wait until it says it is listening; yields it and its stderr lines."""
+    async with await anyio.open_process(serve_command(path), stdout=subprocess.DEVNULL) as process:
+        assert process.stderr is not None
+        lines: list[str] = []
+        with anyio.fail_after(30):
+            async for chunk in TextReceiveStream(process.stderr):
+                lines += chunk.splitlines()
+                if any("listening on" in line for line in lines):
+                    break
+        try:
+            yield process, lines
+        finally:
+            if process.returncode is None:
+                process.kill()
+
+
+@pytest.mark.anyio
+async def test_serve_starts_is_ready_refuses_a_second_host_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    path = manifest(tmp_path, f"127.0.0.1:{port}")
+    async with serving(path) as (process, lines):
+        assert "clawmcp: claws.a.tools[1]: 'time.nope' matches no tool of the running servers" in lines
+        async with httpx2.AsyncClient() as http:
+            ready = await http.get(f"http://127.0.0.1:{port}/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"ready": True, "servers": {"time": "up"}, "claws": ["a"]}
+
+        second = await anyio.run_process(serve_command(path), check=False)
+        assert second.returncode == 1
+        assert second.stderr.decode().splitlines() == [
+            f"another clawmcp host (pid {process.pid}) is using {tmp_path / 'state'}; "
+            "stop it or use another data_dir"
+        ]
+
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            assert await process.wait() == 0
+
+
+@pytest.mark.anyio
+async def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
+    path = manifest(tmp_path, f"0.0.0.0:{free_port()}")
+    run = await anyio.run_process(serve_command(path), check=False)
+    assert run.returncode == 1
+    assert run.stderr.decode().startswith("refusing to listen on 0.0.0.0:")
