@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from clawmcp import __version__
-from clawmcp.errors import ClawError
+from clawmcp.errors import ClawError, unwrap
 
 __all__ = ["main"]
 
@@ -53,13 +53,6 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _single(error: BaseException) -> BaseException:
-    """The one error inside nested task-group exception groups, if there is exactly one."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawmcp",
@@ -92,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = args.run(args)
     except (ClawError, BaseExceptionGroup) as e:
-        error = _single(e)
+        error = unwrap(e)
         if not isinstance(error, ClawError):
             raise
         print(error, file=sys.stderr)

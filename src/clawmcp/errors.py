@@ -22,6 +22,7 @@ __all__ = [
     "ToolRefused",
     "ToolServerError",
     "UserError",
+    "unwrap",
 ]
 
 
@@ -72,3 +73,10 @@ class ToolRefused(RuntimeFault):
 
 class ToolServerError(RuntimeFault):
     """A tool server could not run a call: down, timed out, or the connection was lost."""
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The one error inside nested task-group exception groups, if there is exactly one."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

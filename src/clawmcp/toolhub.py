@@ -32,7 +32,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, ToolListChangedNotification
 
 from clawmcp import tools as manifest_tools
-from clawmcp.errors import ToolRefused, ToolServerError
+from clawmcp.errors import ToolRefused, ToolServerError, unwrap
 from clawmcp.manifest import Manifest, Server
 from clawmcp.store import Store
 
@@ -196,8 +196,7 @@ class _Upstream:
 
 
 def _describe(e: BaseException) -> str:
-    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
-        e = e.exceptions[0]
+    e = unwrap(e)
     if isinstance(e, OSError) and e.filename:
         return f"cannot start '{e.filename}': {e.strerror}"
     if isinstance(e, MCPError):
@@ -364,7 +363,7 @@ class ToolHub:
     def _never_up(self, wire: str) -> _Upstream | None:
         """The server a wire name points to when that server has never listed its tools."""
         for name, upstream in self.upstreams.items():
-            if wire.startswith(_WIRE_BAD.sub("_", name) + "__") and not upstream.status.tools:
+            if wire.startswith(name + "__") and not upstream.status.tools:  # names are wire-safe already
                 return upstream
         return None
 

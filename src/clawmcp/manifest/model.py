@@ -206,7 +206,7 @@ class Server(_Strict):
         kind = _one_of(self, ("command", "url"), "a server")
         if self.transport and self.type and self.transport != self.type:
             raise _fail("'transport' and 'type' disagree")
-        transport = self.transport or self.type or ("stdio" if kind == "command" else "http")
+        transport = self.kind
         if kind == "command":
             if transport != "stdio" or self.headers:
                 raise _fail("a stdio server (command) takes no 'headers' and no http/sse transport")
