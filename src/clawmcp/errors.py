@@ -5,7 +5,10 @@ ClawError                    root: everything clawmcp raises on purpose
 │   ├── ManifestError        one or more manifest problems, each FILE:LINE:COL: message
 │   └── HostBusy             another host already owns the data_dir
 └── RuntimeFault             something failed while running; names what it concerns
-    └── StoreError           the state store cannot be opened or used
+    ├── StoreError           the state store cannot be opened or used
+    ├── ToolRefused          a Claw called a tool it may not use, or one that does not exist
+    ├── ToolServerError      a tool server could not run a call
+    └── ModelError           a model provider refused a request or could not be reached
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ __all__ = [
     "ClawError",
     "HostBusy",
     "ManifestError",
+    "ModelError",
     "Problem",
     "RuntimeFault",
     "StoreError",
@@ -73,6 +77,10 @@ class ToolRefused(RuntimeFault):
 
 class ToolServerError(RuntimeFault):
     """A tool server could not run a call: down, timed out, or the connection was lost."""
+
+
+class ModelError(RuntimeFault):
+    """A model provider refused a request (bad key, bad request) or gave no usable answer."""
 
 
 def unwrap(error: BaseException) -> BaseException:

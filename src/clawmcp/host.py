@@ -1,4 +1,5 @@
-"""The host: the composition root that owns the data_dir, the store, the tool hub and HTTP."""
+"""The host: the composition root that owns the data_dir, the store, the tool hub, the model
+providers and the runtime."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from anyio.abc import TaskStatus
 
 from clawmcp.errors import UserError
 from clawmcp.manifest import Manifest
+from clawmcp.models import Providers
+from clawmcp.runtime import Runtime
 from clawmcp.store.lock import DataDirLock
 from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
@@ -48,12 +51,14 @@ class Host:
             )
         self.store = SqliteStore(manifest.data_dir / "state.db")
         self.hub = ToolHub(manifest, self.store)
+        self.providers = Providers(manifest.models)
+        self.runtime = Runtime(manifest, self.store, self.hub, self.providers)
         self.ready = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with DataDirLock(self.manifest.data_dir) as lock:
             lock.set_info(listen=self.manifest.host.listen)
-            async with self.store, anyio.create_task_group() as tg:
+            async with self.store, self.providers, anyio.create_task_group() as tg:
                 runs = await self.store.interrupt_running()
                 messages = await self.store.requeue_running()
                 if runs or messages:

@@ -29,14 +29,23 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, TextContent, ToolListChangedNotification
+from mcp.types import (
+    AudioContent,
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+    ToolListChangedNotification,
+)
 
 from clawmcp import tools as manifest_tools
 from clawmcp.errors import ToolRefused, ToolServerError, unwrap
 from clawmcp.manifest import Manifest, Server
 from clawmcp.store import Store
 
-__all__ = ["AUDIT_WINDOW", "HubTool", "ServerState", "ToolHub", "wire_names"]
+__all__ = ["AUDIT_WINDOW", "HubTool", "ServerState", "ToolHub", "result_text", "wire_names"]
 
 AUDIT_WINDOW = 0.05
 """Seconds audit records wait to share a commit; a crash loses at most this much of the audit."""
@@ -64,6 +73,25 @@ def wire_names(qualified: Iterable[tuple[str, str]]) -> dict[tuple[str, str], st
         taken.add(name)
         names[(server, tool)] = name
     return names
+
+
+def result_text(result: CallToolResult) -> str:
+    """A tool result as text for a model: text as it is, other content named by what it is."""
+    parts = []
+    for block in result.content:
+        if isinstance(block, TextContent):
+            parts.append(block.text)
+        elif isinstance(block, ImageContent | AudioContent):
+            parts.append(f"[{block.type}: {block.mime_type}, {len(block.data)} base64 characters]")
+        elif isinstance(block, EmbeddedResource):
+            resource = block.resource
+            text = resource.text if isinstance(resource, TextResourceContents) else None
+            parts.append(text if text is not None else f"[resource {resource.uri}, {resource.mime_type}]")
+        elif isinstance(block, ResourceLink):
+            parts.append(f"[resource link {block.uri}]")
+    if not parts and result.structured_content is not None:
+        parts.append(json.dumps(result.structured_content))
+    return "\n".join(parts)
 
 
 @dataclass(frozen=True)
@@ -305,6 +333,17 @@ class ToolHub:
                         "run_id": run_id,
                     }
                 )
+
+    async def call_text(
+        self, claw: str, wire: str, arguments: dict[str, Any], *, run_id: int | None = None
+    ) -> tuple[str, bool]:
+        """`call` for a model: the result as text and whether it is an error. Refusals and server
+        failures are error results too, so a run goes on and the model can react."""
+        try:
+            result = await self.call(claw, wire, arguments, run_id=run_id)
+        except (ToolRefused, ToolServerError) as e:
+            return str(e), True
+        return result_text(result), result.is_error
 
     async def _audit(self, store: Store) -> None:
         """Write audit records off the call path: nobody waits on them, so several share a commit."""

@@ -168,7 +168,14 @@ class SqliteStore(Store):
         self._writer = Writer(self._write_conn, str(self.path))
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
-        self._task_group.start_soon(self._writer.run)
+        self._task_group.start_soon(self._write_until_closed, self._writer)
+
+    @staticmethod
+    async def _write_until_closed(writer: Writer) -> None:
+        # Shielded: when the host is cancelled, what stops above the store (a run finishing, the
+        # last audit records) still writes; `close` ends the writer once those are committed.
+        with anyio.CancelScope(shield=True):
+            await writer.run()
 
     async def close(self) -> None:
         """Let the writes already queued commit, stop the writer, close the file.

@@ -1,0 +1,96 @@
+"""One JSON POST to a model API, with the retries every provider needs."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from typing import Any
+
+import anyio
+import httpx2
+
+from clawmcp.errors import ModelError
+from clawmcp.models import Provider
+
+__all__ = ["ATTEMPTS", "post_json"]
+
+log = logging.getLogger("clawmcp")
+
+ATTEMPTS = 5
+"""Tries per request: a 429, a 5xx or a connection error is retried with backoff."""
+_BACKOFF_CAP = 30.0
+_RETRY_STATUS = {408, 409, 429}
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    """The wait a 429 or 503 asks for: `retry-after-ms`, or `Retry-After` in seconds or as a date."""
+    if ms := response.headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _server_message(response: httpx2.Response) -> str:
+    """The error text of an API response: both APIs send `{"error": {"message": ...}}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return str(body)[:500]
+
+
+async def post_json(
+    provider: Provider,
+    http: httpx2.AsyncClient,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    retry_base: float,
+) -> Any:
+    """POST `body` and return the decoded JSON answer; raise `ModelError` naming the model."""
+    model = provider.model
+    who = f"model '{provider.name}' ({model.provider}, {model.model})"
+    last = ""
+    for attempt in range(1, ATTEMPTS + 1):
+        wait = min(_BACKOFF_CAP, retry_base * 2 ** (attempt - 1))
+        try:
+            response = await http.post(url, headers=headers, json=body, timeout=model.timeout)
+        except httpx2.TimeoutException:
+            last = f"no answer within {model.timeout:g}s from {url}"
+        except httpx2.TransportError as e:
+            last = f"cannot reach {url}: {e or type(e).__name__}"
+        else:
+            status = response.status_code
+            if status < 300:
+                try:
+                    return response.json()
+                except ValueError:
+                    raise ModelError(f"{who}: the answer from {url} is not JSON") from None
+            last = f"{status} {response.reason_phrase}: {_server_message(response)}"
+            if status not in _RETRY_STATUS and status < 500:
+                raise ModelError(f"{who}: {last}")
+            if (asked := _retry_after(response)) is not None:
+                wait = asked
+        if attempt < ATTEMPTS:
+            log.warning("%s: %s; retrying in %.1fs (try %d of %d)", who, last, wait, attempt + 1, ATTEMPTS)
+            await anyio.sleep(wait)
+    raise ModelError(f"{who}: no answer after {ATTEMPTS} tries; last: {last}")

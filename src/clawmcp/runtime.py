@@ -1,0 +1,173 @@
+"""The agent loop: one run of a Claw, from its input to a reply or a limit.
+
+A run builds the context (the Claw's instructions, the last `memory.history` entries of the thread,
+the input), asks the model for a turn, runs the tool calls of that turn concurrently, feeds the
+results back and asks again, until the model replies without tool calls or a limit is reached.
+Every step is committed before the next begins, so a run can be watched while it runs and read
+after a crash. A Claw runs one run at a time per thread, in arrival order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from clawmcp.builtins import Builtins
+from clawmcp.errors import ModelError, UserError
+from clawmcp.manifest import Manifest
+from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
+from clawmcp.store import Run, RunState, RunTrigger, Store
+
+if TYPE_CHECKING:
+    from clawmcp.toolhub import ToolHub
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("clawmcp")
+
+
+class Runtime:
+    """Runs the Claws of a manifest with its tool hub, model providers and store."""
+
+    def __init__(
+        self, manifest: Manifest, store: Store, hub: ToolHub, providers: Mapping[str, Provider]
+    ) -> None:
+        self.manifest, self.store, self.hub, self.providers = manifest, store, hub, providers
+        self.builtins = Builtins(store)
+        self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
+
+    def tools_for(self, claw: str) -> list[ToolSpec]:
+        """What the Claw's model is offered: its allowed hub tools and the built-in tools."""
+        hub = [ToolSpec(t.wire, t.description, t.input_schema) for t in self.hub.tools_for(claw)]
+        return hub + self.builtins.specs_for(claw)
+
+    async def run(
+        self,
+        claw: str,
+        input: str,
+        *,
+        thread: str = "default",
+        trigger: RunTrigger = "ask",
+        message_id: int | None = None,
+        parent_run_id: int | None = None,
+    ) -> Run:
+        """Run the Claw on `input` once it is this thread's turn; return the finished run.
+
+        The outcome is the run's state: `done` with a reply, `limit` (max_steps or run_timeout)
+        or `failed` (the model provider failed), each with its error. A cancelled run is recorded
+        as `interrupted`.
+        """
+        if claw not in self.manifest.claws:
+            raise UserError(f"no Claw '{claw}' (Claws: {', '.join(sorted(self.manifest.claws)) or 'none'})")
+        async with self._turn(claw, thread):
+            run = await self.store.start_run(
+                claw, thread, trigger, input, message_id=message_id, parent_run_id=parent_run_id
+            )
+            try:
+                state, reply, error, usage = await self._loop(claw, run)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self.store.finish_run(run.id, "interrupted", error="the run was stopped")
+                raise
+            await self.store.append_history(claw, thread, "user", input, run_id=run.id)
+            note = reply if reply is not None else f"[no reply: {error}]"
+            await self.store.append_history(claw, thread, "assistant", note, run_id=run.id)
+            await self.store.finish_run(
+                run.id, state, reply=reply, error=error, input_tokens=usage[0], output_tokens=usage[1]
+            )
+            finished = await self.store.get_run(run.id)
+            assert finished is not None
+            return finished
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, claw: str, thread: str) -> AsyncIterator[None]:
+        """One run at a time per thread; anyio locks serve waiters in arrival order."""
+        key = (claw, thread)
+        lock, users = self._threads.get(key, (anyio.Lock(), 0))
+        self._threads[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._threads[key]
+            if users == 1:
+                del self._threads[key]
+            else:
+                self._threads[key] = (lock, users - 1)
+
+    async def _loop(
+        self, claw: str, run: Run
+    ) -> tuple[RunState, str | None, str | None, tuple[int | None, int | None]]:
+        config = self.manifest.claws[claw]
+        provider = self.providers[config.model]
+        system = config.instructions or f"You are {claw}, an assistant. {config.description}".strip()
+        history = (
+            await self.store.history(claw, run.thread, config.memory.history) if config.memory.history else []
+        )
+        messages = [Msg("assistant" if h.role == "assistant" else "user", str(h.content)) for h in history]
+        messages.append(Msg("user", run.input))
+        tools = self.tools_for(claw)
+        used: list[int | None] = [None, None]
+        limits = config.limits
+        state: RunState = "limit"
+        reply = error = None
+        with anyio.move_on_after(limits.run_timeout) as timer:
+            try:
+                for step in range(limits.max_steps):
+                    turn = await provider.complete(system, messages, tools)
+                    for i, n in enumerate((turn.input_tokens, turn.output_tokens)):
+                        if n is not None:
+                            used[i] = (used[i] or 0) + n
+                    calls = [_call_data(c) for c in turn.calls]
+                    await self.store.add_step(run.id, "model", {"text": turn.text, "calls": calls})
+                    messages.append(Msg("assistant", turn.text, turn.calls))
+                    if not turn.calls:
+                        state, reply = "done", turn.text
+                        break
+                    if step == limits.max_steps - 1:
+                        error = f"stopped at max_steps ({limits.max_steps}); the model still asked for tools"
+                        break
+                    results = await self._call_tools(claw, run.id, turn.calls)
+                    messages.append(Msg("tool", results=tuple(results)))
+            except ModelError as e:
+                state, error = "failed", str(e)
+            except Exception as e:  # a fault of ours or of the store: the run fails, the Claw goes on
+                log.exception("claw '%s': run %d failed", claw, run.id)
+                state, error = "failed", f"internal error: {type(e).__name__}: {e}"
+        if timer.cancelled_caught:
+            state, error = "limit", f"stopped at run_timeout ({limits.run_timeout:g}s)"
+        return state, reply, error, (used[0], used[1])
+
+    async def _call_tools(self, claw: str, run_id: int, calls: Sequence[ToolRequest]) -> list[ToolResult]:
+        """Run one turn's tool calls at once; each call and each result is a step of the run."""
+        for call in calls:
+            await self.store.add_step(run_id, "tool_call", _call_data(call))
+        results: list[ToolResult | None] = [None] * len(calls)
+
+        async def one(i: int, call: ToolRequest) -> None:
+            started = time.perf_counter()
+            if not isinstance(call.arguments, dict):
+                text, is_error = f"{call.name}: arguments must be a JSON object, got {call.arguments!r}", True
+            elif call.name.startswith("claw__"):
+                text, is_error = await self.builtins.call(claw, call.name, call.arguments)
+            else:
+                text, is_error = await self.hub.call_text(claw, call.name, call.arguments, run_id=run_id)
+            results[i] = ToolResult(call.id, call.name, text, is_error)
+            data = {"id": call.id, "name": call.name, "text": text, "is_error": is_error}
+            await self.store.add_step(
+                run_id, "tool_result", data | {"duration": time.perf_counter() - started}
+            )
+
+        async with anyio.create_task_group() as tg:
+            for i, call in enumerate(calls):
+                tg.start_soon(one, i, call)
+        return [r for r in results if r is not None]
+
+
+def _call_data(call: ToolRequest) -> dict[str, Any]:
+    return {"id": call.id, "name": call.name, "arguments": call.arguments}

@@ -1,0 +1,138 @@
+"""Stand-ins for what is outside our control: model APIs, on real local HTTP ports.
+
+`FakeAPI` records every request and answers through a function the test gives it, in the wire
+format of the provider (`OPENAI` or `ANTHROPIC` build the documented bodies).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from clawmcp.host import Host
+from clawmcp.manifest import load
+
+Answer = tuple[int, dict[str, str], Any]
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    at: float
+
+
+class FakeAPI:
+    """A model API: `answer(n, body)` gives the status, headers and JSON body of request n."""
+
+    def __init__(self, answer: Callable[[int, Any], Answer | Awaitable[Answer]]) -> None:
+        self.answer = answer
+        self.requests: list[Recorded] = []
+        self.app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["POST"])])
+
+    async def _handle(self, request: Request) -> JSONResponse:
+        body = await request.json()
+        self.requests.append(Recorded(request.url.path, dict(request.headers), body, time.monotonic()))
+        answer = self.answer(len(self.requests) - 1, body)
+        status, headers, payload = await answer if isinstance(answer, Awaitable) else answer
+        return JSONResponse(payload, status, headers)
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        """Serve on a free loopback port; yields the base URL. The socket listens before the
+        server task starts, so a client may connect at once."""
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+            server.should_exit = True
+
+
+def openai_tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> Answer:
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+        ],
+    }
+    return 200, {}, _openai(message, "tool_calls")
+
+
+def openai_text(text: str) -> Answer:
+    return 200, {}, _openai({"role": "assistant", "content": text}, "stop")
+
+
+def _openai(message: dict[str, Any], finish: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_790_000_000,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+    }
+
+
+def openai_error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
+    return status, headers or {}, {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+
+
+def anthropic_tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> Answer:
+    blocks = [
+        {"type": "text", "text": "Let me look."},
+        {"type": "tool_use", "id": call_id, "name": name, "input": arguments},
+    ]
+    return 200, {}, _anthropic(blocks, "tool_use")
+
+
+def anthropic_text(text: str) -> Answer:
+    return 200, {}, _anthropic([{"type": "text", "text": text}], "end_turn")
+
+
+def _anthropic(blocks: list[dict[str, Any]], stop: str) -> dict[str, Any]:
+    return {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-test",
+        "content": blocks,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 11, "output_tokens": 3},
+    }
+
+
+def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
+    kind = {401: "authentication_error", 429: "rate_limit_error"}.get(status, "api_error")
+    return status, headers or {}, {"type": "error", "error": {"type": kind, "message": message}}
+
+
+@asynccontextmanager
+async def hosting(tmp_path: Path, body: str) -> AsyncIterator[Host]:
+    """A whole host in this process on `tmp_path/data`, from a manifest `body`."""
+    path = tmp_path / "m.yaml"
+    path.write_text("host: {data_dir: data}\n" + body)
+    host = Host(load([path]))
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(30):
+            await tg.start(host.run)
+        yield host
+        tg.cancel_scope.cancel()
