@@ -70,7 +70,11 @@ def openai_tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> Answ
         "role": "assistant",
         "content": None,
         "tool_calls": [
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
         ],
     }
     return 200, {}, _openai(message, "tool_calls")
@@ -92,7 +96,11 @@ def _openai(message: dict[str, Any], finish: str) -> dict[str, Any]:
 
 
 def openai_error(status: int, message: str, headers: dict[str, str] | None = None) -> Answer:
-    return status, headers or {}, {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+    return (
+        status,
+        headers or {},
+        {"error": {"message": message, "type": "invalid_request_error", "code": None}},
+    )
 
 
 def anthropic_tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> Answer:

@@ -77,7 +77,12 @@ async def test_openai_sends_the_documented_chat_completions_requests(tmp_path: P
     assert result["role"] == "tool" and result["tool_call_id"] == "call_abc"
     assert json.loads(result["content"])["timezone"] == "UTC"
 
-    assert (run.state, run.reply, run.input_tokens, run.output_tokens) == ("done", "It is noon in UTC.", 22, 6)
+    assert (run.state, run.reply, run.input_tokens, run.output_tokens) == (
+        "done",
+        "It is noon in UTC.",
+        22,
+        6,
+    )
     assert [s.kind for s in steps] == ["model", "tool_call", "tool_result", "model"]
     assert steps[2].data["is_error"] is False and '"timezone": "UTC"' in steps[2].data["text"]
 
@@ -110,7 +115,12 @@ async def test_anthropic_sends_the_documented_messages_requests(tmp_path: Path) 
         "role": "assistant",
         "content": [
             {"type": "text", "text": "Let me look."},
-            {"type": "tool_use", "id": "toolu_01", "name": "time__get_current_time", "input": {"timezone": "UTC"}},
+            {
+                "type": "tool_use",
+                "id": "toolu_01",
+                "name": "time__get_current_time",
+                "input": {"timezone": "UTC"},
+            },
         ],
     }
     [block] = result["content"]
@@ -118,13 +128,20 @@ async def test_anthropic_sends_the_documented_messages_requests(tmp_path: Path) 
     assert block["tool_use_id"] == "toolu_01" and block["is_error"] is False
     assert json.loads(block["content"])["timezone"] == "UTC"
 
-    assert (run.state, run.reply, run.input_tokens, run.output_tokens) == ("done", "It is noon in UTC.", 22, 6)
+    assert (run.state, run.reply, run.input_tokens, run.output_tokens) == (
+        "done",
+        "It is noon in UTC.",
+        22,
+        6,
+    )
     assert [s.kind for s in steps] == ["model", "tool_call", "tool_result", "model"]
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-async def test_a_rate_limit_is_retried_after_the_time_the_server_asks_for(tmp_path: Path, provider: str) -> None:
+async def test_a_rate_limit_is_retried_after_the_time_the_server_asks_for(
+    tmp_path: Path, provider: str
+) -> None:
     _, text, error = WIRE[provider]
     answers = [error(429, "Rate limit reached", {"Retry-After": "1"}), text("fine")]
     api = FakeAPI(lambda n, body: answers[n])

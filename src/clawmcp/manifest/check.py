@@ -58,13 +58,13 @@ def check(tables: Tables, host: Entry | None) -> list[Problem]:
         problems += _schedules(claw, loc, entry.source, tables)
         model_entry = tables["models"].get(claw.model)
         rules = model_entry.value.rules if model_entry and model_entry.value else None
-        if longest := max((len(rule.steps) for rule in rules or []), default=0):
-            if longest >= claw.limits.max_steps:
-                message = (
-                    f"model '{claw.model}' has a rule of {longest} steps, which needs max_steps of at least "
-                    f"{longest + 1} (one model turn per step, one for the reply); this Claw has {claw.limits.max_steps}"
-                )
-                problems.append(entry.source.problem((*loc, "limits", "max_steps"), message, "value"))
+        longest = max((len(rule.steps) for rule in rules or []), default=0)
+        if longest >= (max_steps := claw.limits.max_steps):
+            message = (
+                f"model '{claw.model}' has a rule of {longest} steps, which needs max_steps of at least "
+                f"{longest + 1} (one model turn per step, one for the reply); this Claw has {max_steps}"
+            )
+            problems.append(entry.source.problem((*loc, "limits", "max_steps"), message, "value"))
 
     for name, entry in tables["models"].items():
         model: Model | None = entry.value
