@@ -30,7 +30,12 @@ WIRE = {
 def manifest(provider: str, url: str, *, max_steps: int = 8) -> str:
     return f"""
 models:
-  brain: {{provider: {provider}, base_url: "{url}", api_key: sk-test-key, model: {provider}-test}}
+  brain:
+    provider: {provider}
+    base_url: "{url}"
+    api_key: sk-test-key
+    model: {provider}-test
+    headers: {{X-Title: clawmcp-test}}
 servers:
   time: {TIME}
 claws:
@@ -56,6 +61,7 @@ async def test_openai_sends_the_documented_chat_completions_requests(tmp_path: P
     first, second = (r.body for r in api.requests)
     assert [r.path for r in api.requests] == ["/v1/chat/completions"] * 2
     assert api.requests[0].headers["authorization"] == "Bearer sk-test-key"
+    assert api.requests[0].headers["x-title"] == "clawmcp-test"
     assert first["model"] == "openai-test"
     assert first["messages"] == [
         {"role": "system", "content": "You tell the time."},
@@ -102,7 +108,7 @@ async def test_anthropic_sends_the_documented_messages_requests(tmp_path: Path) 
     assert [r.path for r in api.requests] == ["/v1/messages"] * 2
     headers = api.requests[0].headers
     assert headers["x-api-key"] == "sk-test-key" and headers["anthropic-version"] == "2023-06-01"
-    assert "authorization" not in headers
+    assert "authorization" not in headers and headers["x-title"] == "clawmcp-test"
     assert first["model"] == "anthropic-test" and first["max_tokens"] == 4096
     assert first["system"] == "You tell the time."
     assert first["messages"] == [{"role": "user", "content": "What time is it?"}]
