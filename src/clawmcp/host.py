@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from clawmcp.claw import Claws
 from clawmcp.errors import UserError
 from clawmcp.manifest import Manifest
 from clawmcp.models import Providers
@@ -53,6 +54,7 @@ class Host:
         self.hub = ToolHub(manifest, self.store)
         self.providers = Providers(manifest.models)
         self.runtime = Runtime(manifest, self.store, self.hub, self.providers)
+        self.claws = Claws(manifest, self.store, self.runtime)
         self.ready = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -73,6 +75,7 @@ class Host:
                         log.warning("tool server '%s' is down: %s; reconnecting", name, status.error)
                 for warning in self.hub.unmatched_patterns():
                     log.warning("%s", warning)
+                await tg.start(self.claws.run)
                 self.ready = True
                 task_status.started()
 

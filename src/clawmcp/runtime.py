@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,12 +22,14 @@ from clawmcp.builtins import Builtins
 from clawmcp.errors import ModelError, UserError
 from clawmcp.manifest import Manifest
 from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
-from clawmcp.store import Run, RunState, RunTrigger, Store
+from clawmcp.store import Run, RunState, RunTrigger, Step, StepKind, Store
 
 if TYPE_CHECKING:
     from clawmcp.toolhub import ToolHub
 
-__all__ = ["Runtime"]
+__all__ = ["OnStep", "Runtime"]
+
+OnStep = Callable[[Step], Awaitable[None]]
 
 log = logging.getLogger("clawmcp")
 
@@ -40,6 +43,14 @@ class Runtime:
         self.manifest, self.store, self.hub, self.providers = manifest, store, hub, providers
         self.builtins = Builtins(store)
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
+        self.active: Counter[str] = Counter()
+        """Runs going on, per Claw."""
+
+    def check(self, claw: str) -> None:
+        """Raise `UserError` naming the Claw unless the manifest has it."""
+        if claw not in self.manifest.claws:
+            known = ", ".join(sorted(self.manifest.claws)) or "none"
+            raise UserError(f"no Claw '{claw}' (Claws: {known})")
 
     def tools_for(self, claw: str) -> list[ToolSpec]:
         """What the Claw's model is offered: its allowed hub tools and the built-in tools."""
@@ -55,25 +66,28 @@ class Runtime:
         trigger: RunTrigger = "ask",
         message_id: int | None = None,
         parent_run_id: int | None = None,
+        on_step: OnStep | None = None,
     ) -> Run:
         """Run the Claw on `input` once it is this thread's turn; return the finished run.
 
         The outcome is the run's state: `done` with a reply, `limit` (max_steps or run_timeout)
         or `failed` (the model provider failed), each with its error. A cancelled run is recorded
-        as `interrupted`.
+        as `interrupted`. `on_step` hears of each step once it is committed (MCP progress).
         """
-        if claw not in self.manifest.claws:
-            raise UserError(f"no Claw '{claw}' (Claws: {', '.join(sorted(self.manifest.claws)) or 'none'})")
+        self.check(claw)
         async with self._turn(claw, thread):
             run = await self.store.start_run(
                 claw, thread, trigger, input, message_id=message_id, parent_run_id=parent_run_id
             )
+            self.active[claw] += 1
             try:
-                state, reply, error, usage = await self._loop(claw, run)
+                state, reply, error, usage = await self._loop(claw, run, _Steps(self.store, run.id, on_step))
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
                     await self.store.finish_run(run.id, "interrupted", error="the run was stopped")
                 raise
+            finally:
+                self.active[claw] -= 1
             await self.store.append_history(claw, thread, "user", input, run_id=run.id)
             note = reply if reply is not None else f"[no reply: {error}]"
             await self.store.append_history(claw, thread, "assistant", note, run_id=run.id)
@@ -101,7 +115,7 @@ class Runtime:
                 self._threads[key] = (lock, users - 1)
 
     async def _loop(
-        self, claw: str, run: Run
+        self, claw: str, run: Run, steps: _Steps
     ) -> tuple[RunState, str | None, str | None, tuple[int | None, int | None]]:
         config = self.manifest.claws[claw]
         provider = self.providers[config.model]
@@ -124,7 +138,7 @@ class Runtime:
                         if n is not None:
                             used[i] = (used[i] or 0) + n
                     calls = [_call_data(c) for c in turn.calls]
-                    await self.store.add_step(run.id, "model", {"text": turn.text, "calls": calls})
+                    await steps.add("model", {"text": turn.text, "calls": calls})
                     messages.append(Msg("assistant", turn.text, turn.calls))
                     if not turn.calls:
                         state, reply = "done", turn.text
@@ -132,7 +146,7 @@ class Runtime:
                     if step == limits.max_steps - 1:
                         error = f"stopped at max_steps ({limits.max_steps}); the model still asked for tools"
                         break
-                    results = await self._call_tools(claw, run.id, turn.calls)
+                    results = await self._call_tools(claw, run.id, turn.calls, steps)
                     messages.append(Msg("tool", results=tuple(results)))
             except ModelError as e:
                 state, error = "failed", str(e)
@@ -143,10 +157,12 @@ class Runtime:
             state, error = "limit", f"stopped at run_timeout ({limits.run_timeout:g}s)"
         return state, reply, error, (used[0], used[1])
 
-    async def _call_tools(self, claw: str, run_id: int, calls: Sequence[ToolRequest]) -> list[ToolResult]:
+    async def _call_tools(
+        self, claw: str, run_id: int, calls: Sequence[ToolRequest], steps: _Steps
+    ) -> list[ToolResult]:
         """Run one turn's tool calls at once; each call and each result is a step of the run."""
         for call in calls:
-            await self.store.add_step(run_id, "tool_call", _call_data(call))
+            await steps.add("tool_call", _call_data(call))
         results: list[ToolResult | None] = [None] * len(calls)
 
         async def one(i: int, call: ToolRequest) -> None:
@@ -159,14 +175,24 @@ class Runtime:
                 text, is_error = await self.hub.call_text(claw, call.name, call.arguments, run_id=run_id)
             results[i] = ToolResult(call.id, call.name, text, is_error)
             data = {"id": call.id, "name": call.name, "text": text, "is_error": is_error}
-            await self.store.add_step(
-                run_id, "tool_result", data | {"duration": time.perf_counter() - started}
-            )
+            await steps.add("tool_result", data | {"duration": time.perf_counter() - started})
 
         async with anyio.create_task_group() as tg:
             for i, call in enumerate(calls):
                 tg.start_soon(one, i, call)
         return [r for r in results if r is not None]
+
+
+class _Steps:
+    """Adds the steps of one run, and tells `on_step` of each once it is committed."""
+
+    def __init__(self, store: Store, run_id: int, on_step: OnStep | None) -> None:
+        self.store, self.run_id, self.on_step = store, run_id, on_step
+
+    async def add(self, kind: StepKind, data: Any) -> None:
+        step = await self.store.add_step(self.run_id, kind, data)
+        if self.on_step is not None:
+            await self.on_step(step)
 
 
 def _call_data(call: ToolRequest) -> dict[str, Any]:

@@ -1,28 +1,217 @@
-"""The host's HTTP surface (DESIGN §6): for now `/healthz` and `/readyz`, served by uvicorn."""
+"""The host's HTTP surface (DESIGN §6): the MCP endpoints of every Claw and of the host, the JSON
+API the CLI uses, health checks, and the guard in front of all of it.
+
+The guard checks every request before anything else sees it: the Host header (loopback, the
+listen address and `allowed_hosts`), the Origin when a browser sends one, and, when
+`host.auth.tokens` are set, a bearer token that must reach the Claw the path names.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hmac
+import json
 import logging
 import signal
-from collections.abc import Iterator
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import uvicorn
+from anyio.abc import TaskGroup, TaskStatus
+from mcp.server.sse import SseServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from clawmcp.errors import ClawError, UserError
+from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host, split_listen
 from clawmcp.manifest import Manifest
 
-__all__ = ["create_app", "serve"]
+__all__ = ["API_BODY_LIMIT", "Endpoints", "create_app", "serve"]
 
 log = logging.getLogger("clawmcp")
 
+API_BODY_LIMIT = 1_048_576
+"""Bytes of a JSON body the API accepts; MCP requests have the SDK's own limit (4 MiB)."""
+_OPEN_PATHS = ("/healthz", "/readyz")
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
+# Our guard checks Host and Origin for every path; the SDK's own check would only repeat it.
+_NO_SDK_CHECK = TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
-def create_app(host: Host) -> Starlette:
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def reaches(request: Request | None, claw: str) -> bool:
+    """Whether the request's token (if tokens are in use) reaches the Claw."""
+    patterns = request.scope.get("state", {}).get("claws") if request is not None else None
+    return patterns is None or any(fnmatchcase(claw, p) for p in patterns)
+
+
+class Guard:
+    """Host, Origin and token checks in front of the whole app."""
+
+    def __init__(self, app: ASGIApp, manifest: Manifest) -> None:
+        self.app = app
+        host = manifest.host
+        self.hosts = {*_LOOPBACK, split_listen(host.listen)[0], *host.allowed_hosts}
+        self.tokens = [(t.token.get_secret_value().encode(), t.claws) for t in host.auth.tokens]
+
+    def _allowed(self, netloc: str) -> bool:
+        if netloc in self.hosts:
+            return True
+        name = urlsplit(f"//{netloc}").hostname or ""
+        return name in self.hosts or f"[{name}]" in self.hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        response = self._refusal(scope, headers)
+        if response is not None:
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope, headers: Headers) -> Response | None:
+        host = headers.get("host", "")
+        if not self._allowed(host):
+            return _error(421, f"Host '{host}' is not allowed (add it to host.allowed_hosts)")
+        origin = headers.get("origin")
+        if origin and not self._allowed(urlsplit(origin).netloc):
+            return _error(403, f"Origin '{origin}' is not allowed (add it to host.allowed_hosts)")
+        path: str = scope["path"]
+        if not self.tokens or path in _OPEN_PATHS:
+            return None
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        found = None
+        for token, claws in self.tokens:  # every token is compared, each in constant time
+            if hmac.compare_digest(token, given.strip().encode()) and scheme.lower() == "bearer":
+                found = claws
+        if found is None:
+            return _error(
+                401, "a valid bearer token is needed", {"WWW-Authenticate": 'Bearer realm="clawmcp"'}
+            )
+        scope.setdefault("state", {})["claws"] = found
+        parts = path.strip("/").split("/")
+        claw = parts[1] if parts[0] == "claws" and len(parts) > 1 else None
+        claw = parts[2] if parts[:2] == ["api", "claws"] and len(parts) > 2 else claw
+        if claw is not None and not any(fnmatchcase(claw, p) for p in found):
+            return _error(403, f"this token does not reach Claw '{claw}'")
+        return None
+
+
+@dataclass
+class _Mounted:
+    server: ClawServer | HostServer
+    http: StreamableHTTPSessionManager
+    sse: SseServerTransport
+
+
+class Endpoints:
+    """The MCP servers of the host and its Claws, each made on its first request. Run it with
+    `tg.start(endpoints.run)`: the servers' sessions live in its task group."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._mounted: dict[str | None, _Mounted] = {}
+        self._lock = anyio.Lock()
+        self._tg: TaskGroup | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            await anyio.sleep_forever()
+
+    async def get(self, claw: str | None) -> _Mounted:
+        """The endpoints of a Claw, or of the host for None."""
+        if (mounted := self._mounted.get(claw)) is not None:
+            return mounted
+        async with self._lock:
+            if claw not in self._mounted:
+                assert self._tg is not None, "Endpoints.run is not running"
+                await self._tg.start(self._serve, claw)
+            return self._mounted[claw]
+
+    async def _serve(self, claw: str | None, *, task_status: TaskStatus[None]) -> None:
+        server = HostServer(self.host, reaches) if claw is None else ClawServer(self.host, claw)
+        http = StreamableHTTPSessionManager(app=server.server, security_settings=_NO_SDK_CHECK)
+        prefix = "" if claw is None else f"/claws/{claw}"
+        sse = SseServerTransport(f"{prefix}/messages/", security_settings=_NO_SDK_CHECK)
+        async with http.run(), anyio.create_task_group() as tg:
+            if isinstance(server, ClawServer):
+                tg.start_soon(server.watch)
+            self._mounted[claw] = _Mounted(server, http, sse)
+            task_status.started()
+            await anyio.sleep_forever()
+
+
+class _McpEndpoint:
+    """ASGI app for `/claws/{name}/mcp|sse|messages/` and `/mcp|sse|messages/`."""
+
+    def __init__(self, host: Host, endpoints: Endpoints, kind: str) -> None:
+        self.host, self.endpoints, self.kind = host, endpoints, kind
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        claw = scope.get("path_params", {}).get("name")
+        if claw is not None and claw not in self.host.manifest.claws:
+            known = ", ".join(sorted(self.host.manifest.claws)) or "none"
+            return await _error(404, f"no Claw '{claw}' (Claws: {known})")(scope, receive, send)
+        mounted = await self.endpoints.get(claw)
+        if self.kind == "mcp":
+            await mounted.http.handle_request(scope, receive, send)
+        elif self.kind == "messages":
+            await mounted.sse.handle_post_message(scope, receive, send)
+        elif scope["method"] != "GET":
+            await Response(status_code=405, headers={"Allow": "GET"})(scope, receive, send)
+        else:
+            server = mounted.server.server
+            with contextlib.suppress(ValueError):  # raised after the transport answered a bad request
+                async with mounted.sse.connect_sse(scope, receive, send) as (read, write):
+                    await server.run(read, write, server.create_initialization_options())
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    size = int(request.headers.get("content-length") or 0)
+    if size > API_BODY_LIMIT:
+        raise _Refused(413, f"the body is over {API_BODY_LIMIT} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > API_BODY_LIMIT:
+            raise _Refused(413, f"the body is over {API_BODY_LIMIT} bytes")
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        raise _Refused(400, "the body is not JSON") from None
+    message = data.get("message") if isinstance(data, dict) else None
+    if not isinstance(message, str) or not message:
+        raise _Refused(400, "the body needs 'message', a non-empty string")
+    thread = data.get("thread") or "default"
+    if not isinstance(thread, str):
+        raise _Refused(400, "'thread' must be a string")
+    return {"message": message, "thread": thread}
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
@@ -30,7 +219,53 @@ def create_app(host: Host) -> Starlette:
         state = host.readiness()
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+    async def api_claws(request: Request) -> JSONResponse:
+        names = [c for c in sorted(host.manifest.claws) if reaches(request, c)]
+        return JSONResponse([await host.claws.status(c) for c in names])
+
+    async def api_send(request: Request) -> JSONResponse:
+        claw, verb = request.path_params["name"], request.path_params["verb"]
+        try:
+            host.runtime.check(claw)
+        except UserError as e:
+            return _error(404, str(e))
+        try:
+            args = await _body(request)
+        except _Refused as e:
+            return _error(e.status, str(e))
+        if verb == "tell":
+            message = await host.claws.tell(claw, args["message"], thread=args["thread"])
+            return JSONResponse({"message_id": message.id})
+        run = await host.runtime.run(claw, args["message"], thread=args["thread"])
+        return JSONResponse({"run": run.id, "state": run.state, "reply": run.reply, "error": run.error})
+
+    def mcp(kind: str) -> _McpEndpoint:
+        return _McpEndpoint(host, endpoints, kind)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/api/claws", api_claws),
+        Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
+        Route("/claws/{name}/mcp", mcp("mcp")),
+        Route("/claws/{name}/sse", mcp("sse")),
+        Route("/claws/{name}/messages/", mcp("messages")),
+        Route("/mcp", mcp("mcp")),
+        Route("/sse", mcp("sse")),
+        Route("/messages/", mcp("messages")),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return _error(404, f"no such path '{request.url.path}'")
+
+    async def fault(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ClawError):
+            return _error(400 if isinstance(exc, UserError) else 500, str(exc))
+        log.exception("%s %s failed", request.method, request.url.path)
+        return _error(500, "internal error; see the host's log")
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, Exception: fault})
+    return Guard(app, host.manifest)
 
 
 class _Server(uvicorn.Server):
@@ -41,25 +276,46 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _listen_socket(listen: str) -> socket.socket:
+    address, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        return socket.create_server((address, port), family=family, backlog=1024)
+    except OSError as e:
+        raise UserError(f"cannot listen on {listen}: {e.strerror}") from None
+
+
+@contextlib.asynccontextmanager
+async def serving(host: Host) -> AsyncIterator[Endpoints]:
+    """Run the host and its HTTP surface for the block; then stop cleanly: no new requests, the
+    runs in flight recorded as interrupted, tool servers closed."""
+    endpoints = Endpoints(host)
+    app = create_app(host, endpoints)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=3
+    )
+    server = _Server(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(host.run)
+        sock = _listen_socket(host.manifest.host.listen)  # after the lock: a second host stops there
+        await tg.start(endpoints.run)
+        async with anyio.create_task_group() as web:
+            web.start_soon(server.serve, [sock])  # the socket listens already: no wait for startup
+            try:
+                yield endpoints
+            finally:
+                server.should_exit = True
+        tg.cancel_scope.cancel()
+
+
 async def serve(manifest: Manifest) -> None:
     """Run the host until SIGINT or SIGTERM, then stop cleanly."""
     host = Host(manifest)
-    address, port = split_listen(manifest.host.listen)
-    config = uvicorn.Config(create_app(host), host=address, port=port, log_level="warning", lifespan="off")
-    server = _Server(config)
-
-    async def stop_on_signal() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with serving(host):
+            claws = ", ".join(sorted(manifest.claws)) or "none"
+            log.info("listening on http://%s (Claws: %s)", manifest.host.listen, claws)
             async for signum in signals:
                 log.info("%s: stopping", signal.Signals(signum).name)
-                server.should_exit = True
-                return
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(stop_on_signal)
-        await tg.start(host.run)
-        claws = ", ".join(sorted(manifest.claws)) or "none"
-        log.info("listening on http://%s (Claws: %s)", manifest.host.listen, claws)
-        await server.serve()
-        tg.cancel_scope.cancel()
+                break
     log.info("stopped")

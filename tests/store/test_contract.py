@@ -349,6 +349,14 @@ async def test_remember_with_a_known_key_replaces_the_note(store: Store) -> None
     assert await store.recall("d", "colour") == [other]
 
 
+async def test_notes_lists_one_claws_notes_newest_first(store: Store) -> None:
+    first = await store.remember("c", "one")
+    await store.remember("d", "not mine")
+    second = await store.remember("c", "two")
+    assert await store.notes("c") == [second, first]
+    assert await store.notes("c", limit=1) == [second]
+
+
 # -- schedules and fires ----------------------------------------------------------------------------
 
 

@@ -272,6 +272,10 @@ class Store(abc.ABC):
     async def recall(self, claw: str, query: str, limit: int = 5) -> list[Note]:
         """Notes of the Claw that contain every word of `query` (full text), best first."""
 
+    @abc.abstractmethod
+    async def notes(self, claw: str, limit: int = 100) -> list[Note]:
+        """The Claw's most recent notes, newest first."""
+
     # -- schedules and fires ----------------------------------------------------------------
 
     @abc.abstractmethod

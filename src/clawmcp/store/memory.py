@@ -295,6 +295,11 @@ class MemoryStore(Store):
                 scored.append((-score, -note.id, note))
         return [note for *_, note in sorted(scored)[:limit]]
 
+    async def notes(self, claw: str, limit: int = 100) -> list[Note]:
+        await self._enter()
+        mine = [n for n in self._notes.values() if n.claw == claw]
+        return sorted(mine, key=lambda n: (n.at, n.id), reverse=True)[:limit]
+
     # -- schedules and fires ----------------------------------------------------------------
 
     async def put_schedule(

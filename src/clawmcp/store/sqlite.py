@@ -430,6 +430,10 @@ class SqliteStore(Store):
         """
         return [Note(**dict(row)) for row in await self._read(sql, (" ".join(words), claw, limit))]
 
+    async def notes(self, claw: str, limit: int = 100) -> list[Note]:
+        sql = "SELECT * FROM notes WHERE claw = ? ORDER BY at DESC, id DESC LIMIT ?"
+        return [Note(**dict(row)) for row in await self._read(sql, (claw, limit))]
+
     # -- schedules and fires --------------------------------------------------------------------
 
     async def put_schedule(

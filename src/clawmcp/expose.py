@@ -1,0 +1,344 @@
+"""Every Claw an MCP server (DESIGN §4), and the host-level server that reaches all of them.
+
+A Claw's server offers `ask`, `tell`, `status`, `schedule`, `unschedule`, `schedules`, its allowed
+tools when `expose.tools` is true, and the `claw://NAME/...` resources. It serves both protocol
+eras: handshake sessions hear of tool list changes by notification, 2026-era clients through
+`subscriptions/listen`. The same server object runs over stdio, streamable HTTP and SSE.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import jsonschema
+import mcp_types as types
+from mcp.server.lowlevel.server import NotificationOptions, Server
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.requests import Request
+
+from clawmcp import __version__
+from clawmcp.errors import ClawError
+from clawmcp.store import Run, Step
+
+if TYPE_CHECKING:
+    from clawmcp.host import Host
+
+__all__ = ["ClawServer", "HostServer", "run_text"]
+
+_RESOURCE_NOT_FOUND = -32002
+_MESSAGE = {"type": "string", "minLength": 1, "description": "what to say to the Claw"}
+_THREAD = {"type": "string", "minLength": 1, "default": "default", "description": "conversation name"}
+
+
+def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+_SCHEDULE = _schema(
+    {
+        "name": {"type": "string", "description": "unique among this Claw's schedules"},
+        "every": {"type": "string", "description": "a duration such as 30s, 15m, 1h"},
+        "cron": {"type": "string", "description": "five fields, e.g. '0 9 * * mon-fri'"},
+        "timezone": {"type": "string", "description": "IANA zone for cron and at"},
+        "at": {"type": "string", "description": "one shot, e.g. 2026-12-01T09:00:00Z"},
+        "prompt": {"type": "string", "description": "what the Claw is asked when it fires"},
+        "send": _schema({"to": {"type": "string"}, "content": {"type": "string"}}, ["to", "content"]),
+        "call": _schema({"tool": {"type": "string"}, "arguments": {"type": "object"}}, ["tool"]),
+        "misfire": {"enum": ["latest", "all", "skip"], "default": "latest"},
+    },
+    ["name"],
+)
+
+_CLAW_TOOLS = [
+    types.Tool(
+        name="ask",
+        description="Run the Claw on a message and return its reply. Progress is reported per step.",
+        input_schema=_schema({"message": _MESSAGE, "thread": _THREAD}, ["message"]),
+    ),
+    types.Tool(
+        name="tell",
+        description="Queue a message for the Claw and return its id at once; the Claw handles it later.",
+        input_schema=_schema({"message": _MESSAGE, "thread": _THREAD}, ["message"]),
+    ),
+    types.Tool(
+        name="status",
+        description="The Claw's state, model, tools, schedules, mailbox depth and last runs.",
+        input_schema=_schema({}, []),
+    ),
+    types.Tool(
+        name="schedule",
+        description="Add (or replace, by name) a schedule: every, cron or at; prompt, send or call.",
+        input_schema=_SCHEDULE,
+    ),
+    types.Tool(
+        name="unschedule",
+        description="Remove one of this Claw's schedules by id.",
+        input_schema=_schema({"id": {"type": "integer"}}, ["id"]),
+    ),
+    types.Tool(name="schedules", description="This Claw's schedules.", input_schema=_schema({}, [])),
+]
+
+
+def run_text(run: Run) -> tuple[str, bool]:
+    """A finished run as a tool result: its reply, or what stopped it."""
+    if run.state == "done":
+        return run.reply or "", False
+    return f"run {run.id} ended {run.state}: {run.error}", True
+
+
+def _text(
+    text: str, is_error: bool = False, structured: dict[str, Any] | None = None
+) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], is_error=is_error, structured_content=structured
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)
+
+
+def _check(tool: types.Tool, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments with their defaults, or `ClawError` saying what is wrong with them."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(tool.input_schema).iter_errors(arguments)
+    )
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path)
+        raise ClawError(f"{tool.name}: invalid arguments: {where + ': ' if where else ''}{error.message}")
+    props = tool.input_schema.get("properties", {})
+    return {k: p["default"] for k, p in props.items() if "default" in p} | arguments
+
+
+async def _progress(ctx: Any, step: Step) -> None:
+    what = {"model": "model turn", "tool_call": "calling", "tool_result": "result of"}[step.kind]
+    name = step.data.get("name", "") if isinstance(step.data, dict) else ""
+    await ctx.session.report_progress(step.index + 1, None, f"{what} {name}".strip())
+
+
+class _Server(Server[Any]):
+    """A low-level server that tells handshake clients it sends tool list changes."""
+
+    def create_initialization_options(self, notification_options: Any = None, *args: Any, **kw: Any) -> Any:
+        options = notification_options or NotificationOptions(tools_changed=True)
+        return super().create_initialization_options(options, *args, **kw)
+
+
+class _Base:
+    """What both kinds of server share: tool dispatch, errors as results, change notifications."""
+
+    def __init__(self, host: Host, name: str, instructions: str) -> None:
+        self.host = host
+        self.bus = InMemorySubscriptionBus()
+        self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
+        self.server = _Server(
+            name,
+            version=__version__,
+            instructions=instructions,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_subscriptions_listen=ListenHandler(self.bus),
+            **self._resource_handlers(),
+        )
+
+    def _resource_handlers(self) -> dict[str, Any]:
+        return {}
+
+    def tools(self) -> list[types.Tool]:
+        raise NotImplementedError
+
+    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        raise NotImplementedError
+
+    def _remember(self, ctx: Any) -> None:
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            self._sessions.add(ctx.session)
+
+    async def _list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
+        self._remember(ctx)
+        return types.ListToolsResult(tools=self.tools())
+
+    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        self._remember(ctx)
+        try:
+            return await self.call(ctx, params.name, params.arguments or {})
+        except ClawError as e:
+            return _text(str(e), is_error=True)
+
+    async def tools_changed(self) -> None:
+        """Tell connected clients of both eras that the tool list changed."""
+        await self.bus.publish(ToolsListChanged())
+        for session in list(self._sessions):
+            try:
+                await session.send_tool_list_changed()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._sessions.discard(session)
+
+
+class ClawServer(_Base):
+    """The MCP server of one Claw."""
+
+    def __init__(self, host: Host, claw: str) -> None:
+        self.claw = claw
+        self.config = host.manifest.claws[claw]
+        super().__init__(host, f"clawmcp-{claw}", self.config.description or f"The Claw '{claw}'.")
+        self._shown = self._exposed()
+
+    def _exposed(self) -> dict[str, types.Tool]:
+        if not self.config.expose.tools:
+            return {}
+        return {
+            t.wire: types.Tool(name=t.wire, description=t.description, input_schema=t.input_schema)
+            for t in self.host.hub.tools_for(self.claw)
+        }
+
+    async def watch(self) -> None:
+        """Notify clients whenever the hub's catalog changes what this Claw exposes."""
+        while True:
+            await self.host.hub.catalog_changed.wait()
+            exposed = self._exposed()
+            if exposed != self._shown:
+                self._shown = exposed
+                await self.tools_changed()
+
+    def tools(self) -> list[types.Tool]:
+        return _CLAW_TOOLS + list(self._shown.values())
+
+    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        claws, claw = self.host.claws, self.claw
+        if name in self._shown:
+            return await self.host.hub.call(claw, name, arguments)
+        tool = next((t for t in _CLAW_TOOLS if t.name == name), None)
+        if tool is None:
+            raise ClawError(f"Claw '{claw}' has no tool '{name}'")
+        args = _check(tool, arguments)
+        if name == "ask":
+            run = await self.host.runtime.run(
+                claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
+            )
+            text, is_error = run_text(run)
+            return _text(text, is_error)
+        if name == "tell":
+            message = await claws.tell(claw, args["message"], thread=args["thread"])
+            return _text(f"queued as message {message.id}", structured={"message_id": message.id})
+        if name == "status":
+            return _text(_json(await claws.status(claw)))
+        if name == "schedule":
+            schedule = await claws.schedule(claw, args)
+            return _text(
+                f"schedule '{schedule.name}' saved as id {schedule.id}", structured={"id": schedule.id}
+            )
+        if name == "unschedule":
+            await claws.unschedule(claw, args["id"])
+            return _text(f"schedule {args['id']} removed")
+        return _text(_json(await claws.schedules_of(claw)))
+
+    # -- resources ---------------------------------------------------------------------------
+
+    def _resource_handlers(self) -> dict[str, Any]:
+        return {
+            "on_list_resources": self._list_resources,
+            "on_list_resource_templates": self._list_templates,
+            "on_read_resource": self._read_resource,
+        }
+
+    async def _list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
+        base = f"claw://{self.claw}"
+        return types.ListResourcesResult(
+            resources=[
+                types.Resource(name=f"{self.claw} {part}", uri=f"{base}/{part}", mime_type="application/json")
+                for part in ("status", "memory", "schedules")
+            ]
+        )
+
+    async def _list_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
+        template = types.ResourceTemplate(
+            name=f"{self.claw} history",
+            uri_template=f"claw://{self.claw}/history/{{thread}}",
+            description="the messages of one thread",
+            mime_type="application/json",
+        )
+        return types.ListResourceTemplatesResult(resource_templates=[template])
+
+    async def _read_resource(
+        self, ctx: Any, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        uri = str(params.uri)
+        match = re.fullmatch(rf"claw://{re.escape(self.claw)}/(status|memory|schedules|history/(.+))", uri)
+        if not match:
+            raise MCPError(_RESOURCE_NOT_FOUND, f"no resource '{uri}' (Claw '{self.claw}')")
+        claws, store = self.host.claws, self.host.store
+        if match[1] == "status":
+            value: Any = await claws.status(self.claw)
+        elif match[1] == "memory":
+            value = [
+                {"id": n.id, "key": n.key, "text": n.text, "at": n.at} for n in await store.notes(self.claw)
+            ]
+        elif match[1] == "schedules":
+            value = await claws.schedules_of(self.claw)
+        else:
+            entries = await store.history(self.claw, match[2], limit=200)
+            value = [{"role": e.role, "content": e.content, "run": e.run_id, "at": e.at} for e in entries]
+        contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=_json(value))
+        return types.ReadResourceResult(contents=[contents])
+
+
+_HOST_TOOLS = [
+    types.Tool(
+        name="claws", description="The Claws of this host, with their state.", input_schema=_schema({}, [])
+    ),
+    types.Tool(
+        name="ask",
+        description="Run a Claw on a message and return its reply.",
+        input_schema=_schema(
+            {"claw": {"type": "string"}, "message": _MESSAGE, "thread": _THREAD}, ["claw", "message"]
+        ),
+    ),
+    types.Tool(
+        name="tell",
+        description="Queue a message for a Claw and return its id at once.",
+        input_schema=_schema(
+            {"claw": {"type": "string"}, "message": _MESSAGE, "thread": _THREAD}, ["claw", "message"]
+        ),
+    ),
+]
+
+
+class HostServer(_Base):
+    """The host-level server at `/mcp`: lists the Claws and can ask or tell any it may reach."""
+
+    def __init__(self, host: Host, reaches: Callable[[Any, str], bool]) -> None:
+        super().__init__(host, "clawmcp", "A clawmcp host: list its Claws, ask or tell any of them.")
+        self.reaches = reaches
+
+    def tools(self) -> list[types.Tool]:
+        return _HOST_TOOLS
+
+    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        tool = next((t for t in _HOST_TOOLS if t.name == name), None)
+        if tool is None:
+            raise ClawError(f"the host has no tool '{name}'")
+        args = _check(tool, arguments)
+        request = ctx.request if isinstance(ctx.request, Request) else None
+        if name == "claws":
+            names = [c for c in sorted(self.host.manifest.claws) if self.reaches(request, c)]
+            return _text(_json([await self.host.claws.status(c) for c in names]))
+        claw = args["claw"]
+        self.host.runtime.check(claw)
+        if not self.reaches(request, claw):
+            raise ClawError(f"this token does not reach Claw '{claw}'")
+        if name == "ask":
+            run = await self.host.runtime.run(
+                claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
+            )
+            return _text(*run_text(run))
+        message = await self.host.claws.tell(claw, args["message"], thread=args["thread"])
+        return _text(f"queued as message {message.id}", structured={"message_id": message.id})

@@ -1,0 +1,232 @@
+"""A Claw as an MCP server over real HTTP: the SDK Client in both protocol eras against
+`/claws/NAME/mcp`, `/claws/NAME/sse` and the host's `/mcp`, and the guard in front of them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from clawmcp.host import Host
+from clawmcp.manifest import load
+from clawmcp.web import serving
+from tests.test_toolhub import TIME, free_port
+
+TOKEN_A = "token-for-scout-only-0123"
+TOKEN_ALL = "token-for-every-claw-0123"
+
+MANIFEST = f"""
+models:
+  canned:
+    provider: scripted
+    rules:
+      - when: "(?i)time"
+        steps:
+          - tool: time__get_current_time
+            arguments: {{timezone: UTC}}
+        reply: "{{{{ results[0] }}}}"
+      - when: "^remember (?P<what>.+)"
+        steps:
+          - tool: claw__remember
+            arguments: {{text: "{{{{ match.what }}}}"}}
+        reply: noted
+      - reply: "echo: {{{{ input }}}}"
+servers:
+  time: {TIME}
+claws:
+  scout:
+    description: Watches the clock
+    model: canned
+    tools: ["time.get_current_time"]
+    expose: {{tools: true}}
+  editor:
+    model: canned
+"""
+
+
+@asynccontextmanager
+async def host_on_http(tmp_path: Path, extra: str = "") -> AsyncIterator[str]:
+    """The manifest above served over HTTP in this process; yields the base URL."""
+    port = free_port()
+    (tmp_path / "m.yaml").write_text(
+        f"host: {{listen: '127.0.0.1:{port}', data_dir: data{extra}}}\n" + MANIFEST
+    )
+    host = Host(load([tmp_path / "m.yaml"]))
+    with anyio.fail_after(60):
+        async with serving(host):
+            await host.hub.wait_up("time")
+            yield f"http://127.0.0.1:{port}"
+
+
+def transport(base: str, claw: str, kind: str) -> Any:
+    return sse_client(f"{base}/claws/{claw}/sse") if kind == "sse" else f"{base}/claws/{claw}/mcp"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+@pytest.mark.parametrize("kind", ["mcp", "sse"])
+async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, kind: str) -> None:
+    progress: list[tuple[float, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, message))
+
+    async with host_on_http(tmp_path) as base, Client(transport(base, "scout", kind), mode=mode) as client:  # type: ignore[arg-type]
+        names = [t.name for t in (await client.list_tools()).tools]
+        assert names == [
+            "ask",
+            "tell",
+            "status",
+            "schedule",
+            "unschedule",
+            "schedules",
+            "time__get_current_time",
+        ]
+
+        result = await client.call_tool("ask", {"message": "what time is it?"}, progress_callback=on_progress)
+        assert not result.is_error
+        assert json.loads(result.content[0].text)["timezone"] == "UTC"  # type: ignore[union-attr]
+        assert [m for _, m in progress] == [
+            "model turn",
+            "calling time__get_current_time",
+            "result of time__get_current_time",
+            "model turn",
+        ]
+
+        direct = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
+        assert not direct.is_error and direct.structured_content["timezone"] == "UTC"  # type: ignore[index]
+
+        await client.call_tool("ask", {"message": "remember the milk", "thread": "shopping"})
+        uris = [str(r.uri) for r in (await client.list_resources()).resources]
+        assert uris == ["claw://scout/status", "claw://scout/memory", "claw://scout/schedules"]
+        templates = (await client.list_resource_templates()).resource_templates
+        assert [t.uri_template for t in templates] == ["claw://scout/history/{thread}"]
+        memory = await client.read_resource("claw://scout/memory")
+        assert [n["text"] for n in json.loads(memory.contents[0].text)] == ["the milk"]  # type: ignore[union-attr]
+        history = await client.read_resource("claw://scout/history/shopping")
+        assert [e["content"] for e in json.loads(history.contents[0].text)] == ["remember the milk", "noted"]  # type: ignore[union-attr]
+        status = json.loads((await client.read_resource("claw://scout/status")).contents[0].text)  # type: ignore[union-attr]
+        assert status["state"] == "idle" and status["last_runs"][0]["state"] == "done"
+        with pytest.raises(MCPError, match="no resource"):
+            await client.read_resource("claw://editor/memory")
+
+
+@pytest.mark.anyio
+async def test_tell_queues_and_the_claw_handles_it_in_the_background(tmp_path: Path) -> None:
+    async with host_on_http(tmp_path) as base, Client(f"{base}/claws/editor/mcp") as client:
+        told = await client.call_tool("tell", {"message": "hello there"})
+        assert told.structured_content is not None
+        message_id = told.structured_content["message_id"]
+        with anyio.fail_after(10):
+            while True:  # the reply lands in the thread's history once the background run is done
+                history = await client.read_resource("claw://editor/history/default")
+                entries = json.loads(history.contents[0].text)  # type: ignore[union-attr]
+                if len(entries) == 2:
+                    break
+                await anyio.sleep(0.05)
+        assert [e["content"] for e in entries] == ["hello there", "echo: hello there"]
+        status = json.loads((await client.call_tool("status", {})).content[0].text)  # type: ignore[union-attr]
+        assert status["mailbox"] == 0 and message_id > 0
+
+
+@pytest.mark.anyio
+async def test_bad_arguments_and_unknown_tools_are_clear_errors(tmp_path: Path) -> None:
+    async with host_on_http(tmp_path) as base, Client(f"{base}/claws/scout/mcp") as client:
+        result = await client.call_tool("ask", {"thread": "x"})
+        assert (
+            result.is_error
+            and "ask: invalid arguments: 'message' is a required property" in result.content[0].text
+        )  # type: ignore[union-attr]
+        result = await client.call_tool("nope", {})
+        assert result.is_error and result.content[0].text == "Claw 'scout' has no tool 'nope'"  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_schedule_tools_keep_schedules_in_the_store(tmp_path: Path) -> None:
+    async with host_on_http(tmp_path) as base, Client(f"{base}/claws/scout/mcp") as client:
+        made = await client.call_tool("schedule", {"name": "tick", "every": "1h", "prompt": "time?"})
+        assert not made.is_error
+        listed = json.loads((await client.call_tool("schedules", {})).content[0].text)  # type: ignore[union-attr]
+        assert [(s["name"], s["spec"], s["action"]) for s in listed] == [
+            ("tick", {"every": 3600.0}, {"prompt": "time?"})
+        ]
+        bad = await client.call_tool("schedule", {"name": "x", "every": "soon", "prompt": "p"})
+        assert bad.is_error and "every" in bad.content[0].text  # type: ignore[union-attr]
+        gone = await client.call_tool("unschedule", {"id": listed[0]["id"]})
+        assert not gone.is_error
+        assert json.loads((await client.call_tool("schedules", {})).content[0].text) == []  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_the_host_endpoint_lists_claws_and_asks_any(tmp_path: Path, mode: str) -> None:
+    async with host_on_http(tmp_path) as base, Client(f"{base}/mcp", mode=mode) as client:  # type: ignore[arg-type]
+        assert [t.name for t in (await client.list_tools()).tools] == ["claws", "ask", "tell"]
+        claws = json.loads((await client.call_tool("claws", {})).content[0].text)  # type: ignore[union-attr]
+        assert [c["claw"] for c in claws] == ["editor", "scout"]
+        reply = await client.call_tool("ask", {"claw": "editor", "message": "hi"})
+        assert reply.content[0].text == "echo: hi"  # type: ignore[union-attr]
+        unknown = await client.call_tool("ask", {"claw": "ghost", "message": "hi"})
+        assert unknown.is_error and unknown.content[0].text.startswith("no Claw 'ghost'")  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+async def test_the_guard_checks_host_origin_and_tokens(tmp_path: Path) -> None:
+    a, every = f"{{name: a, token: {TOKEN_A}, claws: [scout]}}", f"{{name: all, token: {TOKEN_ALL}}}"
+    tokens = f", auth: {{tokens: [{a}, {every}]}}"
+    async with host_on_http(tmp_path, tokens) as base, httpx2.AsyncClient(base_url=base) as http:
+        ask = {"message": "hi"}
+
+        async def post(path: str, token: str | None = None, **headers: str) -> httpx2.Response:
+            if token:
+                headers["authorization"] = f"Bearer {token}"
+            return await http.post(path, json=ask, headers=headers)
+
+        assert (await post("/api/claws/scout/ask")).status_code == 401
+        assert (await post("/api/claws/scout/ask", "wrong-token-0000000000")).status_code == 401
+        refused = await post("/api/claws/editor/ask", TOKEN_A)
+        assert (refused.status_code, refused.json()["error"]) == (
+            403,
+            "this token does not reach Claw 'editor'",
+        )
+        assert (await post("/claws/editor/mcp", TOKEN_A)).status_code == 403
+        ok = await post("/api/claws/scout/ask", TOKEN_A)
+        assert (ok.status_code, ok.json()["reply"]) == (200, "echo: hi")
+        assert (await post("/api/claws/editor/ask", TOKEN_ALL)).status_code == 200
+        foreign = await post("/api/claws/scout/ask", TOKEN_A, host="evil.example:80")
+        assert foreign.status_code == 421 and "evil.example" in foreign.json()["error"]
+        origin = await post("/api/claws/scout/ask", TOKEN_A, origin="http://evil.example")
+        assert origin.status_code == 403 and "evil.example" in origin.json()["error"]
+        same = await post("/api/claws/scout/ask", TOKEN_A, origin=base)
+        assert same.status_code == 200
+        unknown = await post("/api/claws/ghost/ask", TOKEN_ALL)
+        assert (unknown.status_code, unknown.json()["error"]) == (
+            404,
+            "no Claw 'ghost' (Claws: editor, scout)",
+        )
+        assert (await post("/claws/ghost/mcp", TOKEN_ALL)).status_code == 404
+        big = await http.post(
+            "/api/claws/scout/ask",
+            content=b'{"message": "' + b"x" * 2_000_000 + b'"}',
+            headers={"authorization": f"Bearer {TOKEN_A}", "content-type": "application/json"},
+        )
+        assert big.status_code == 413
+        assert (await http.get("/healthz")).status_code == 200  # open without a token
+        listed = await http.get("/api/claws", headers={"authorization": f"Bearer {TOKEN_A}"})
+        assert [c["claw"] for c in listed.json()] == ["scout"]
+        bearer = httpx2.AsyncClient(headers={"authorization": f"Bearer {TOKEN_A}"})
+        async with (
+            bearer,
+            Client(streamable_http_client(f"{base}/claws/scout/mcp", http_client=bearer)) as client,
+        ):
+            assert (await client.call_tool("ask", ask)).content[0].text == "echo: hi"  # type: ignore[union-attr]
