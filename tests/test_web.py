@@ -57,6 +57,12 @@ claws:
 @asynccontextmanager
 async def host_on_http(tmp_path: Path, extra: str = "") -> AsyncIterator[str]:
     """The manifest above served over HTTP in this process; yields the base URL."""
+    async with host_and_url(tmp_path, extra) as (_, base):
+        yield base
+
+
+@asynccontextmanager
+async def host_and_url(tmp_path: Path, extra: str = "") -> AsyncIterator[tuple[Host, str]]:
     port = free_port()
     (tmp_path / "m.yaml").write_text(
         f"host: {{listen: '127.0.0.1:{port}', data_dir: data{extra}}}\n" + MANIFEST
@@ -65,7 +71,7 @@ async def host_on_http(tmp_path: Path, extra: str = "") -> AsyncIterator[str]:
     with anyio.fail_after(60):
         async with serving(host):
             await host.hub.wait_up("time")
-            yield f"http://127.0.0.1:{port}"
+            yield host, f"http://127.0.0.1:{port}"
 
 
 def transport(base: str, claw: str, kind: str) -> Any:
@@ -123,20 +129,18 @@ async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, k
 
 @pytest.mark.anyio
 async def test_tell_queues_and_the_claw_handles_it_in_the_background(tmp_path: Path) -> None:
-    async with host_on_http(tmp_path) as base, Client(f"{base}/claws/editor/mcp") as client:
+    async with host_and_url(tmp_path) as (host, base), Client(f"{base}/claws/editor/mcp") as client:
+        finished = host.runtime.run_finished
         told = await client.call_tool("tell", {"message": "hello there"})
         assert told.structured_content is not None
         message_id = told.structured_content["message_id"]
         with anyio.fail_after(10):
-            while True:  # the reply lands in the thread's history once the background run is done
-                history = await client.read_resource("claw://editor/history/default")
-                entries = json.loads(history.contents[0].text)  # type: ignore[union-attr]
-                if len(entries) == 2:
-                    break
-                await anyio.sleep(0.05)
+            await finished.wait()
+        history = await client.read_resource("claw://editor/history/default")
+        entries = json.loads(history.contents[0].text)  # type: ignore[union-attr]
         assert [e["content"] for e in entries] == ["hello there", "echo: hello there"]
         status = json.loads((await client.call_tool("status", {})).content[0].text)  # type: ignore[union-attr]
-        assert status["mailbox"] == 0 and message_id > 0
+        assert status["last_runs"][0]["trigger"] == "message" and message_id > 0
 
 
 @pytest.mark.anyio

@@ -45,6 +45,8 @@ class Runtime:
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
         self.active: Counter[str] = Counter()
         """Runs going on, per Claw."""
+        self.run_finished = anyio.Event()
+        """Set (and replaced) each time a run finishes: watchers wait on it instead of polling."""
 
     def check(self, claw: str) -> None:
         """Raise `UserError` naming the Claw unless the manifest has it."""
@@ -96,6 +98,8 @@ class Runtime:
             )
             finished = await self.store.get_run(run.id)
             assert finished is not None
+            fired, self.run_finished = self.run_finished, anyio.Event()
+            fired.set()
             return finished
 
     @contextlib.asynccontextmanager
