@@ -16,11 +16,12 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from mcp.types import ToolListChangedNotification
 
 from clawmcp.host import Host
 from clawmcp.manifest import load
 from clawmcp.web import serving
-from tests.test_toolhub import TIME, free_port
+from tests.test_toolhub import PEERS, TIME, free_port
 
 TOKEN_A = "token-for-scout-only-0123"
 TOKEN_ALL = "token-for-every-claw-0123"
@@ -62,15 +63,18 @@ async def host_on_http(tmp_path: Path, extra: str = "") -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def host_and_url(tmp_path: Path, extra: str = "") -> AsyncIterator[tuple[Host, str]]:
+async def host_and_url(
+    tmp_path: Path, extra: str = "", manifest: str = MANIFEST
+) -> AsyncIterator[tuple[Host, str]]:
     port = free_port()
     (tmp_path / "m.yaml").write_text(
-        f"host: {{listen: '127.0.0.1:{port}', data_dir: data{extra}}}\n" + MANIFEST
+        f"host: {{listen: '127.0.0.1:{port}', data_dir: data{extra}}}\n" + manifest
     )
     host = Host(load([tmp_path / "m.yaml"]))
     with anyio.fail_after(60):
         async with serving(host):
-            await host.hub.wait_up("time")
+            for server in host.manifest.servers:
+                await host.hub.wait_up(server)
             yield host, f"http://127.0.0.1:{port}"
 
 
@@ -234,3 +238,35 @@ async def test_the_guard_checks_host_origin_and_tokens(tmp_path: Path) -> None:
             Client(streamable_http_client(f"{base}/claws/scout/mcp", http_client=bearer)) as client,
         ):
             assert (await client.call_tool("ask", ask)).content[0].text == "echo: hi"  # type: ignore[union-attr]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_clients_hear_when_a_claws_exposed_tools_change(tmp_path: Path, mode: str) -> None:
+    manifest = f"""
+models: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}
+servers:
+  adder: {{command: python, args: ['{PEERS / "adder.py"}', stdio]}}
+claws:
+  grower: {{model: m, tools: ["adder.*"], expose: {{tools: true}}}}
+"""
+    heard = anyio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            heard.set()
+
+    async with host_and_url(tmp_path, manifest=manifest) as (_, base):
+        client = Client(f"{base}/claws/grower/mcp", mode=mode, message_handler=on_message)  # type: ignore[arg-type]
+        async with client:
+            assert "adder__fresh" not in [t.name for t in (await client.list_tools()).tools]
+            with anyio.fail_after(15):
+                if mode == "legacy":
+                    await client.call_tool("adder__grow", {})
+                    await heard.wait()
+                else:
+                    async with client.listen(tools_list_changed=True) as changes:
+                        await client.call_tool("adder__grow", {})
+                        async for _ in changes:
+                            break
+            assert "adder__fresh" in [t.name for t in (await client.list_tools()).tools]

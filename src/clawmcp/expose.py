@@ -14,11 +14,10 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import jsonschema
 import mcp_types as types
+from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import NotificationOptions, Server
-from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -138,7 +137,7 @@ class _Base:
     def __init__(self, host: Host, name: str, instructions: str) -> None:
         self.host = host
         self.bus = InMemorySubscriptionBus()
-        self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.server = _Server(
             name,
             version=__version__,
@@ -159,8 +158,11 @@ class _Base:
         raise NotImplementedError
 
     def _remember(self, ctx: Any) -> None:
+        """Keep the handshake-era connections, to notify them later. A request's `ServerSession`
+        lives only as long as the request; the connection behind it (not yet public in the SDK)
+        lasts as long as the client stays."""
         if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
-            self._sessions.add(ctx.session)
+            self._connections.add(ctx.session._connection)
 
     async def _list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
         self._remember(ctx)
@@ -176,11 +178,11 @@ class _Base:
     async def tools_changed(self) -> None:
         """Tell connected clients of both eras that the tool list changed."""
         await self.bus.publish(ToolsListChanged())
-        for session in list(self._sessions):
+        for connection in list(self._connections):
             try:
-                await session.send_tool_list_changed()
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._sessions.discard(session)
+                await connection.outbound.notify("notifications/tools/list_changed", None)
+            except Exception:  # a client that went away: forget it, notify the others
+                self._connections.discard(connection)
 
 
 class ClawServer(_Base):
@@ -203,11 +205,12 @@ class ClawServer(_Base):
     async def watch(self) -> None:
         """Notify clients whenever the hub's catalog changes what this Claw exposes."""
         while True:
-            await self.host.hub.catalog_changed.wait()
+            changed = self.host.hub.catalog_changed
             exposed = self._exposed()
             if exposed != self._shown:
                 self._shown = exposed
                 await self.tools_changed()
+            await changed.wait()
 
     def tools(self) -> list[types.Tool]:
         return _CLAW_TOOLS + list(self._shown.values())
