@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from clawmcp import __version__
 from clawmcp.errors import ClawError, unwrap
@@ -46,6 +47,112 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdio(args: argparse.Namespace) -> int:
+    import anyio
+
+    from clawmcp.host import configure_logging
+    from clawmcp.manifest import load
+    from clawmcp.stdio import run_stdio
+
+    configure_logging()
+    anyio.run(run_stdio, load(args.paths), args.claw)
+    return 0
+
+
+def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """Call the running host's JSON API; its errors become one-line user errors."""
+    import os
+
+    import httpx2
+
+    from clawmcp.errors import UserError
+    from clawmcp.manifest import load
+    from clawmcp.stdio import host_url
+    from clawmcp.store.lock import read_lock_info
+
+    manifest = load(args.paths)
+    info = read_lock_info(manifest.data_dir)
+    if not info or not info.get("listen"):
+        raise UserError(f"no clawmcp host is running on {manifest.data_dir}; start one with: clawmcp serve")
+    headers = {"Authorization": f"Bearer {token}"} if (token := os.environ.get("CLAWMCP_TOKEN")) else {}
+    url = host_url(info["listen"]) + path
+    try:
+        response = httpx2.request(
+            method, url, json=body, headers=headers, timeout=httpx2.Timeout(10, read=None)
+        )
+    except httpx2.TransportError as e:
+        raise UserError(f"cannot reach the clawmcp host at {url}: {e}") from None
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"error": response.text}
+    if response.status_code >= 400:
+        error = data.get("error") if isinstance(data, dict) else None
+        raise UserError(f"{error or response.reason_phrase} (HTTP {response.status_code})")
+    return data
+
+
+def _claws(args: argparse.Namespace) -> int:
+    claws = _api(args, "GET", "/api/claws")
+    if args.json:
+        print(json.dumps(claws, indent=2))
+        return 0
+    rows = [("CLAW", "STATE", "MODEL", "MAILBOX", "DEAD", "SCHEDULES", "LAST RUN")]
+    for c in claws:
+        last = c["last_runs"][0]["state"] if c["last_runs"] else "-"
+        rows.append(
+            (
+                c["claw"],
+                c["state"],
+                c["model"]["name"],
+                str(c["mailbox"]),
+                str(len(c["dead_letters"])),
+                str(len(c["schedules"])),
+                last,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    run = _api(args, "POST", f"/api/claws/{args.claw}/ask", {"message": args.message, "thread": args.thread})
+    if run["state"] != "done":
+        print(f"run {run['run']} ended {run['state']}: {run['error']}", file=sys.stderr)
+        return 1
+    print(run["reply"])
+    return 0
+
+
+def _tell(args: argparse.Namespace) -> int:
+    told = _api(
+        args, "POST", f"/api/claws/{args.claw}/tell", {"message": args.message, "thread": args.thread}
+    )
+    print(told["message_id"])
+    return 0
+
+
+def _desktop_config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from clawmcp.errors import UserError
+    from clawmcp.manifest import load
+
+    manifest = load(args.paths)
+    unknown = [c for c in args.claws if c not in manifest.claws]
+    if unknown:
+        raise UserError(f"no Claw '{unknown[0]}' (Claws: {', '.join(sorted(manifest.claws)) or 'none'})")
+    paths = [str(Path(p).resolve()) for p in args.paths]
+    servers = {
+        claw: {"command": sys.executable, "args": ["-m", "clawmcp", "stdio", claw, *paths]}
+        for claw in args.claws or sorted(manifest.claws)
+    }
+    print(json.dumps({"mcpServers": servers}, indent=2))
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from clawmcp.manifest import json_schema
 
@@ -57,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clawmcp",
         description="An MCP-native host for persistent AI agents (Claws).",
-        epilog="Environment: CLAWMCP_HOME is the default data_dir (else ~/.clawmcp).",
+        epilog="Environment: CLAWMCP_HOME is the default data_dir (else ~/.clawmcp); "
+        "CLAWMCP_TOKEN is the bearer token that claws, ask, tell and a stdio bridge send.",
     )
     parser.add_argument("--version", action="version", version=f"clawmcp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -77,11 +185,43 @@ def _parser() -> argparse.ArgumentParser:
             "--mcp-config", metavar="FILE", help="also take the servers of a Claude Desktop config"
         )
     command("schema", _schema, "print the JSON Schema of a manifest file")
+
+    p = command("stdio", _stdio, "serve one Claw over stdio (bridge to a running host, or run one)")
+    p.add_argument("claw", metavar="CLAW")
+    p.add_argument("paths", nargs="*", default=["manifests"], metavar="PATH", help=_PATHS_HELP)
+
+    def against_host(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-p",
+            "--path",
+            dest="paths",
+            action="append",
+            metavar="PATH",
+            help="manifest file or folder that names the host's data_dir (default: ./manifests)",
+        )
+
+    p = command("claws", _claws, "list the Claws of the running host")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
+    for name, run, help in [
+        ("ask", _ask, "ask a Claw through the running host and print its reply"),
+        ("tell", _tell, "queue a message for a Claw and print its id"),
+    ]:
+        p = command(name, run, help)
+        p.add_argument("claw", metavar="CLAW")
+        p.add_argument("message", metavar="MESSAGE")
+        p.add_argument("--thread", default="default", help="conversation name (default: default)")
+        against_host(p)
+    p = command("desktop-config", _desktop_config, "print Claude Desktop's mcpServers JSON for these Claws")
+    p.add_argument("claws", nargs="*", metavar="CLAW", help="default: every Claw")
+    against_host(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if getattr(args, "paths", ...) is None:  # an option that was never given
+        args.paths = ["manifests"]
     try:
         code = args.run(args)
     except (ClawError, BaseExceptionGroup) as e:

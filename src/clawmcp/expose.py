@@ -30,7 +30,7 @@ from clawmcp.store import Run, Step
 if TYPE_CHECKING:
     from clawmcp.host import Host
 
-__all__ = ["ClawServer", "HostServer", "run_text"]
+__all__ = ["ClawServer", "HostServer", "ServerBase", "run_text"]
 
 _RESOURCE_NOT_FOUND = -32002
 _MESSAGE = {"type": "string", "minLength": 1, "description": "what to say to the Claw"}
@@ -131,11 +131,11 @@ class _Server(Server[Any]):
         return super().create_initialization_options(options, *args, **kw)
 
 
-class _Base:
-    """What both kinds of server share: tool dispatch, errors as results, change notifications."""
+class ServerBase:
+    """What every server of ours shares: tool dispatch, errors as results, and change
+    notifications to clients of both eras. Subclasses give `tools` and `call`."""
 
-    def __init__(self, host: Host, name: str, instructions: str) -> None:
-        self.host = host
+    def __init__(self, name: str, instructions: str) -> None:
         self.bus = InMemorySubscriptionBus()
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.server = _Server(
@@ -151,7 +151,7 @@ class _Base:
     def _resource_handlers(self) -> dict[str, Any]:
         return {}
 
-    def tools(self) -> list[types.Tool]:
+    async def tools(self) -> list[types.Tool]:
         raise NotImplementedError
 
     async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
@@ -166,7 +166,7 @@ class _Base:
 
     async def _list_tools(self, ctx: Any, params: Any) -> types.ListToolsResult:
         self._remember(ctx)
-        return types.ListToolsResult(tools=self.tools())
+        return types.ListToolsResult(tools=await self.tools())
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         self._remember(ctx)
@@ -185,13 +185,14 @@ class _Base:
                 self._connections.discard(connection)
 
 
-class ClawServer(_Base):
+class ClawServer(ServerBase):
     """The MCP server of one Claw."""
 
     def __init__(self, host: Host, claw: str) -> None:
         self.claw = claw
         self.config = host.manifest.claws[claw]
-        super().__init__(host, f"clawmcp-{claw}", self.config.description or f"The Claw '{claw}'.")
+        self.host = host
+        super().__init__(f"clawmcp-{claw}", self.config.description or f"The Claw '{claw}'.")
         self._shown = self._exposed()
 
     def _exposed(self) -> dict[str, types.Tool]:
@@ -212,7 +213,7 @@ class ClawServer(_Base):
                 await self.tools_changed()
             await changed.wait()
 
-    def tools(self) -> list[types.Tool]:
+    async def tools(self) -> list[types.Tool]:
         return _CLAW_TOOLS + list(self._shown.values())
 
     async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
@@ -315,14 +316,15 @@ _HOST_TOOLS = [
 ]
 
 
-class HostServer(_Base):
+class HostServer(ServerBase):
     """The host-level server at `/mcp`: lists the Claws and can ask or tell any it may reach."""
 
     def __init__(self, host: Host, reaches: Callable[[Any, str], bool]) -> None:
-        super().__init__(host, "clawmcp", "A clawmcp host: list its Claws, ask or tell any of them.")
+        self.host = host
+        super().__init__("clawmcp", "A clawmcp host: list its Claws, ask or tell any of them.")
         self.reaches = reaches
 
-    def tools(self) -> list[types.Tool]:
+    async def tools(self) -> list[types.Tool]:
         return _HOST_TOOLS
 
     async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:

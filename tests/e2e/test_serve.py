@@ -32,22 +32,17 @@ def manifest(tmp_path: Path, listen: str) -> Path:
     return path
 
 
-def serve_command(path: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "clawmcp",
-        "serve",
-        str(path),
-        "--mcp-config",
-        str(path.parent / "claude.json"),
-    ]
+def serve_command(path: Path, mcp_config: bool = True) -> list[str]:
+    command = [sys.executable, "-m", "clawmcp", "serve", str(path)]
+    return command + ["--mcp-config", str(path.parent / "claude.json")] if mcp_config else command
 
 
 @asynccontextmanager
-async def serving(path: Path) -> AsyncIterator[tuple[Process, list[str]]]:
+async def serving(path: Path, mcp_config: bool = True) -> AsyncIterator[tuple[Process, list[str]]]:
     """Start `clawmcp serve` and wait until it says it is listening; yields it and its stderr lines."""
-    async with await anyio.open_process(serve_command(path), stdout=subprocess.DEVNULL) as process:
+    async with await anyio.open_process(
+        serve_command(path, mcp_config), stdout=subprocess.DEVNULL
+    ) as process:
         assert process.stderr is not None
         lines: list[str] = []
         with anyio.fail_after(30):
