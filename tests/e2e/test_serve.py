@@ -34,7 +34,7 @@ def manifest(tmp_path: Path, listen: str) -> Path:
 
 def serve_command(path: Path, mcp_config: bool = True) -> list[str]:
     command = [sys.executable, "-m", "clawmcp", "serve", str(path)]
-    return command + ["--mcp-config", str(path.parent / "claude.json")] if mcp_config else command
+    return [*command, "--mcp-config", str(path.parent / "claude.json")] if mcp_config else command
 
 
 @asynccontextmanager
