@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
@@ -138,15 +139,17 @@ class ServerBase:
     def __init__(self, name: str, instructions: str) -> None:
         self.bus = InMemorySubscriptionBus()
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
-        self.server = _Server(
-            name,
-            version=__version__,
-            instructions=instructions,
-            on_list_tools=self._list_tools,
-            on_call_tool=self._call_tool,
-            on_subscriptions_listen=ListenHandler(self.bus),
-            **self._resource_handlers(),
-        )
+        with warnings.catch_warnings():  # logging/setLevel is deprecated in the 2026 era; we answer it
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            self.server = _Server(
+                name,
+                version=__version__,
+                instructions=instructions,
+                on_list_tools=self._list_tools,
+                on_call_tool=self._call_tool,
+                on_subscriptions_listen=ListenHandler(self.bus),
+                **self._resource_handlers(),
+            )
 
     def _resource_handlers(self) -> dict[str, Any]:
         return {}
@@ -252,7 +255,25 @@ class ClawServer(ServerBase):
             "on_list_resources": self._list_resources,
             "on_list_resource_templates": self._list_templates,
             "on_read_resource": self._read_resource,
+            "on_completion": self._complete,
+            "on_set_logging_level": self._set_logging_level,
         }
+
+    async def _complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+        """Thread names for the history template; nothing else has values to offer."""
+        values: list[str] = []
+        ref = params.ref
+        if isinstance(ref, types.ResourceTemplateReference) and ref.uri.endswith("/history/{thread}"):
+            threads = await self.host.store.threads(self.claw)
+            values = [t for t in threads if t.startswith(params.argument.value)]
+        return types.CompleteResult(
+            completion=types.Completion(values=values[:100], total=len(values), has_more=len(values) > 100)
+        )
+
+    async def _set_logging_level(self, ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        # Accepted for handshake-era clients; a Claw sends no log notifications (its steps come as
+        # progress), so every level is honoured.
+        return types.EmptyResult()
 
     async def _list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
         base = f"claw://{self.claw}"

@@ -88,4 +88,6 @@ class Host:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="clawmcp: %(message)s")
+    """Our messages on stderr at INFO; libraries (httpx2, the SDK) only from WARNING."""
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="clawmcp: %(message)s")
+    log.setLevel(logging.INFO)

@@ -297,14 +297,14 @@ async def serving(host: Host) -> AsyncIterator[Endpoints]:
     server = _Server(config)
     async with anyio.create_task_group() as tg:
         await tg.start(host.run)
-        sock = _listen_socket(host.manifest.host.listen)  # after the lock: a second host stops there
-        await tg.start(endpoints.run)
-        async with anyio.create_task_group() as web:
-            web.start_soon(server.serve, [sock])  # the socket listens already: no wait for startup
-            try:
-                yield endpoints
-            finally:
-                server.should_exit = True
+        with _listen_socket(host.manifest.host.listen) as sock:  # after the lock: a second host stops there
+            await tg.start(endpoints.run)
+            async with anyio.create_task_group() as web:
+                web.start_soon(server.serve, [sock])  # the socket listens already: no wait for startup
+                try:
+                    yield endpoints
+                finally:
+                    server.should_exit = True
         tg.cancel_scope.cancel()
 
 

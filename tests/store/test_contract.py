@@ -302,6 +302,13 @@ async def test_history_returns_the_last_entries_oldest_first(store: Store, clock
     assert len(await store.history("c", "t", limit=50)) == 5
 
 
+async def test_threads_names_the_threads_of_one_claw(store: Store) -> None:
+    for claw, thread in [("c", "b"), ("c", "a"), ("c", "b"), ("d", "z")]:
+        await store.append_history(claw, thread, "user", "hi")
+    assert await store.threads("c") == ["a", "b"]
+    assert await store.threads("x") == []
+
+
 # -- memory notes -----------------------------------------------------------------------------------
 
 

@@ -262,6 +262,10 @@ class Store(abc.ABC):
     async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
         """The last `limit` entries of the thread, oldest first."""
 
+    @abc.abstractmethod
+    async def threads(self, claw: str) -> list[str]:
+        """The names of the Claw's threads that have history, sorted."""
+
     # -- memory notes -----------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -272,6 +272,10 @@ class MemoryStore(Store):
         last = entries[-limit:] if limit > 0 else []
         return [dataclasses.replace(h, content=_json(h.content)) for h in last]
 
+    async def threads(self, claw: str) -> list[str]:
+        await self._enter()
+        return sorted({h.thread for h in self._history if h.claw == claw})
+
     # -- memory notes -----------------------------------------------------------------------
 
     async def remember(self, claw: str, text: str, key: str | None = None) -> Note:

@@ -405,6 +405,10 @@ class SqliteStore(Store):
             HistoryEntry(**_decode(row, "content")) for row in await self._read(sql, (claw, thread, limit))
         ]
 
+    async def threads(self, claw: str) -> list[str]:
+        sql = "SELECT DISTINCT thread FROM history WHERE claw = ? ORDER BY thread"
+        return [row["thread"] for row in await self._read(sql, (claw,))]
+
     # -- memory notes ---------------------------------------------------------------------------
 
     async def remember(self, claw: str, text: str, key: str | None = None) -> Note:
