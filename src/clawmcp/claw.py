@@ -53,13 +53,20 @@ class Claws:
     async def _consume(self, claw: str) -> None:
         while True:
             wake = self._wake[claw] = anyio.Event()
+            if self.runtime.stopping:
+                return
             message = await self.store.claim(claw)
             if message is None:
                 await wake.wait()
                 continue
-            run = await self.runtime.run(
-                claw, message.content, thread=message.thread, trigger="message", message_id=message.id
-            )
+            try:
+                run = await self.runtime.run(
+                    claw, message.content, thread=message.thread, trigger="message", message_id=message.id
+                )
+            except UserError:  # stopping: the message stays for the next start
+                return
+            if run.state == "interrupted":  # the host is stopping: the message stays for the next start
+                return
             if run.state != "failed":
                 await self.store.ack(message.id)
             elif message.attempts >= MAX_ATTEMPTS:

@@ -45,8 +45,16 @@ class Runtime:
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
         self.active: Counter[str] = Counter()
         """Runs going on, per Claw."""
+        self.stopping = False
+        self._runs: set[anyio.CancelScope] = set()
         self.run_finished = anyio.Event()
         """Set (and replaced) each time a run finishes: watchers wait on it instead of polling."""
+
+    def stop(self) -> None:
+        """Take no new runs and interrupt those going on (each is recorded as interrupted)."""
+        self.stopping = True
+        for scope in self._runs:
+            scope.cancel()
 
     def check(self, claw: str) -> None:
         """Raise `UserError` naming the Claw unless the manifest has it."""
@@ -77,25 +85,33 @@ class Runtime:
         as `interrupted`. `on_step` hears of each step once it is committed (MCP progress).
         """
         self.check(claw)
+        if self.stopping:
+            raise UserError("the host is stopping; try again once it is back")
         async with self._turn(claw, thread):
             run = await self.store.start_run(
                 claw, thread, trigger, input, message_id=message_id, parent_run_id=parent_run_id
             )
             self.active[claw] += 1
-            try:
-                state, reply, error, usage = await self._loop(claw, run, _Steps(self.store, run.id, on_step))
-            except anyio.get_cancelled_exc_class():
-                with anyio.CancelScope(shield=True):
-                    await self.store.finish_run(run.id, "interrupted", error="the run was stopped")
-                raise
-            finally:
-                self.active[claw] -= 1
-            await self.store.append_history(claw, thread, "user", input, run_id=run.id)
-            note = reply if reply is not None else f"[no reply: {error}]"
-            await self.store.append_history(claw, thread, "assistant", note, run_id=run.id)
-            await self.store.finish_run(
-                run.id, state, reply=reply, error=error, input_tokens=usage[0], output_tokens=usage[1]
-            )
+            with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
+                self._runs.add(scope)
+                try:
+                    state, reply, error, usage = await self._loop(
+                        claw, run, _Steps(self.store, run.id, on_step)
+                    )
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True):
+                        await self.store.finish_run(run.id, "interrupted", error="the run was stopped")
+                    raise
+                finally:
+                    self.active[claw] -= 1
+                    self._runs.discard(scope)
+            if not scope.cancelled_caught:
+                await self.store.append_history(claw, thread, "user", input, run_id=run.id)
+                note = reply if reply is not None else f"[no reply: {error}]"
+                await self.store.append_history(claw, thread, "assistant", note, run_id=run.id)
+                await self.store.finish_run(
+                    run.id, state, reply=reply, error=error, input_tokens=usage[0], output_tokens=usage[1]
+                )
             finished = await self.store.get_run(run.id)
             assert finished is not None
             fired, self.run_finished = self.run_finished, anyio.Event()

@@ -298,13 +298,17 @@ async def serving(host: Host) -> AsyncIterator[Endpoints]:
     async with anyio.create_task_group() as tg:
         await tg.start(host.run)
         with _listen_socket(host.manifest.host.listen) as sock:  # after the lock: a second host stops there
-            await tg.start(endpoints.run)
-            async with anyio.create_task_group() as web:
-                web.start_soon(server.serve, [sock])  # the socket listens already: no wait for startup
-                try:
-                    yield endpoints
-                finally:
-                    server.should_exit = True
+            # What uses the host stops before the host does: a run cut short is still recorded.
+            async with anyio.create_task_group() as users:
+                await users.start(endpoints.run)
+                async with anyio.create_task_group() as web:
+                    web.start_soon(server.serve, [sock])  # the socket listens already: no wait for startup
+                    try:
+                        yield endpoints
+                    finally:
+                        host.runtime.stop()
+                        server.should_exit = True
+                users.cancel_scope.cancel()
         tg.cancel_scope.cancel()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -15,7 +16,9 @@ import httpx2
 import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
+from mcp import Client
 
+from clawmcp.store.sqlite import SqliteStore
 from tests.test_toolhub import free_port
 
 CONFIG = {"mcpServers": {"time": {"command": "python", "args": ["-m", "mcp_server_time"]}}}
@@ -86,3 +89,42 @@ async def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> 
     run = await anyio.run_process(serve_command(path), check=False)
     assert run.returncode == 1
     assert run.stderr.decode().startswith("refusing to listen on 0.0.0.0:")
+
+
+@pytest.mark.anyio
+async def test_sigterm_during_a_run_stops_within_10s_and_records_the_run_as_interrupted(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        "models: {m: {provider: scripted, rules: [{steps: [{tool: tools__slow}], reply: done}]}}\n"
+        "tools: {slow: {command: [sleep, '60'], timeout: 120s}}\n"
+        "claws: {a: {model: m, tools: ['tools.slow']}}\n"
+    )
+    calling = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        if message == "calling tools__slow":
+            calling.set()
+
+    async def ask() -> None:
+        with contextlib.suppress(Exception):  # the host goes away under the call
+            async with Client(f"http://127.0.0.1:{port}/claws/a/mcp") as client:
+                await client.call_tool("ask", {"message": "go"}, progress_callback=on_progress)
+
+    async with serving(path, mcp_config=False) as (process, _), anyio.create_task_group() as tg:
+        tg.start_soon(ask)
+        with anyio.fail_after(20):
+            await calling.wait()
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            assert await process.wait() == 0
+        tg.cancel_scope.cancel()
+        assert process.stderr is not None
+        rest = (await process.stderr.receive(100_000)).decode().splitlines()
+    assert rest == ["clawmcp: SIGTERM: stopping", "clawmcp: stopped"]  # no traceback, nothing forced
+    async with SqliteStore(tmp_path / "state" / "state.db") as store:
+        [run] = await store.runs("a")
+    assert (run.state, run.error) == ("interrupted", "the run was stopped")
