@@ -118,6 +118,19 @@ def _check(tool: types.Tool, arguments: dict[str, Any]) -> dict[str, Any]:
     return {k: p["default"] for k, p in props.items() if "default" in p} | arguments
 
 
+async def _ask_or_tell(
+    host: Host, ctx: Any, verb: str, claw: str, args: dict[str, Any]
+) -> types.CallToolResult:
+    """`ask` (progress per step) or `tell`, for a Claw's server and the host's alike."""
+    if verb == "tell":
+        message = await host.claws.tell(claw, args["message"], thread=args["thread"])
+        return _text(f"queued as message {message.id}", structured={"message_id": message.id})
+    run = await host.runtime.run(
+        claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
+    )
+    return _text(*run_text(run))
+
+
 async def _progress(ctx: Any, step: Step) -> None:
     what = {"model": "model turn", "tool_call": "calling", "tool_result": "result of"}[step.kind]
     name = step.data.get("name", "") if isinstance(step.data, dict) else ""
@@ -227,15 +240,8 @@ class ClawServer(ServerBase):
         if tool is None:
             raise ClawError(f"Claw '{claw}' has no tool '{name}'")
         args = _check(tool, arguments)
-        if name == "ask":
-            run = await self.host.runtime.run(
-                claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
-            )
-            text, is_error = run_text(run)
-            return _text(text, is_error)
-        if name == "tell":
-            message = await claws.tell(claw, args["message"], thread=args["thread"])
-            return _text(f"queued as message {message.id}", structured={"message_id": message.id})
+        if name in ("ask", "tell"):
+            return await _ask_or_tell(self.host, ctx, name, claw, args)
         if name == "status":
             return _text(_json(await claws.status(claw)))
         if name == "schedule":
@@ -361,10 +367,4 @@ class HostServer(ServerBase):
         self.host.runtime.check(claw)
         if not self.reaches(request, claw):
             raise ClawError(f"this token does not reach Claw '{claw}'")
-        if name == "ask":
-            run = await self.host.runtime.run(
-                claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
-            )
-            return _text(*run_text(run))
-        message = await self.host.claws.tell(claw, args["message"], thread=args["thread"])
-        return _text(f"queued as message {message.id}", structured={"message_id": message.id})
+        return await _ask_or_tell(self.host, ctx, name, claw, args)
