@@ -21,6 +21,7 @@ from tests.fakes import (
 )
 from tests.test_toolhub import TIME
 
+MEMORY_AND_SPAWN = {"claw__remember", "claw__recall", "claw__publish", "claw__spawn"}  # no talks_to: no send/ask
 WIRE = {
     "openai": (openai_tool_call, openai_text, openai_error),
     "anthropic": (anthropic_tool_call, anthropic_text, anthropic_error),
@@ -68,7 +69,7 @@ async def test_openai_sends_the_documented_chat_completions_requests(tmp_path: P
         {"role": "user", "content": "What time is it?"},
     ]
     tools = {t["function"]["name"]: t for t in first["tools"]}
-    assert set(tools) == {"time__get_current_time", "claw__remember", "claw__recall"}
+    assert set(tools) == {"time__get_current_time", *MEMORY_AND_SPAWN}
     clock = tools["time__get_current_time"]
     assert clock["type"] == "function"
     assert clock["function"]["parameters"]["type"] == "object"
@@ -113,7 +114,7 @@ async def test_anthropic_sends_the_documented_messages_requests(tmp_path: Path) 
     assert first["system"] == "You tell the time."
     assert first["messages"] == [{"role": "user", "content": "What time is it?"}]
     tools = {t["name"]: t for t in first["tools"]}
-    assert set(tools) == {"time__get_current_time", "claw__remember", "claw__recall"}
+    assert set(tools) == {"time__get_current_time", *MEMORY_AND_SPAWN}
     assert tools["time__get_current_time"]["input_schema"]["type"] == "object"
 
     assistant, result = second["messages"][-2:]

@@ -1,86 +1,150 @@
 """The built-in `claw__*` tools every Claw has (DESIGN §3), run inside the host.
 
-They live apart from the tool hub because they act on the Claw itself (its memory, later its
-messages and schedules), not on a tool server.
+They live apart from the tool hub because they act on the Claw itself (its memory, its messages,
+its sub-agents), not on a tool server. Each call is checked against its schema, audited like any
+tool call, and a refusal comes back to the model as an error result.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import jsonschema
 
+from clawmcp.errors import ClawError
 from clawmcp.models import ToolSpec
-from clawmcp.store import Store
 
-__all__ = ["Builtins"]
+if TYPE_CHECKING:
+    from clawmcp.runtime import RunContext, Runtime
 
-_SPECS = [
-    ToolSpec(
-        "claw__remember",
+__all__ = ["ASK_TIMEOUT", "Builtins"]
+
+ASK_TIMEOUT = 120.0
+"""Seconds `claw__ask` waits for a reply unless the model gives `timeout`."""
+
+
+def _spec(name: str, description: str, properties: dict[str, Any], required: list[str]) -> ToolSpec:
+    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return ToolSpec(f"claw__{name}", description, schema)
+
+
+_TEXT = {"type": "string", "minLength": 1}
+_MEMORY = [
+    _spec(
+        "remember",
         "Store a note in your persistent memory. A note with the same key replaces the old one.",
-        {
-            "type": "object",
-            "properties": {
-                "text": {"type": "string", "minLength": 1, "description": "what to remember"},
-                "key": {"type": "string", "description": "optional name; reusing it replaces that note"},
-            },
-            "required": ["text"],
-            "additionalProperties": False,
-        },
+        {"text": _TEXT, "key": {"type": "string", "description": "optional; reusing it replaces that note"}},
+        ["text"],
     ),
-    ToolSpec(
-        "claw__recall",
+    _spec(
+        "recall",
         "Search your persistent memory: notes that contain every word of the query, best first.",
+        {"query": _TEXT, "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5}},
+        ["query"],
+    ),
+]
+_OTHERS = [
+    _spec(
+        "publish",
+        "Publish a message on a topic: every Claw subscribed to it gets its own copy.",
+        {"topic": _TEXT, "content": _TEXT},
+        ["topic", "content"],
+    ),
+    _spec(
+        "spawn",
+        "Run a temporary sub-agent on a task and return its answer. It gets your tools, or the ones"
+        " you name (wire names), never more.",
         {
-            "type": "object",
-            "properties": {
-                "query": {"type": "string", "minLength": 1},
-                "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
-            },
-            "required": ["query"],
-            "additionalProperties": False,
+            "task": _TEXT,
+            "instructions": {"type": "string"},
+            "tools": {"type": "array", "items": {"type": "string"}},
         },
+        ["task"],
+    ),
+]
+_MESSAGING = [
+    _spec(
+        "send",
+        "Send a durable message to another Claw; returns its id. The other Claw handles it later.",
+        {"to": _TEXT, "content": _TEXT},
+        ["to", "content"],
+    ),
+    _spec(
+        "ask",
+        "Ask another Claw and wait for its reply to exactly this message.",
+        {
+            "to": _TEXT,
+            "content": _TEXT,
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+        },
+        ["to", "content"],
     ),
 ]
 
 
-class Builtins:
-    """The built-in tools of the Claws of one host."""
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.specs = {spec.name: spec for spec in _SPECS}
+
+class Builtins:
+    """The built-in tools of the Claws of one runtime."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.specs = {spec.name: spec for spec in [*_MEMORY, *_MESSAGING, *_OTHERS]}
 
     def specs_for(self, claw: str) -> list[ToolSpec]:
-        return list(self.specs.values())
+        """Memory, publish and spawn for every Claw; send and ask for those with `talks_to`."""
+        talks = bool(self.runtime.manifest.claws[claw].talks_to)
+        return [*_MEMORY, *(_MESSAGING if talks else []), *_OTHERS]
 
-    async def call(self, claw: str, name: str, arguments: Any) -> tuple[str, bool]:
-        """Run a built-in tool for a Claw: the result text and whether it is an error."""
+    async def call(self, ctx: RunContext, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
+        """Run a built-in tool for a run: the result text and whether it is an error."""
+        started = time.perf_counter()
+        error: str | None = None
+        try:
+            text = await self._call(ctx, name, arguments)
+        except ClawError as e:
+            text = error = str(e)
+        duration = time.perf_counter() - started
+        outcome: Literal["ok", "refused"] = "ok" if error is None else "refused"
+        self.runtime.hub.audit(
+            ctx.claw, name.replace("__", ".", 1), arguments, duration, outcome, error, ctx.run_id
+        )
+        return text, error is not None
+
+    async def _call(self, ctx: RunContext, name: str, arguments: dict[str, Any]) -> str:
         spec = self.specs.get(name)
-        if spec is None:
-            return f"no built-in tool '{name}'", True
+        if spec is None or spec not in self.specs_for(ctx.claw):
+            raise ClawError(f"no built-in tool '{name}' for Claw '{ctx.claw}'")
         error = jsonschema.exceptions.best_match(
             jsonschema.Draft202012Validator(spec.parameters).iter_errors(arguments)
         )
         if error is not None:
             where = ".".join(str(p) for p in error.absolute_path)
-            return f"{name}: invalid arguments: {where + ': ' if where else ''}{error.message}", True
+            raise ClawError(f"{name}: invalid arguments: {where + ': ' if where else ''}{error.message}")
+        store, router, args = self.runtime.store, self.runtime.router, arguments
         if name == "claw__remember":
-            note = await self.store.remember(claw, arguments["text"], arguments.get("key"))
-            return f"remembered (note {note.id})", False
-        notes = await self.store.recall(claw, arguments["query"], arguments.get("limit", 5))
-        if not notes:
-            return f"no note matches {arguments['query']!r}", False
-        return json.dumps(
-            [
-                {
-                    "key": n.key,
-                    "text": n.text,
-                    "at": datetime.fromtimestamp(n.at, UTC).isoformat(timespec="seconds"),
-                }
-                for n in notes
-            ]
-        ), False
+            note = await store.remember(ctx.claw, args["text"], args.get("key"))
+            return f"remembered (note {note.id})"
+        if name == "claw__recall":
+            notes = await store.recall(ctx.claw, args["query"], args.get("limit", 5))
+            if not notes:
+                return f"no note matches {args['query']!r}"
+            return json.dumps([{"key": n.key, "text": n.text, "at": _iso(n.at)} for n in notes])
+        if name == "claw__send":
+            message = await router.send(ctx.claw, args["to"], args["content"])
+            return f"sent to {args['to']} as message {message.id}"
+        if name == "claw__ask":
+            timeout = args.get("timeout", ASK_TIMEOUT)
+            return await router.ask(ctx.claw, args["to"], args["content"], chain=ctx.chain, within=timeout)
+        if name == "claw__publish":
+            copies = await router.publish(ctx.claw, args["topic"], args["content"])
+            return f"published to {len(copies)} subscribers of '{args['topic']}'"
+        run = await self.runtime.spawn(ctx, args["task"], args.get("instructions"), args.get("tools"))
+        if run.state != "done":
+            raise ClawError(f"the sub-agent (run {run.id}) ended {run.state}: {run.error}")
+        return run.reply or ""

@@ -31,9 +31,11 @@ _RETRY_CAP = 60.0
 class Claws:
     """Every Claw of a manifest. Start with `tg.start(claws.run)`."""
 
-    def __init__(self, manifest: Manifest, store: Store, runtime: Runtime) -> None:
-        self.manifest, self.store, self.runtime = manifest, store, runtime
-        self._wake = {name: anyio.Event() for name in manifest.claws}
+    def __init__(
+        self, manifest: Manifest, store: Store, runtime: Runtime, *, retry_base: float = 1.0
+    ) -> None:
+        self.retry_base = retry_base
+        self.manifest, self.store, self.runtime, self.router = manifest, store, runtime, runtime.router
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -42,26 +44,31 @@ class Claws:
             task_status.started()
 
     async def tell(
-        self, claw: str, content: str, *, thread: str = "default", sender: str | None = None
+        self, claw: str, content: str, *, thread: str = "default", key: str | None = None
     ) -> Message:
-        """Commit a message to the Claw's mailbox and wake it; the Claw handles it in the background."""
+        """Commit a message to the Claw's mailbox and wake it; the Claw handles it in the background.
+        A `key` makes a retried tell safe: the same key gives the first message back."""
         self.runtime.check(claw)
-        message, _ = await self.store.enqueue(claw, content, sender=sender, thread=thread)
-        self._wake[claw].set()
-        return message
+        return await self.router.deliver(claw, content, thread=thread, key=key)
 
     async def _consume(self, claw: str) -> None:
         while True:
-            wake = self._wake[claw] = anyio.Event()
+            wake = self.router.wake[claw] = anyio.Event()
             if self.runtime.stopping:
                 return
             message = await self.store.claim(claw)
             if message is None:
                 await wake.wait()
                 continue
+            chain = self.router.chain_of(message.id)
             try:
                 run = await self.runtime.run(
-                    claw, message.content, thread=message.thread, trigger="message", message_id=message.id
+                    claw,
+                    message.content,
+                    thread=message.thread,
+                    trigger="message",
+                    message_id=message.id,
+                    chain=chain,
                 )
             except UserError:  # stopping: the message stays for the next start
                 return
@@ -69,10 +76,16 @@ class Claws:
                 return
             if run.state != "failed":
                 await self.store.ack(message.id)
+                self.router.handled(
+                    message.id, reply=run.reply, error=None if run.state == "done" else run.error
+                )
             elif message.attempts >= MAX_ATTEMPTS:
                 await self.store.nack(message.id, run.error or "failed", retry_at=None)
+                self.router.handled(
+                    message.id, error=f"dead letter after {message.attempts} tries: {run.error}"
+                )
             else:
-                delay = min(_RETRY_CAP, 2.0**message.attempts)
+                delay = min(_RETRY_CAP, self.retry_base * 2.0 ** (message.attempts - 1))
                 await self.store.nack(message.id, run.error or "failed", retry_at=time.time() + delay)
                 await anyio.sleep(delay)  # the mailbox waits: its messages are handled in order
 

@@ -15,7 +15,8 @@ from clawmcp.claw import Claws
 from clawmcp.errors import UserError
 from clawmcp.manifest import Manifest
 from clawmcp.models import Providers
-from clawmcp.runtime import Runtime
+from clawmcp.router import Router
+from clawmcp.runtime import MAX_DEPTH, Runtime
 from clawmcp.store.lock import DataDirLock
 from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
@@ -53,7 +54,8 @@ class Host:
         self.store = SqliteStore(manifest.data_dir / "state.db")
         self.hub = ToolHub(manifest, self.store)
         self.providers = Providers(manifest.models)
-        self.runtime = Runtime(manifest, self.store, self.hub, self.providers)
+        self.router = Router(manifest, self.store, max_depth=MAX_DEPTH)
+        self.runtime = Runtime(manifest, self.store, self.hub, self.providers, self.router)
         self.claws = Claws(manifest, self.store, self.runtime)
         self.ready = False
 

@@ -10,24 +10,30 @@ after a crash. A Claw runs one run at a time per thread, in arrival order.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from clawmcp.builtins import Builtins
-from clawmcp.errors import ModelError, UserError
+from clawmcp.errors import ClawError, ModelError, UserError
 from clawmcp.manifest import Manifest
 from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
 from clawmcp.store import Run, RunState, RunTrigger, Step, StepKind, Store
 
 if TYPE_CHECKING:
+    from clawmcp.router import Router
     from clawmcp.toolhub import ToolHub
 
-__all__ = ["OnStep", "Runtime"]
+__all__ = ["MAX_DEPTH", "OnStep", "RunContext", "Runtime"]
+
+MAX_DEPTH = 4
+"""How many runs an ask or spawn chain may hold (A asks B asks C asks D)."""
 
 OnStep = Callable[[Step], Awaitable[None]]
 
@@ -38,15 +44,22 @@ class Runtime:
     """Runs the Claws of a manifest with its tool hub, model providers and store."""
 
     def __init__(
-        self, manifest: Manifest, store: Store, hub: ToolHub, providers: Mapping[str, Provider]
+        self,
+        manifest: Manifest,
+        store: Store,
+        hub: ToolHub,
+        providers: Mapping[str, Provider],
+        router: Router,
     ) -> None:
         self.manifest, self.store, self.hub, self.providers = manifest, store, hub, providers
-        self.builtins = Builtins(store)
+        self.router = router
+        self.builtins = Builtins(self)
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
         self.active: Counter[str] = Counter()
         """Runs going on, per Claw."""
         self.stopping = False
         self._runs: set[anyio.CancelScope] = set()
+        self._spawns = itertools.count(1)
         self.run_finished = anyio.Event()
         """Set (and replaced) each time a run finishes: watchers wait on it instead of polling."""
 
@@ -62,9 +75,14 @@ class Runtime:
             known = ", ".join(sorted(self.manifest.claws)) or "none"
             raise UserError(f"no Claw '{claw}' (Claws: {known})")
 
-    def tools_for(self, claw: str) -> list[ToolSpec]:
-        """What the Claw's model is offered: its allowed hub tools and the built-in tools."""
-        hub = [ToolSpec(t.wire, t.description, t.input_schema) for t in self.hub.tools_for(claw)]
+    def tools_for(self, claw: str, subset: frozenset[str] | None = None) -> list[ToolSpec]:
+        """What the Claw's model is offered: its allowed hub tools (a sub-agent: those of `subset`)
+        and the built-in tools."""
+        hub = [
+            ToolSpec(t.wire, t.description, t.input_schema)
+            for t in self.hub.tools_for(claw)
+            if subset is None or t.wire in subset
+        ]
         return hub + self.builtins.specs_for(claw)
 
     async def run(
@@ -77,12 +95,17 @@ class Runtime:
         message_id: int | None = None,
         parent_run_id: int | None = None,
         on_step: OnStep | None = None,
+        chain: tuple[str, ...] = (),
+        tools: frozenset[str] | None = None,
+        instructions: str | None = None,
     ) -> Run:
         """Run the Claw on `input` once it is this thread's turn; return the finished run.
 
         The outcome is the run's state: `done` with a reply, `limit` (max_steps or run_timeout)
         or `failed` (the model provider failed), each with its error. A cancelled run is recorded
         as `interrupted`. `on_step` hears of each step once it is committed (MCP progress).
+        `chain` names the Claws waiting on this run through `claw__ask`; `tools` and `instructions`
+        are a sub-agent's (`claw__spawn`).
         """
         self.check(claw)
         if self.stopping:
@@ -94,9 +117,10 @@ class Runtime:
             self.active[claw] += 1
             with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
                 self._runs.add(scope)
+                ctx = RunContext(claw, run.id, thread, (*chain, claw), tools, instructions)
                 try:
                     state, reply, error, usage = await self._loop(
-                        claw, run, _Steps(self.store, run.id, on_step)
+                        ctx, run, _Steps(self.store, run.id, on_step)
                     )
                 except anyio.get_cancelled_exc_class():
                     with anyio.CancelScope(shield=True):
@@ -134,18 +158,45 @@ class Runtime:
             else:
                 self._threads[key] = (lock, users - 1)
 
+    async def spawn(
+        self, parent: RunContext, task: str, instructions: str | None, tools: list[str] | None
+    ) -> Run:
+        """Run a sub-agent of the parent's Claw on a task: its own fresh thread, at most the tools
+        its parent has, its steps in a run whose parent is the caller's run."""
+        if len(parent.chain) >= MAX_DEPTH:
+            raise ClawError(f"claw__spawn: too deep ({' → '.join(parent.chain)}); the limit is {MAX_DEPTH}")
+        offered = {
+            t.name for t in self.tools_for(parent.claw, parent.tools) if not t.name.startswith("claw__")
+        }
+        if tools is not None and (extra := sorted(set(tools) - offered)):
+            raise ClawError(f"claw__spawn: not among this Claw's tools: {', '.join(extra)}")
+        return await self.run(
+            parent.claw,
+            task,
+            thread=f"spawn-{parent.run_id}-{next(self._spawns)}",
+            trigger="spawn",
+            parent_run_id=parent.run_id,
+            chain=parent.chain,
+            tools=frozenset(offered if tools is None else tools),
+            instructions=instructions,
+        )
+
     async def _loop(
-        self, claw: str, run: Run, steps: _Steps
+        self, ctx: RunContext, run: Run, steps: _Steps
     ) -> tuple[RunState, str | None, str | None, tuple[int | None, int | None]]:
+        claw = ctx.claw
         config = self.manifest.claws[claw]
         provider = self.providers[config.model]
-        system = config.instructions or f"You are {claw}, an assistant. {config.description}".strip()
+        system = (
+            ctx.instructions or config.instructions or f"You are {claw}, an assistant. {config.description}"
+        )
+        system = system.strip()
         history = (
             await self.store.history(claw, run.thread, config.memory.history) if config.memory.history else []
         )
         messages = [Msg("assistant" if h.role == "assistant" else "user", str(h.content)) for h in history]
         messages.append(Msg("user", run.input))
-        tools = self.tools_for(claw)
+        tools = self.tools_for(claw, ctx.tools)
         used: list[int | None] = [None, None]
         limits = config.limits
         state: RunState = "limit"
@@ -166,7 +217,7 @@ class Runtime:
                     if step == limits.max_steps - 1:
                         error = f"stopped at max_steps ({limits.max_steps}); the model still asked for tools"
                         break
-                    results = await self._call_tools(claw, run.id, turn.calls, steps)
+                    results = await self._call_tools(ctx, turn.calls, steps)
                     messages.append(Msg("tool", results=tuple(results)))
             except ModelError as e:
                 state, error = "failed", str(e)
@@ -178,7 +229,7 @@ class Runtime:
         return state, reply, error, (used[0], used[1])
 
     async def _call_tools(
-        self, claw: str, run_id: int, calls: Sequence[ToolRequest], steps: _Steps
+        self, ctx: RunContext, calls: Sequence[ToolRequest], steps: _Steps
     ) -> list[ToolResult]:
         """Run one turn's tool calls at once; each call and each result is a step of the run."""
         for call in calls:
@@ -190,9 +241,13 @@ class Runtime:
             if not isinstance(call.arguments, dict):
                 text, is_error = f"{call.name}: arguments must be a JSON object, got {call.arguments!r}", True
             elif call.name.startswith("claw__"):
-                text, is_error = await self.builtins.call(claw, call.name, call.arguments)
+                text, is_error = await self.builtins.call(ctx, call.name, call.arguments)
+            elif ctx.tools is not None and call.name not in ctx.tools:
+                text, is_error = f"tool '{call.name}' was not given to this sub-agent", True
             else:
-                text, is_error = await self.hub.call_text(claw, call.name, call.arguments, run_id=run_id)
+                text, is_error = await self.hub.call_text(
+                    ctx.claw, call.name, call.arguments, run_id=ctx.run_id
+                )
             results[i] = ToolResult(call.id, call.name, text, is_error)
             data = {"id": call.id, "name": call.name, "text": text, "is_error": is_error}
             await steps.add("tool_result", data | {"duration": time.perf_counter() - started})
@@ -201,6 +256,20 @@ class Runtime:
             for i, call in enumerate(calls):
                 tg.start_soon(one, i, call)
         return [r for r in results if r is not None]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """A run as its tools see it: the Claw, the run, and what the run may do."""
+
+    claw: str
+    run_id: int
+    thread: str
+    chain: tuple[str, ...]
+    """The Claws waiting on this run through `claw__ask`, then this Claw."""
+    tools: frozenset[str] | None = None
+    """A sub-agent's hub tools (wire names); None: all the Claw may use."""
+    instructions: str | None = None
 
 
 class _Steps:

@@ -321,18 +321,31 @@ class ToolHub:
             error = str(e)
             raise
         finally:
-            if self.store is not None:
-                self._audit_send.send_nowait(
-                    {
-                        "claw": claw,
-                        "tool": tool.qualified if tool else wire,
-                        "args_bytes": len(json.dumps(arguments, default=str)),
-                        "duration": time.perf_counter() - started,
-                        "outcome": outcome,
-                        "error": error,
-                        "run_id": run_id,
-                    }
-                )
+            tool_name = tool.qualified if tool else wire
+            self.audit(claw, tool_name, arguments, time.perf_counter() - started, outcome, error, run_id)
+
+    def audit(
+        self,
+        claw: str,
+        tool: str,
+        arguments: Any,
+        duration: float,
+        outcome: Literal["ok", "error", "refused"],
+        error: str | None,
+        run_id: int | None,
+    ) -> None:
+        """Record a tool call (built-in tools are recorded here too), off the call path."""
+        if self.store is not None:
+            record = {
+                "claw": claw,
+                "tool": tool,
+                "args_bytes": len(json.dumps(arguments, default=str)),
+                "duration": duration,
+                "outcome": outcome,
+                "error": error,
+                "run_id": run_id,
+            }
+            self._audit_send.send_nowait(record)
 
     async def call_text(
         self, claw: str, wire: str, arguments: dict[str, Any], *, run_id: int | None = None
