@@ -21,7 +21,8 @@ from tests.fakes import (
 )
 from tests.test_toolhub import TIME
 
-MEMORY_AND_SPAWN = {"claw__remember", "claw__recall", "claw__publish", "claw__spawn"}  # no talks_to: no send/ask
+# built-ins of a Claw without talks_to: no send or ask
+MEMORY_AND_SPAWN = {"claw__remember", "claw__recall", "claw__publish", "claw__spawn"}
 WIRE = {
     "openai": (openai_tool_call, openai_text, openai_error),
     "anthropic": (anthropic_tool_call, anthropic_text, anthropic_error),
