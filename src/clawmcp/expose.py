@@ -36,6 +36,11 @@ __all__ = ["ClawServer", "HostServer", "ServerBase", "run_text"]
 _RESOURCE_NOT_FOUND = -32002
 _MESSAGE = {"type": "string", "minLength": 1, "description": "what to say to the Claw"}
 _THREAD = {"type": "string", "minLength": 1, "default": "default", "description": "conversation name"}
+_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "description": "idempotency key: a retry with it queues nothing new",
+}
 
 
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -66,7 +71,7 @@ _CLAW_TOOLS = [
     types.Tool(
         name="tell",
         description="Queue a message for the Claw and return its id at once; the Claw handles it later.",
-        input_schema=_schema({"message": _MESSAGE, "thread": _THREAD}, ["message"]),
+        input_schema=_schema({"message": _MESSAGE, "thread": _THREAD, "key": _KEY}, ["message"]),
     ),
     types.Tool(
         name="status",
@@ -123,7 +128,7 @@ async def _ask_or_tell(
 ) -> types.CallToolResult:
     """`ask` (progress per step) or `tell`, for a Claw's server and the host's alike."""
     if verb == "tell":
-        message = await host.claws.tell(claw, args["message"], thread=args["thread"])
+        message = await host.claws.tell(claw, args["message"], thread=args["thread"], key=args.get("key"))
         return _text(f"queued as message {message.id}", structured={"message_id": message.id})
     run = await host.runtime.run(
         claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
@@ -337,7 +342,8 @@ _HOST_TOOLS = [
         name="tell",
         description="Queue a message for a Claw and return its id at once.",
         input_schema=_schema(
-            {"claw": {"type": "string"}, "message": _MESSAGE, "thread": _THREAD}, ["claw", "message"]
+            {"claw": {"type": "string"}, "message": _MESSAGE, "thread": _THREAD, "key": _KEY},
+            ["claw", "message"],
         ),
     ),
 ]

@@ -200,9 +200,10 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(message, str) or not message:
         raise _Refused(400, "the body needs 'message', a non-empty string")
     thread = data.get("thread") or "default"
-    if not isinstance(thread, str):
-        raise _Refused(400, "'thread' must be a string")
-    return {"message": message, "thread": thread}
+    key = data.get("key")
+    if not isinstance(thread, str) or not isinstance(key, str | None):
+        raise _Refused(400, "'thread' and 'key' must be strings")
+    return {"message": message, "thread": thread, "key": key}
 
 
 class _Refused(Exception):
@@ -234,7 +235,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         except _Refused as e:
             return _error(e.status, str(e))
         if verb == "tell":
-            message = await host.claws.tell(claw, args["message"], thread=args["thread"])
+            message = await host.claws.tell(claw, args["message"], thread=args["thread"], key=args["key"])
             return JSONResponse({"message_id": message.id})
         run = await host.runtime.run(claw, args["message"], thread=args["thread"])
         return JSONResponse({"run": run.id, "state": run.state, "reply": run.reply, "error": run.error})
