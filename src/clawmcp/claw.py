@@ -20,7 +20,7 @@ from clawmcp.errors import UserError
 from clawmcp.manifest import Manifest, model
 from clawmcp.manifest.check import tool_allowed
 from clawmcp.runtime import Runtime
-from clawmcp.store import Message, Schedule, Store
+from clawmcp.store import Message, Run, Schedule, Store
 
 __all__ = ["MAX_ATTEMPTS", "Claws"]
 
@@ -35,6 +35,8 @@ class Claws:
         self, manifest: Manifest, store: Store, runtime: Runtime, *, retry_base: float = 1.0
     ) -> None:
         self.retry_base = retry_base
+        self.settled = anyio.Event()
+        """Set (and replaced) each time a message is acknowledged or retried or dead-lettered."""
         self.manifest, self.store, self.runtime, self.router = manifest, store, runtime, runtime.router
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -74,20 +76,25 @@ class Claws:
                 return
             if run.state == "interrupted":  # the host is stopping: the message stays for the next start
                 return
-            if run.state != "failed":
-                await self.store.ack(message.id)
-                self.router.handled(
-                    message.id, reply=run.reply, error=None if run.state == "done" else run.error
-                )
-            elif message.attempts >= MAX_ATTEMPTS:
-                await self.store.nack(message.id, run.error or "failed", retry_at=None)
-                self.router.handled(
-                    message.id, error=f"dead letter after {message.attempts} tries: {run.error}"
-                )
-            else:
-                delay = min(_RETRY_CAP, self.retry_base * 2.0 ** (message.attempts - 1))
-                await self.store.nack(message.id, run.error or "failed", retry_at=time.time() + delay)
+            delay = await self._settle(message, run)
+            fired, self.settled = self.settled, anyio.Event()
+            fired.set()
+            if delay is not None:
                 await anyio.sleep(delay)  # the mailbox waits: its messages are handled in order
+
+    async def _settle(self, message: Message, run: Run) -> float | None:
+        """Done, dead, or queued again after a backoff, which is returned."""
+        if run.state != "failed":
+            await self.store.ack(message.id)
+            self.router.handled(message.id, reply=run.reply, error=None if run.state == "done" else run.error)
+            return None
+        if message.attempts >= MAX_ATTEMPTS:
+            await self.store.nack(message.id, run.error or "failed", retry_at=None)
+            self.router.handled(message.id, error=f"dead letter after {message.attempts} tries: {run.error}")
+            return None
+        delay = min(_RETRY_CAP, self.retry_base * 2.0 ** (message.attempts - 1))
+        await self.store.nack(message.id, run.error or "failed", retry_at=time.time() + delay)
+        return delay
 
     async def schedule(self, claw: str, fields: dict[str, Any]) -> Schedule:
         """Add or replace (by name) a schedule made at run time; checked as a manifest schedule is."""
