@@ -1,0 +1,108 @@
+"""Durable messaging: messages per second and delivery latency, against plain aiosqlite baselines.
+
+Ours: SENDERS tasks deliver MESSAGES messages through the router (each committed before its id
+returns) to 8 mailboxes whose consumers claim and acknowledge them; latency is from the send
+to the claim. Baselines in the same run, same file system, WAL and synchronous=FULL: plain
+aiosqlite inserts into a one-table database with one commit per message, and with one commit
+per batch of BATCH messages.
+
+    .venv/bin/python bench/messaging.py [MESSAGES]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiosqlite
+import anyio
+
+from clawmcp.manifest import load
+from clawmcp.router import Router
+from clawmcp.store.sqlite import SqliteStore
+
+SENDERS, MAILBOXES, BATCH = 100, 8, 100
+
+
+async def baseline(path: Path, messages: int, batch: int) -> float:
+    """Messages per second for plain inserts, `batch` per commit."""
+    async with aiosqlite.connect(path, isolation_level=None) as db:
+        await db.executescript(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+            "CREATE TABLE m (id INTEGER PRIMARY KEY, mailbox TEXT, content TEXT, at REAL)"
+        )
+        start = time.perf_counter()
+        for first in range(0, messages, batch):
+            await db.execute("BEGIN")
+            for i in range(first, min(messages, first + batch)):
+                await db.execute(
+                    "INSERT INTO m (mailbox, content, at) VALUES (?, ?, ?)", (f"c{i % 8}", str(i), 0.0)
+                )
+            await db.execute("COMMIT")
+        return messages / (time.perf_counter() - start)
+
+
+async def ours(folder: Path, messages: int) -> tuple[float, list[float]]:
+    """Messages per second through the router, and each message's send-to-claim latency (ms)."""
+    claws = "\n".join(f"  c{i}: {{model: m}}" for i in range(MAILBOXES))
+    (folder / "m.yaml").write_text(
+        f"models: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}\nclaws:\n{claws}\n"
+    )
+    manifest = load([folder / "m.yaml"])
+    sent: dict[int, float] = {}
+    latency: list[float] = []
+    all_claimed = anyio.Event()
+    async with SqliteStore(folder / "state.db") as store, anyio.create_task_group() as tg:
+        router = Router(manifest, store, max_depth=4)
+
+        async def consume(mailbox: str) -> None:
+            while True:
+                wake = router.wake[mailbox] = anyio.Event()
+                message = await store.claim(mailbox)
+                if message is None:
+                    await wake.wait()
+                    continue
+                latency.append((time.perf_counter() - sent[message.id]) * 1000)
+                await store.ack(message.id)
+                if len(latency) == messages:
+                    all_claimed.set()
+
+        async def send(first: int) -> None:
+            for i in range(first, messages, SENDERS):
+                started = time.perf_counter()
+                message = await router.deliver(f"c{i % MAILBOXES}", str(i))
+                sent[message.id] = started
+
+        for name in manifest.claws:
+            tg.start_soon(consume, name)
+        start = time.perf_counter()
+        async with anyio.create_task_group() as senders:
+            for first in range(SENDERS):
+                senders.start_soon(send, first)
+        rate = messages / (time.perf_counter() - start)
+        await all_claimed.wait()
+        tg.cancel_scope.cancel()
+    return rate, latency
+
+
+async def main(messages: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        single = await baseline(folder / "single.db", messages // 10, 1)
+        batched = await baseline(folder / "batched.db", messages, BATCH)
+        rate, latency = await ours(folder, messages)
+    latency.sort()
+    p50, p99 = statistics.median(latency), latency[int(len(latency) * 0.99) - 1]
+    print(f"baseline, one commit per message     {single:>9,.0f} messages/s")
+    print(f"baseline, {BATCH} messages per commit    {batched:>9,.0f} messages/s")
+    print(f"clawmcp router, {SENDERS} senders         {rate:>9,.0f} messages/s", end="   ")
+    print(f"delivery p50 {p50:.1f} ms  p99 {p99:.1f} ms")
+    print(f"ratio to batched {rate / batched:.2f}   to one-per-commit {rate / single:.1f}", end="   ")
+    print("(goal: ≥ 0.8 of batched)")
+
+
+if __name__ == "__main__":
+    anyio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
