@@ -7,7 +7,6 @@ import re
 import sqlite3
 from pathlib import Path
 
-import aiosqlite
 import anyio
 import pytest
 
@@ -118,8 +117,8 @@ async def test_a_file_at_an_older_version_is_migrated_to_the_schema_of_a_fresh_o
 ) -> None:
     async with SqliteStore(tmp_path / "fresh.db"):
         pass
-    async with aiosqlite.connect(tmp_path / "old.db", isolation_level=None) as conn:
-        await migrate(conn, upto=version)
+    with contextlib.closing(sqlite3.connect(tmp_path / "old.db", isolation_level=None)) as conn:
+        migrate(conn, upto=version)
     assert query(tmp_path / "old.db", "PRAGMA user_version") == [(version,)]
     async with SqliteStore(tmp_path / "old.db"):
         pass

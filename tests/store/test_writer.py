@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
-import aiosqlite
 import anyio
+import anyio.from_thread
 import pytest
 
 from clawmcp.errors import StoreError
@@ -18,9 +19,11 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
-    async with aiosqlite.connect(tmp_path / "w.db", isolation_level=None) as conn:
-        await conn.executescript(
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    with contextlib.closing(
+        sqlite3.connect(tmp_path / "w.db", isolation_level=None, check_same_thread=False)
+    ) as conn:
+        conn.executescript(
             """
             PRAGMA journal_mode = WAL;
             PRAGMA foreign_keys = ON;
@@ -31,15 +34,26 @@ async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
 
 
 def insert(v: int) -> Operation[int]:
-    async def op(conn: aiosqlite.Connection) -> int:
-        await conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
+    def op(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO t (v) VALUES (?)", (v,))
         return v
 
     return op
 
 
-async def values(conn: aiosqlite.Connection) -> list[int]:
-    return [v for (v,) in await conn.execute_fetchall("SELECT v FROM t ORDER BY v")]
+async def values(conn: sqlite3.Connection) -> list[int]:
+    return [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
+
+
+def holder() -> tuple[Operation[None], anyio.Event, threading.Event]:
+    """An operation that keeps the writer busy in its thread until the gate opens."""
+    entered, gate = anyio.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        anyio.from_thread.run_sync(entered.set)
+        gate.wait(10)
+
+    return hold, entered, gate
 
 
 @contextlib.asynccontextmanager
@@ -60,12 +74,7 @@ async def outcome(call: Callable[[], Awaitable[object]]) -> object:
 async def run_as_one_batch(writer: Writer, operations: list[Operation[object]]) -> list[object]:
     """Hold the writer in a batch of its own until every operation is queued, so that all of them
     go into the next batch; return what each caller got (a result or an exception)."""
-    entered, gate = anyio.Event(), anyio.Event()
-
-    async def hold(conn: aiosqlite.Connection) -> None:
-        entered.set()
-        await gate.wait()
-
+    hold, entered, gate = holder()
     outcomes: list[object] = [None] * len(operations)
 
     async def call(i: int) -> None:
@@ -82,7 +91,7 @@ async def run_as_one_batch(writer: Writer, operations: list[Operation[object]]) 
 
 
 async def test_concurrent_writes_share_commits_and_are_committed_when_answered(
-    conn: aiosqlite.Connection, tmp_path: Path
+    conn: sqlite3.Connection, tmp_path: Path
 ) -> None:
     writer = Writer(conn, "w.db")
     with contextlib.closing(sqlite3.connect(tmp_path / "w.db")) as other:
@@ -100,10 +109,10 @@ async def test_concurrent_writes_share_commits_and_are_committed_when_answered(
 
 
 async def test_a_failing_operation_is_rolled_back_alone_and_only_its_caller_sees_the_error(
-    conn: aiosqlite.Connection,
+    conn: sqlite3.Connection,
 ) -> None:
-    async def insert_then_fail(conn: aiosqlite.Connection) -> None:
-        await conn.execute("INSERT INTO t (v) VALUES (3)")
+    def insert_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES (3)")
         raise ValueError("the operation changed its mind")
 
     writer = Writer(conn, "w.db")
@@ -117,11 +126,11 @@ async def test_a_failing_operation_is_rolled_back_alone_and_only_its_caller_sees
     assert writer.commits == 2  # the holding batch, then all four together
 
 
-async def test_a_failed_commit_fails_every_operation_of_its_batch(conn: aiosqlite.Connection) -> None:
-    async def dangle(conn: aiosqlite.Connection) -> None:
+async def test_a_failed_commit_fails_every_operation_of_its_batch(conn: sqlite3.Connection) -> None:
+    def dangle(conn: sqlite3.Connection) -> None:
         # A deferred foreign key is checked only at COMMIT, which therefore fails.
-        await conn.execute("PRAGMA defer_foreign_keys = ON")
-        await conn.execute("INSERT INTO t (v, parent) VALUES (5, 999)")
+        conn.execute("PRAGMA defer_foreign_keys = ON")
+        conn.execute("INSERT INTO t (v, parent) VALUES (5, 999)")
 
     writer = Writer(conn, "w.db")
     with anyio.fail_after(10):
@@ -132,7 +141,7 @@ async def test_a_failed_commit_fails_every_operation_of_its_batch(conn: aiosqlit
     assert await values(conn) == [7]
 
 
-async def test_close_lets_the_queued_writes_commit_then_refuses_more(conn: aiosqlite.Connection) -> None:
+async def test_close_lets_the_queued_writes_commit_then_refuses_more(conn: sqlite3.Connection) -> None:
     writer = Writer(conn, "w.db")
     results: list[int] = []
 
@@ -151,14 +160,9 @@ async def test_close_lets_the_queued_writes_commit_then_refuses_more(conn: aiosq
         await writer.write(insert(11))
 
 
-async def test_a_cancelled_writer_answers_the_writes_it_had_not_started(conn: aiosqlite.Connection) -> None:
+async def test_a_cancelled_writer_answers_the_writes_it_had_not_started(conn: sqlite3.Connection) -> None:
     writer = Writer(conn, "w.db")
-    entered, gate = anyio.Event(), anyio.Event()
-
-    async def hold(conn: aiosqlite.Connection) -> None:
-        entered.set()
-        await gate.wait()
-
+    hold, entered, gate = holder()
     outcomes = []
 
     async def queued() -> None:

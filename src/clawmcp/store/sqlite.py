@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import anyio
+import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from clawmcp.errors import StoreError
@@ -82,6 +83,11 @@ async def _rows(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> li
     return list(await conn.execute_fetchall(sql, params))
 
 
+def _fetch(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+    """`_rows` for the writer's own connection, in its thread."""
+    return conn.execute(sql, params).fetchall()
+
+
 def _decode(row: sqlite3.Row, *json_columns: str) -> dict[str, Any]:
     values = dict(row)
     for column in json_columns:
@@ -89,15 +95,15 @@ def _decode(row: sqlite3.Row, *json_columns: str) -> dict[str, Any]:
     return values
 
 
-async def migrate(conn: aiosqlite.Connection, upto: int = SCHEMA_VERSION) -> None:
+def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> None:
     """Apply, in order, every migration newer than the database's `user_version` up to `upto`,
     each in its own transaction together with the bump of `user_version`.
 
     `conn` must be opened with `isolation_level=None`. A database written by a newer clawmcp is
     refused with `StoreError`.
     """
-    [(_, _, file)] = await _rows(conn, "PRAGMA database_list")
-    [(version,)] = await _rows(conn, "PRAGMA user_version")
+    [(_, _, file)] = _fetch(conn, "PRAGMA database_list")
+    [(version,)] = _fetch(conn, "PRAGMA user_version")
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{file} has schema version {version} but this clawmcp knows only up to "
@@ -107,9 +113,10 @@ async def migrate(conn: aiosqlite.Connection, upto: int = SCHEMA_VERSION) -> Non
         if version < m.version <= upto:
             script = f"BEGIN IMMEDIATE;\n{m.sql}\n;\nPRAGMA user_version = {m.version};\nCOMMIT;"
             try:
-                await conn.executescript(script)
+                conn.executescript(script)
             except sqlite3.Error as e:
-                await conn.rollback()
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise StoreError(f"{file}: migration {m.file} failed: {e}") from e
 
 
@@ -131,7 +138,7 @@ class SqliteStore(Store):
         self.path = Path(path)
         self._synchronous = synchronous
         self._clock = clock
-        self._write_conn: aiosqlite.Connection | None = None
+        self._write_conn: sqlite3.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
         self._writer: Writer | None = None
         self._task_group: TaskGroup | None = None
@@ -149,14 +156,7 @@ class SqliteStore(Store):
             raise StoreError(f"state store {self.path} is already open")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_conn = await self._connect()
-            await self._write_conn.executescript(
-                f"PRAGMA synchronous = {self._synchronous}; PRAGMA foreign_keys = ON;"
-            )
-            [(mode,)] = await _rows(self._write_conn, "PRAGMA journal_mode = WAL")
-            if mode != "wal":
-                raise StoreError(f"state store {self.path} cannot use WAL mode (it is in {mode} mode)")
-            await migrate(self._write_conn)
+            self._write_conn = await anyio.to_thread.run_sync(self._open_writer)
             self._read_conn = await self._connect()
             await self._read_conn.execute("PRAGMA query_only = ON")
         except BaseException as e:
@@ -192,6 +192,24 @@ class SqliteStore(Store):
             with anyio.CancelScope(shield=True):
                 await self._close_connections()
 
+    def _open_writer(self) -> sqlite3.Connection:
+        """The write connection, in a worker thread: pragmas, WAL, schema up to date."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.executescript(
+                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA synchronous = {self._synchronous};"
+                " PRAGMA foreign_keys = ON;"
+            )
+            [(mode,)] = _fetch(conn, "PRAGMA journal_mode = WAL")
+            if mode != "wal":
+                raise StoreError(f"state store {self.path} cannot use WAL mode (it is in {mode} mode)")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         conn.row_factory = sqlite3.Row
@@ -199,18 +217,20 @@ class SqliteStore(Store):
         return conn
 
     async def _close_connections(self) -> None:
-        for conn in (self._read_conn, self._write_conn):
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    await conn.close()
+        if self._read_conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._read_conn.close()
+        if self._write_conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await anyio.to_thread.run_sync(self._write_conn.close)
         self._read_conn = self._write_conn = None
 
     async def pragmas(self) -> dict[str, Any]:
         """The settings of the write connection, for diagnostics."""
 
-        async def read(conn: aiosqlite.Connection) -> dict[str, Any]:
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
             names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
-            return {name: (await _rows(conn, f"PRAGMA {name}"))[0][0] for name in names}
+            return {name: _fetch(conn, f"PRAGMA {name}")[0][0] for name in names}
 
         return await self._write(read)
 
@@ -224,10 +244,9 @@ class SqliteStore(Store):
     async def _change(self, sql: str, params: Params, missing: str) -> None:
         """Run an UPDATE that must change a row; no such row is the caller's mistake."""
 
-        async def change(conn: aiosqlite.Connection) -> None:
-            async with conn.execute(sql, params) as cursor:
-                if cursor.rowcount == 0:
-                    raise StoreError(missing)
+        def change(conn: sqlite3.Connection) -> None:
+            if conn.execute(sql, params).rowcount == 0:
+                raise StoreError(missing)
 
         await self._write(change)
 
@@ -262,10 +281,10 @@ class SqliteStore(Store):
         now = self._clock()
         params = (mailbox, content, sender, thread, kind, reply_to, key, now, now)
 
-        async def insert(conn: aiosqlite.Connection) -> tuple[Message, bool]:
-            if rows := await _rows(conn, sql, params):
+        def insert(conn: sqlite3.Connection) -> tuple[Message, bool]:
+            if rows := _fetch(conn, sql, params):
                 return Message(**dict(rows[0])), True
-            [row] = await _rows(conn, "SELECT * FROM messages WHERE mailbox = ? AND key = ?", (mailbox, key))
+            [row] = _fetch(conn, "SELECT * FROM messages WHERE mailbox = ? AND key = ?", (mailbox, key))
             return Message(**dict(row)), False
 
         return await self._write(insert)
@@ -281,7 +300,7 @@ class SqliteStore(Store):
             RETURNING *
         """
         params = (mailbox, self._clock())
-        rows = await self._write(lambda conn: _rows(conn, sql, params))
+        rows = await self._write(lambda conn: _fetch(conn, sql, params))
         return Message(**dict(rows[0])) if rows else None
 
     async def ack(self, message_id: int) -> None:
@@ -314,7 +333,7 @@ class SqliteStore(Store):
 
     async def requeue_running(self) -> int:
         sql = "UPDATE messages SET state = 'queued' WHERE state = 'running' RETURNING id"
-        return len(await self._write(lambda conn: _rows(conn, sql)))
+        return len(await self._write(lambda conn: _fetch(conn, sql)))
 
     # -- runs and their steps -------------------------------------------------------------------
 
@@ -334,7 +353,7 @@ class SqliteStore(Store):
             RETURNING *
         """
         params = (claw, thread, trigger, input, message_id, parent_run_id, self._clock())
-        [row] = await self._write(lambda conn: _rows(conn, sql, params))
+        [row] = await self._write(lambda conn: _fetch(conn, sql, params))
         return Run(**dict(row))
 
     async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
@@ -344,7 +363,7 @@ class SqliteStore(Store):
             RETURNING run_id, idx AS "index", kind, data, at
         """
         params = {"run_id": run_id, "kind": kind, "data": json.dumps(data), "at": self._clock()}
-        [row] = await self._write(lambda conn: _rows(conn, sql, params))
+        [row] = await self._write(lambda conn: _fetch(conn, sql, params))
         return Step(**_decode(row, "data"))
 
     async def finish_run(
@@ -383,7 +402,7 @@ class SqliteStore(Store):
 
     async def interrupt_running(self) -> int:
         sql = "UPDATE runs SET state = 'interrupted', ended_at = ? WHERE state = 'running' RETURNING id"
-        return len(await self._write(lambda conn: _rows(conn, sql, (self._clock(),))))
+        return len(await self._write(lambda conn: _fetch(conn, sql, (self._clock(),))))
 
     # -- thread history -------------------------------------------------------------------------
 
@@ -392,7 +411,7 @@ class SqliteStore(Store):
     ) -> None:
         sql = "INSERT INTO history (claw, thread, role, content, run_id, at) VALUES (?, ?, ?, ?, ?, ?)"
         params = (claw, thread, role, json.dumps(content), run_id, self._clock())
-        await self._write(lambda conn: _rows(conn, sql, params))
+        await self._write(lambda conn: _fetch(conn, sql, params))
 
     async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
         sql = """
@@ -418,7 +437,7 @@ class SqliteStore(Store):
             RETURNING *
         """
         params = (claw, key, text, self._clock())
-        [row] = await self._write(lambda conn: _rows(conn, sql, params))
+        [row] = await self._write(lambda conn: _fetch(conn, sql, params))
         return Note(**dict(row))
 
     async def recall(self, claw: str, query: str, limit: int = 5) -> list[Note]:
@@ -460,12 +479,12 @@ class SqliteStore(Store):
             RETURNING *
         """
         params = (claw, name, json.dumps(spec), json.dumps(action), misfire, source, next_fire, self._clock())
-        [row] = await self._write(lambda conn: _rows(conn, sql, params))
+        [row] = await self._write(lambda conn: _fetch(conn, sql, params))
         return Schedule(**_decode(row, "spec", "action"))
 
     async def delete_schedule(self, schedule_id: int) -> bool:
         sql = "DELETE FROM schedules WHERE id = ? RETURNING id"
-        return bool(await self._write(lambda conn: _rows(conn, sql, (schedule_id,))))
+        return bool(await self._write(lambda conn: _fetch(conn, sql, (schedule_id,))))
 
     async def schedules(self, claw: str | None = None) -> list[Schedule]:
         if claw is None:
@@ -484,7 +503,7 @@ class SqliteStore(Store):
             ON CONFLICT DO NOTHING
             RETURNING 1
         """
-        return bool(await self._write(lambda conn: _rows(conn, sql, (schedule_id, slot, self._clock()))))
+        return bool(await self._write(lambda conn: _fetch(conn, sql, (schedule_id, slot, self._clock()))))
 
     async def finish_fire(
         self,
@@ -521,7 +540,7 @@ class SqliteStore(Store):
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
         """
         params = (claw, tool, run_id, args_bytes, duration, outcome, error, self._clock())
-        await self._write(lambda conn: _rows(conn, sql, params))
+        await self._write(lambda conn: _fetch(conn, sql, params))
 
     async def tool_calls(self, claw: str | None = None, limit: int = 50) -> list[ToolCall]:
         if claw is None:

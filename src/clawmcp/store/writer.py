@@ -1,28 +1,30 @@
 """`Writer`: one task runs every write of a SQLite connection, many writes per commit.
 
-A write is an operation, an async function of the connection. Callers hand operations to the
-writer task over a memory stream and wait. The writer takes the first waiting operation and every
-other one already queued, runs them in one transaction, each inside its own savepoint, commits
-once, and only then answers their callers: one fsync covers many writes, a failing operation takes
-only itself back, and no caller hears back before its change is on disk.
+A write is an operation, a plain function of the `sqlite3` connection. Callers hand operations to
+the writer task over a memory stream and wait. The writer takes the first waiting operation and
+every other one already queued and runs them, in one worker thread call, in one transaction, each
+inside its own savepoint; it commits once, and only then answers their callers. One fsync and one
+thread hop cover many writes, a failing operation takes only itself back, and no caller hears back
+before its change is on disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
-import aiosqlite
 import anyio
+import anyio.to_thread
 
 from clawmcp.errors import StoreError
 
 __all__ = ["BATCH_MAX", "Operation", "Writer"]
 
 T = TypeVar("T")
-Operation = Callable[[aiosqlite.Connection], Awaitable[T]]
+Operation = Callable[[sqlite3.Connection], T]
+"""Runs in the writer's worker thread: it must not touch the event loop."""
 
 BATCH_MAX = 500
 """The most operations one commit covers."""
@@ -48,12 +50,13 @@ class _Pending(Generic[T]):
 
 
 class Writer:
-    """The only user of `conn` (opened with `isolation_level=None`) once `run` is started.
+    """The only user of `conn` (opened with `isolation_level=None` and `check_same_thread=False`)
+    once `run` is started.
 
     `name` (the database file) prefixes the messages of the `StoreError`s it raises.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, name: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, name: str) -> None:
         self.commits = 0
         """How many transactions have been committed: fewer than the writes, under load."""
         self._conn = conn
@@ -100,27 +103,33 @@ class Writer:
                         receive.receive_nowait().finish(error=error)
 
     async def _commit(self, batch: list[_Pending[Any]]) -> None:
+        outcomes = await anyio.to_thread.run_sync(self._run_batch, [p.operation for p in batch])
+        for pending, (result, error) in zip(batch, outcomes, strict=True):
+            pending.finish(result, error)
+
+    def _run_batch(self, operations: list[Operation[Any]]) -> list[tuple[Any, BaseException | None]]:
+        """In the worker thread: one transaction, a savepoint per operation, one commit."""
         conn = self._conn
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            for pending in batch:
-                await conn.execute("SAVEPOINT operation")
+            conn.execute("BEGIN IMMEDIATE")
+            for operation in operations:
+                conn.execute("SAVEPOINT operation")
                 try:
-                    outcomes.append((await pending.operation(conn), None))
+                    outcomes.append((operation(conn), None))
                 except Exception as e:
                     outcomes.append((None, self._translate(e)))
-                    await conn.execute("ROLLBACK TO operation")
-                await conn.execute("RELEASE operation")
-            await conn.execute("COMMIT")
+                    conn.execute("ROLLBACK TO operation")
+                conn.execute("RELEASE operation")
+            conn.execute("COMMIT")
             self.commits += 1
         except Exception as e:
-            with contextlib.suppress(sqlite3.Error):
-                await conn.rollback()
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             message = f"{self._name}: the commit failed, nothing of it was written: {e}"
-            outcomes = [(None, StoreError(message)) for _ in batch]
-        for pending, (result, error) in zip(batch, outcomes, strict=True):
-            pending.finish(result, error)
+            outcomes = [(None, StoreError(message)) for _ in operations]
+        return outcomes
 
     def _translate(self, error: Exception) -> Exception:
         if not isinstance(error, sqlite3.Error):
