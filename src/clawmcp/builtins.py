@@ -20,7 +20,7 @@ from clawmcp.models import ToolSpec
 if TYPE_CHECKING:
     from clawmcp.runtime import RunContext, Runtime
 
-__all__ = ["ASK_TIMEOUT", "Builtins"]
+__all__ = ["ASK_TIMEOUT", "Builtins", "invalid_arguments"]
 
 ASK_TIMEOUT = 120.0
 """Seconds `claw__ask` waits for a reply unless the model gives `timeout`."""
@@ -85,6 +85,15 @@ _MESSAGING = [
 ]
 
 
+def invalid_arguments(schema: dict[str, Any], arguments: Any) -> str | None:
+    """What is wrong with tool arguments against their JSON Schema (the most telling error), or None."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(arguments))
+    if error is None:
+        return None
+    where = ".".join(str(p) for p in error.absolute_path)
+    return f"invalid arguments: {where + ': ' if where else ''}{error.message}"
+
+
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
@@ -120,12 +129,8 @@ class Builtins:
         spec = self.specs.get(name)
         if spec is None or spec not in self.specs_for(ctx.claw):
             raise ClawError(f"no built-in tool '{name}' for Claw '{ctx.claw}'")
-        error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(spec.parameters).iter_errors(arguments)
-        )
-        if error is not None:
-            where = ".".join(str(p) for p in error.absolute_path)
-            raise ClawError(f"{name}: invalid arguments: {where + ': ' if where else ''}{error.message}")
+        if problem := invalid_arguments(spec.parameters, arguments):
+            raise ClawError(f"{name}: {problem}")
         store, router, args = self.runtime.store, self.runtime.router, arguments
         if name == "claw__remember":
             note = await store.remember(ctx.claw, args["text"], args.get("key"))

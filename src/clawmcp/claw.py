@@ -50,7 +50,7 @@ class Claws:
     ) -> Message:
         """Commit a message to the Claw's mailbox and wake it; the Claw handles it in the background.
         A `key` makes a retried tell safe: the same key gives the first message back."""
-        self.runtime.check(claw)
+        self.manifest.check_claw(claw)
         return await self.router.deliver(claw, content, thread=thread, key=key)
 
     async def _consume(self, claw: str) -> None:
@@ -98,7 +98,7 @@ class Claws:
 
     async def schedule(self, claw: str, fields: dict[str, Any]) -> Schedule:
         """Add or replace (by name) a schedule made at run time; checked as a manifest schedule is."""
-        self.runtime.check(claw)
+        self.manifest.check_claw(claw)
         try:
             schedule = model.Schedule.model_validate({k: v for k, v in fields.items() if v is not None})
         except ValidationError as e:
@@ -127,13 +127,13 @@ class Claws:
         )
 
     async def unschedule(self, claw: str, schedule_id: int) -> None:
-        self.runtime.check(claw)
+        self.manifest.check_claw(claw)
         if not any(s.id == schedule_id for s in await self.store.schedules(claw)):
             raise UserError(f"Claw '{claw}' has no schedule {schedule_id}")
         await self.store.delete_schedule(schedule_id)
 
     async def schedules_of(self, claw: str) -> list[dict[str, Any]]:
-        self.runtime.check(claw)
+        self.manifest.check_claw(claw)
         return [
             {k: getattr(s, k) for k in ("id", "name", "spec", "action", "misfire", "source", "next_fire")}
             for s in await self.store.schedules(claw)
@@ -141,7 +141,7 @@ class Claws:
 
     async def status(self, claw: str) -> dict[str, Any]:
         """What `status` and `claw://NAME/status` show."""
-        self.runtime.check(claw)
+        self.manifest.check_claw(claw)
         config = self.manifest.claws[claw]
         model = self.manifest.models[config.model]
         runs = await self.store.runs(claw, limit=5)

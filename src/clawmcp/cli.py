@@ -137,13 +137,11 @@ def _tell(args: argparse.Namespace) -> int:
 def _desktop_config(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clawmcp.errors import UserError
     from clawmcp.manifest import load
 
     manifest = load(args.paths)
-    unknown = [c for c in args.claws if c not in manifest.claws]
-    if unknown:
-        raise UserError(f"no Claw '{unknown[0]}' (Claws: {', '.join(sorted(manifest.claws)) or 'none'})")
+    for claw in args.claws:
+        manifest.check_claw(claw)
     paths = [str(Path(p).resolve()) for p in args.paths]
     servers = {
         claw: {"command": sys.executable, "args": ["-m", "clawmcp", "stdio", claw, *paths]}

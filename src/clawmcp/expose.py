@@ -15,7 +15,6 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import NotificationOptions, Server
@@ -25,6 +24,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from clawmcp import __version__
+from clawmcp.builtins import invalid_arguments
 from clawmcp.errors import ClawError
 from clawmcp.store import Run, Step
 
@@ -113,12 +113,8 @@ def _json(value: Any) -> str:
 
 def _check(tool: types.Tool, arguments: dict[str, Any]) -> dict[str, Any]:
     """The arguments with their defaults, or `ClawError` saying what is wrong with them."""
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(tool.input_schema).iter_errors(arguments)
-    )
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path)
-        raise ClawError(f"{tool.name}: invalid arguments: {where + ': ' if where else ''}{error.message}")
+    if problem := invalid_arguments(tool.input_schema, arguments):
+        raise ClawError(f"{tool.name}: {problem}")
     props = tool.input_schema.get("properties", {})
     return {k: p["default"] for k, p in props.items() if "default" in p} | arguments
 
@@ -370,7 +366,7 @@ class HostServer(ServerBase):
             names = [c for c in sorted(self.host.manifest.claws) if self.reaches(request, c)]
             return _text(_json([await self.host.claws.status(c) for c in names]))
         claw = args["claw"]
-        self.host.runtime.check(claw)
+        self.host.manifest.check_claw(claw)
         if not self.reaches(request, claw):
             raise ClawError(f"this token does not reach Claw '{claw}'")
         return await _ask_or_tell(self.host, ctx, name, claw, args)

@@ -67,9 +67,7 @@ class Router:
         return self._chains.get(message_id, ())
 
     def _may_send(self, sender: str, to: str) -> None:
-        if to not in self.manifest.claws:
-            known = ", ".join(sorted(self.manifest.claws))
-            raise MessageRefused(f"no Claw '{to}' (Claws: {known})")
+        self.manifest.check_claw(to)
         talks_to = self.manifest.claws[sender].talks_to
         if not any(fnmatchcase(to, pattern) for pattern in talks_to):
             raise MessageRefused(f"Claw '{sender}' may not message '{to}' (talks_to: {talks_to or 'none'})")

@@ -69,12 +69,6 @@ class Runtime:
         for scope in self._runs:
             scope.cancel()
 
-    def check(self, claw: str) -> None:
-        """Raise `UserError` naming the Claw unless the manifest has it."""
-        if claw not in self.manifest.claws:
-            known = ", ".join(sorted(self.manifest.claws)) or "none"
-            raise UserError(f"no Claw '{claw}' (Claws: {known})")
-
     def tools_for(self, claw: str, subset: frozenset[str] | None = None) -> list[ToolSpec]:
         """What the Claw's model is offered: its allowed hub tools (a sub-agent: those of `subset`)
         and the built-in tools."""
@@ -107,7 +101,7 @@ class Runtime:
         `chain` names the Claws waiting on this run through `claw__ask`; `tools` and `instructions`
         are a sub-agent's (`claw__spawn`).
         """
-        self.check(claw)
+        self.manifest.check_claw(claw)
         if self.stopping:
             raise UserError("the host is stopping; try again once it is back")
         async with self._turn(claw, thread):

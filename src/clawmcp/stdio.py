@@ -34,8 +34,7 @@ BRIDGE_WAIT = 30.0
 
 async def run_stdio(manifest: Manifest, claw: str) -> None:
     """Serve the Claw on stdin/stdout until the client closes stdin."""
-    if claw not in manifest.claws:
-        raise UserError(f"no Claw '{claw}' (Claws: {', '.join(sorted(manifest.claws)) or 'none'})")
+    manifest.check_claw(claw)
     if read_lock_info(manifest.data_dir) is None:
         try:
             await _embedded(manifest, claw)

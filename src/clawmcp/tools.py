@@ -22,6 +22,7 @@ import jsonschema
 from anyio.abc import ByteReceiveStream, Process
 from mcp.types import CallToolResult, TextContent
 
+from clawmcp.builtins import invalid_arguments
 from clawmcp.manifest.model import PLACEHOLDER, Tool
 
 __all__ = ["OUTPUT_CAP", "input_schema", "run_tool"]
@@ -57,10 +58,8 @@ async def run_tool(
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:
         return _error(name, f"bad input schema: {e.message}")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(args))
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path)
-        return _error(name, f"invalid arguments: {where + ': ' if where else ''}{error.message}")
+    if problem := invalid_arguments(schema, args):
+        return _error(name, problem)
     if tool.command is not None:
         return await _run_command(name, tool, tool.command, args)
     assert tool.http is not None

@@ -166,9 +166,11 @@ class _McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         claw = scope.get("path_params", {}).get("name")
-        if claw is not None and claw not in self.host.manifest.claws:
-            known = ", ".join(sorted(self.host.manifest.claws)) or "none"
-            return await _error(404, f"no Claw '{claw}' (Claws: {known})")(scope, receive, send)
+        if claw is not None:
+            try:
+                self.host.manifest.check_claw(claw)
+            except UserError as e:
+                return await _error(404, str(e))(scope, receive, send)
         mounted = await self.endpoints.get(claw)
         if self.kind == "mcp":
             await mounted.http.handle_request(scope, receive, send)
@@ -227,7 +229,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
     async def api_send(request: Request) -> JSONResponse:
         claw, verb = request.path_params["name"], request.path_params["verb"]
         try:
-            host.runtime.check(claw)
+            host.manifest.check_claw(claw)
         except UserError as e:
             return _error(404, str(e))
         try:

@@ -123,7 +123,7 @@ async def test_sigterm_during_a_run_stops_within_10s_and_records_the_run_as_inte
             assert await process.wait() == 0
         tg.cancel_scope.cancel()
         assert process.stderr is not None
-        rest = (await process.stderr.receive(100_000)).decode().splitlines()
+        rest = b"".join([chunk async for chunk in process.stderr]).decode().splitlines()  # to EOF
     assert rest == ["clawmcp: SIGTERM: stopping", "clawmcp: stopped"]  # no traceback, nothing forced
     async with SqliteStore(tmp_path / "state" / "state.db") as store:
         [run] = await store.runs("a")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from clawmcp.errors import ManifestError, Problem
+from clawmcp.errors import ManifestError, Problem, UserError
 from clawmcp.manifest.check import Entry, check, tool_allowed
 from clawmcp.manifest.load import NAME_RULE, Source, discover, read, validate
 from clawmcp.manifest.model import (
@@ -64,6 +64,11 @@ class Manifest:
     tools: dict[str, Tool]
     claws: dict[str, Claw]
     files: tuple[str, ...]
+
+    def check_claw(self, name: str) -> None:
+        """Raise `UserError` naming the Claw and the Claws there are, unless the manifest has it."""
+        if name not in self.claws:
+            raise UserError(f"no Claw '{name}' (Claws: {', '.join(sorted(self.claws)) or 'none'})")
 
     @property
     def data_dir(self) -> Path:
