@@ -22,7 +22,14 @@ from tests.fakes import (
 from tests.test_toolhub import TIME
 
 # built-ins of a Claw without talks_to: no send or ask
-MEMORY_AND_SPAWN = {"claw__remember", "claw__recall", "claw__publish", "claw__spawn"}
+BUILTINS = {
+    "claw__remember",
+    "claw__recall",
+    "claw__publish",
+    "claw__spawn",
+    "claw__schedule",
+    "claw__unschedule",
+}
 WIRE = {
     "openai": (openai_tool_call, openai_text, openai_error),
     "anthropic": (anthropic_tool_call, anthropic_text, anthropic_error),
@@ -70,7 +77,7 @@ async def test_openai_sends_the_documented_chat_completions_requests(tmp_path: P
         {"role": "user", "content": "What time is it?"},
     ]
     tools = {t["function"]["name"]: t for t in first["tools"]}
-    assert set(tools) == {"time__get_current_time", *MEMORY_AND_SPAWN}
+    assert set(tools) == {"time__get_current_time", *BUILTINS}
     clock = tools["time__get_current_time"]
     assert clock["type"] == "function"
     assert clock["function"]["parameters"]["type"] == "object"
@@ -115,7 +122,7 @@ async def test_anthropic_sends_the_documented_messages_requests(tmp_path: Path) 
     assert first["system"] == "You tell the time."
     assert first["messages"] == [{"role": "user", "content": "What time is it?"}]
     tools = {t["name"]: t for t in first["tools"]}
-    assert set(tools) == {"time__get_current_time", *MEMORY_AND_SPAWN}
+    assert set(tools) == {"time__get_current_time", *BUILTINS}
     assert tools["time__get_current_time"]["input_schema"]["type"] == "object"
 
     assistant, result = second["messages"][-2:]

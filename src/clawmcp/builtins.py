@@ -16,6 +16,7 @@ import jsonschema
 
 from clawmcp.errors import ClawError
 from clawmcp.models import ToolSpec
+from clawmcp.scheduler import SCHEDULE_SCHEMA
 
 if TYPE_CHECKING:
     from clawmcp.runtime import RunContext, Runtime
@@ -65,6 +66,15 @@ _OTHERS = [
         ["task"],
     ),
 ]
+_SCHEDULES = [
+    ToolSpec(
+        "claw__schedule",
+        "Schedule your own future work: every, cron (+ timezone) or at; then a prompt for yourself,"
+        " a send to a Claw you talk to, or a tool call. Replaces your schedule of the same name.",
+        SCHEDULE_SCHEMA,
+    ),
+    _spec("unschedule", "Remove one of your schedules by its id.", {"id": {"type": "integer"}}, ["id"]),
+]
 _MESSAGING = [
     _spec(
         "send",
@@ -103,12 +113,14 @@ class Builtins:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.specs = {spec.name: spec for spec in [*_MEMORY, *_MESSAGING, *_OTHERS]}
+        self.specs = {spec.name: spec for spec in [*_MEMORY, *_MESSAGING, *_OTHERS, *_SCHEDULES]}
 
     def specs_for(self, claw: str) -> list[ToolSpec]:
-        """Memory, publish and spawn for every Claw; send and ask for those with `talks_to`."""
+        """Memory, publish, spawn and schedules for every Claw (schedules when the host has a
+        scheduler); send and ask for those with `talks_to`."""
         talks = bool(self.runtime.manifest.claws[claw].talks_to)
-        return [*_MEMORY, *(_MESSAGING if talks else []), *_OTHERS]
+        schedules = _SCHEDULES if self.runtime.scheduler else []
+        return [*_MEMORY, *(_MESSAGING if talks else []), *_OTHERS, *schedules]
 
     async def call(self, ctx: RunContext, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         """Run a built-in tool for a run: the result text and whether it is an error."""
@@ -149,6 +161,13 @@ class Builtins:
         if name == "claw__publish":
             copies = await router.publish(ctx.claw, args["topic"], args["content"])
             return f"published to {len(copies)} subscribers of '{args['topic']}'"
+        if scheduler := self.runtime.scheduler:
+            if name == "claw__schedule":
+                schedule = await scheduler.schedule(ctx.claw, args)
+                return f"schedule '{schedule.name}' saved as id {schedule.id}, next fire {schedule.next_fire}"
+            if name == "claw__unschedule":
+                await scheduler.unschedule(ctx.claw, args["id"])
+                return f"schedule {args['id']} removed"
         run = await self.runtime.spawn(ctx, args["task"], args.get("instructions"), args.get("tools"))
         if run.state != "done":
             raise ClawError(f"the sub-agent (run {run.id}) ended {run.state}: {run.error}")

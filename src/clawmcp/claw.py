@@ -8,19 +8,21 @@ the message is a dead letter, shown in `status` with its last error.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from fnmatch import fnmatchcase
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
-from pydantic import ValidationError
 
 from clawmcp.errors import UserError
-from clawmcp.manifest import Manifest, model
-from clawmcp.manifest.check import tool_allowed
+from clawmcp.manifest import Manifest
 from clawmcp.runtime import Runtime
-from clawmcp.store import Message, Run, Schedule, Store
+from clawmcp.scheduler import describe
+from clawmcp.store import FireOutcome, Message, RunState, Store
+
+log = logging.getLogger("clawmcp")
 
 __all__ = ["MAX_ATTEMPTS", "Claws"]
 
@@ -62,82 +64,67 @@ class Claws:
             if message is None:
                 await wake.wait()
                 continue
-            chain = self.router.chain_of(message.id)
             try:
-                run = await self.runtime.run(
-                    claw,
-                    message.content,
-                    thread=message.thread,
-                    trigger="message",
-                    message_id=message.id,
-                    chain=chain,
-                )
+                state, reply, error = await self._handle(claw, message)
             except UserError:  # stopping: the message stays for the next start
                 return
-            if run.state == "interrupted":  # the host is stopping: the message stays for the next start
+            if state == "interrupted":  # the host is stopping: the message stays for the next start
                 return
-            delay = await self._settle(message, run)
+            delay = await self._settle(message, state, reply, error)
             fired, self.settled = self.settled, anyio.Event()
             fired.set()
             if delay is not None:
                 await anyio.sleep(delay)  # the mailbox waits: its messages are handled in order
 
-    async def _settle(self, message: Message, run: Run) -> float | None:
+    async def _handle(self, claw: str, message: Message) -> tuple[RunState, str | None, str | None]:
+        """Handle one message: a run, or for a schedule's fire its prompt or its tool call.
+        Returns the state, the reply and the error."""
+        fire = json.loads(message.content) if message.kind == "fire" else None
+        run_id = None
+        if fire and "call" in fire:
+            state, reply, error = await self._call(claw, fire["call"])
+        else:
+            run = await self.runtime.run(
+                claw,
+                fire["prompt"] if fire else message.content,
+                thread=message.thread,
+                trigger="schedule" if fire else "message",
+                message_id=message.id,
+                chain=self.router.chain_of(message.id),
+            )
+            state, reply, error, run_id = run.state, run.reply, run.error, run.id
+        if fire and state != "interrupted":
+            outcome: FireOutcome = "ok" if state == "done" else "failed"
+            if outcome == "failed":
+                log.warning("Claw '%s': schedule '%s' failed: %s", claw, fire["schedule"], error)
+            if any(s.id == fire["id"] for s in await self.store.schedules(claw)):  # not removed since
+                await self.store.finish_fire(fire["id"], fire["slot"], outcome, run_id=run_id, error=error)
+        return state, reply, error
+
+    async def _call(self, claw: str, call: dict[str, Any]) -> tuple[RunState, str | None, str | None]:
+        """A schedule's `call`: the tool is called directly, no model involved."""
+        hub = self.runtime.hub
+        wire = next((t.wire for t in hub.tools_for(claw) if t.qualified == call["tool"]), None)
+        if wire is None:
+            return "failed", None, f"tool '{call['tool']}' is not available to Claw '{claw}' now"
+        text, is_error = await hub.call_text(claw, wire, call.get("arguments", {}))
+        return ("failed", None, text) if is_error else ("done", text, None)
+
+    async def _settle(
+        self, message: Message, state: RunState, reply: str | None, error: str | None
+    ) -> float | None:
         """Done, dead, or queued again after a backoff, which is returned."""
-        if run.state != "failed":
+        if state != "failed":
             await self.store.ack(message.id)
-            self.router.handled(message.id, reply=run.reply, error=None if run.state == "done" else run.error)
+            self.router.handled(message.id, reply=reply, error=None if state == "done" else error)
             return None
         if message.attempts >= MAX_ATTEMPTS:
-            await self.store.nack(message.id, run.error or "failed", retry_at=None)
-            self.router.handled(message.id, error=f"dead letter after {message.attempts} tries: {run.error}")
+            await self.store.nack(message.id, error or "failed", retry_at=None)
+            self.router.handled(message.id, error=f"dead letter after {message.attempts} tries: {error}")
             return None
         delay = min(_RETRY_CAP, self.retry_base * 2.0 ** (message.attempts - 1))
-        await self.store.nack(message.id, run.error or "failed", retry_at=time.time() + delay)
+        await self.store.nack(message.id, error or "failed", retry_at=time.time() + delay)
         return delay
-
-    async def schedule(self, claw: str, fields: dict[str, Any]) -> Schedule:
-        """Add or replace (by name) a schedule made at run time; checked as a manifest schedule is."""
-        self.manifest.check_claw(claw)
-        try:
-            schedule = model.Schedule.model_validate({k: v for k, v in fields.items() if v is not None})
-        except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(map(str, p['loc'])) or 'schedule'}: {p['msg']}" for p in e.errors()
-            )
-            raise UserError(f"bad schedule: {problems}") from None
-        config = self.manifest.claws[claw]
-        if schedule.call and not tool_allowed(config.tools, schedule.call.tool):
-            raise UserError(f"Claw '{claw}' may not call '{schedule.call.tool}' (its tools: {config.tools})")
-        if schedule.send and not any(fnmatchcase(schedule.send.to, p) for p in config.talks_to):
-            raise UserError(
-                f"Claw '{claw}' may not send to '{schedule.send.to}' (talks_to: {config.talks_to})"
-            )
-        data = schedule.model_dump(mode="json", exclude_none=True)
-        spec: dict[str, Any] = {k: data[k] for k in ("every", "cron", "at", "timezone") if k in data}
-        action: dict[str, Any] = {k: data[k] for k in ("prompt", "call", "send") if k in data}
-        return await self.store.put_schedule(
-            claw,
-            schedule.name,
-            spec=spec,
-            action=action,
-            misfire=schedule.misfire,
-            source="runtime",
-            next_fire=None,
-        )
-
-    async def unschedule(self, claw: str, schedule_id: int) -> None:
-        self.manifest.check_claw(claw)
-        if not any(s.id == schedule_id for s in await self.store.schedules(claw)):
-            raise UserError(f"Claw '{claw}' has no schedule {schedule_id}")
-        await self.store.delete_schedule(schedule_id)
-
-    async def schedules_of(self, claw: str) -> list[dict[str, Any]]:
-        self.manifest.check_claw(claw)
-        return [
-            {k: getattr(s, k) for k in ("id", "name", "spec", "action", "misfire", "source", "next_fire")}
-            for s in await self.store.schedules(claw)
-        ]
 
     async def status(self, claw: str) -> dict[str, Any]:
         """What `status` and `claw://NAME/status` show."""
@@ -152,7 +139,7 @@ class Claws:
             "state": "running" if self.runtime.active[claw] else "idle",
             "model": {"name": config.model, "provider": model.provider, "model": model.model},
             "tools": [t.name for t in self.runtime.tools_for(claw)],
-            "schedules": [s.name for s in await self.store.schedules(claw)],
+            "schedules": await describe(self.store, claw),
             "mailbox": await self.store.depth(claw),
             "dead_letters": [{"id": m.id, "content": m.content, "error": m.last_error} for m in dead],
             "last_runs": [

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from clawmcp import __version__
 from clawmcp.builtins import invalid_arguments
 from clawmcp.errors import ClawError
+from clawmcp.scheduler import SCHEDULE_SCHEMA
 from clawmcp.store import Run, Step
 
 if TYPE_CHECKING:
@@ -47,21 +48,6 @@ def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
-_SCHEDULE = _schema(
-    {
-        "name": {"type": "string", "description": "unique among this Claw's schedules"},
-        "every": {"type": "string", "description": "a duration such as 30s, 15m, 1h"},
-        "cron": {"type": "string", "description": "five fields, e.g. '0 9 * * mon-fri'"},
-        "timezone": {"type": "string", "description": "IANA zone for cron and at"},
-        "at": {"type": "string", "description": "one shot, e.g. 2026-12-01T09:00:00Z"},
-        "prompt": {"type": "string", "description": "what the Claw is asked when it fires"},
-        "send": _schema({"to": {"type": "string"}, "content": {"type": "string"}}, ["to", "content"]),
-        "call": _schema({"tool": {"type": "string"}, "arguments": {"type": "object"}}, ["tool"]),
-        "misfire": {"enum": ["latest", "all", "skip"], "default": "latest"},
-    },
-    ["name"],
-)
-
 _CLAW_TOOLS = [
     types.Tool(
         name="ask",
@@ -81,7 +67,7 @@ _CLAW_TOOLS = [
     types.Tool(
         name="schedule",
         description="Add (or replace, by name) a schedule: every, cron or at; prompt, send or call.",
-        input_schema=_SCHEDULE,
+        input_schema=SCHEDULE_SCHEMA,
     ),
     types.Tool(
         name="unschedule",
@@ -246,14 +232,14 @@ class ClawServer(ServerBase):
         if name == "status":
             return _text(_json(await claws.status(claw)))
         if name == "schedule":
-            schedule = await claws.schedule(claw, args)
+            schedule = await self.host.scheduler.schedule(claw, args)
             return _text(
                 f"schedule '{schedule.name}' saved as id {schedule.id}", structured={"id": schedule.id}
             )
         if name == "unschedule":
-            await claws.unschedule(claw, args["id"])
+            await self.host.scheduler.unschedule(claw, args["id"])
             return _text(f"schedule {args['id']} removed")
-        return _text(_json(await claws.schedules_of(claw)))
+        return _text(_json(await self.host.scheduler.schedules_of(claw)))
 
     # -- resources ---------------------------------------------------------------------------
 
@@ -315,7 +301,7 @@ class ClawServer(ServerBase):
                 {"id": n.id, "key": n.key, "text": n.text, "at": n.at} for n in await store.notes(self.claw)
             ]
         elif match[1] == "schedules":
-            value = await claws.schedules_of(self.claw)
+            value = await self.host.scheduler.schedules_of(self.claw)
         else:
             entries = await store.history(self.claw, match[2], limit=200)
             value = [{"role": e.role, "content": e.content, "run": e.run_id, "at": e.at} for e in entries]

@@ -17,6 +17,7 @@ from clawmcp.manifest import Manifest
 from clawmcp.models import Providers
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, Runtime
+from clawmcp.scheduler import Clock, Scheduler
 from clawmcp.store.lock import DataDirLock
 from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
@@ -43,7 +44,7 @@ def _loopback(host: str) -> bool:
 class Host:
     """Everything one `clawmcp serve` runs. Start it with `tg.start(host.run)`."""
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, *, clock: Clock | None = None) -> None:
         self.manifest = manifest
         address, _ = split_listen(manifest.host.listen)
         if not _loopback(address) and not manifest.host.auth.tokens:
@@ -55,7 +56,8 @@ class Host:
         self.hub = ToolHub(manifest, self.store)
         self.providers = Providers(manifest.models)
         self.router = Router(manifest, self.store, max_depth=MAX_DEPTH)
-        self.runtime = Runtime(manifest, self.store, self.hub, self.providers, self.router)
+        self.scheduler = Scheduler(manifest, self.store, self.router, clock=clock)
+        self.runtime = Runtime(manifest, self.store, self.hub, self.providers, self.router, self.scheduler)
         self.claws = Claws(manifest, self.store, self.runtime)
         self.ready = False
 
@@ -78,6 +80,7 @@ class Host:
                 for warning in self.hub.unmatched_patterns():
                     log.warning("%s", warning)
                 await tg.start(self.claws.run)
+                await tg.start(self.scheduler.run)
                 self.ready = True
                 task_status.started()
 

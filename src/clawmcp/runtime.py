@@ -28,6 +28,7 @@ from clawmcp.store import Run, RunState, RunTrigger, Step, StepKind, Store
 
 if TYPE_CHECKING:
     from clawmcp.router import Router
+    from clawmcp.scheduler import Scheduler
     from clawmcp.toolhub import ToolHub
 
 __all__ = ["MAX_DEPTH", "OnStep", "RunContext", "Runtime"]
@@ -50,9 +51,10 @@ class Runtime:
         hub: ToolHub,
         providers: Mapping[str, Provider],
         router: Router,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.manifest, self.store, self.hub, self.providers = manifest, store, hub, providers
-        self.router = router
+        self.router, self.scheduler = router, scheduler
         self.builtins = Builtins(self)
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
         self.active: Counter[str] = Counter()

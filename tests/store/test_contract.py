@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clawmcp.errors import StoreError
-from clawmcp.store import Store
+from clawmcp.store import Outgoing, Store
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
 
@@ -192,7 +192,7 @@ CHANGES_OF_UNKNOWN_RECORDS: dict[str, Change] = {
     "finish_run": lambda s: s.finish_run(12345, "done"),
     "append_history": lambda s: s.append_history("c", "t", "user", "x", run_id=12345),
     "set_next_fire": lambda s: s.set_next_fire(12345, None),
-    "claim_fire": lambda s: s.claim_fire(12345, 60.0),
+    "claim_fire": lambda s: s.claim_fire(12345, 60.0, next_fire=None),
     "finish_fire": lambda s: s.finish_fire(12345, 60.0, "ok"),
     "record_tool_call": lambda s: s.record_tool_call(
         "c", "t", args_bytes=0, duration=0.0, outcome="ok", run_id=12345
@@ -415,7 +415,7 @@ async def test_delete_schedule_reports_whether_it_existed_and_drops_its_fires(st
     s = await store.put_schedule(
         "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=None
     )
-    await store.claim_fire(s.id, 60.0)
+    await store.claim_fire(s.id, 60.0, next_fire=None)
     assert await store.delete_schedule(s.id)
     assert not await store.delete_schedule(s.id)
     assert await store.schedules() == []
@@ -430,9 +430,10 @@ async def test_claim_fire_claims_each_slot_once(store: Store, clock: FakeClock) 
     s = await store.put_schedule(
         "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=None
     )
-    assert await store.claim_fire(s.id, 60.0)
-    assert not await store.claim_fire(s.id, 60.0)
-    assert await store.claim_fire(s.id, 120.0)
+    assert await store.claim_fire(s.id, 60.0, next_fire=120.0)
+    assert not await store.claim_fire(s.id, 60.0, next_fire=120.0)
+    assert await store.claim_fire(s.id, 120.0, next_fire=180.0)
+    assert [x.next_fire for x in await store.schedules()] == [180.0]
     [later, first] = await store.fires(s.id)
     assert (first.slot, first.outcome, first.run_id, first.error, first.fired_at) == (
         60.0,
@@ -444,13 +445,27 @@ async def test_claim_fire_claims_each_slot_once(store: Store, clock: FakeClock) 
     assert later.slot == 120.0
 
 
+async def test_claim_fire_queues_its_message_once(store: Store) -> None:
+    s = await store.put_schedule(
+        "c", "n", spec={}, action={}, misfire="all", source="manifest", next_fire=60.0
+    )
+    message = Outgoing("c", "tick", thread="schedule:n", kind="fire", key="fire:1:60")
+    assert await store.claim_fire(s.id, 60.0, next_fire=120.0, message=message)
+    assert not await store.claim_fire(s.id, 60.0, next_fire=120.0, message=message)
+    sent = await store.claim("c")
+    assert sent is not None and (sent.content, sent.kind, sent.thread) == ("tick", "fire", "schedule:n")
+    assert await store.claim("c") is None
+    assert await store.claim_fire(s.id, 120.0, next_fire=None, outcome="ok")
+    assert [f.outcome for f in await store.fires(s.id)] == ["ok", "running"]
+
+
 async def test_finish_fire_records_the_outcome_and_fires_are_listed_newest_first(store: Store) -> None:
     s = await store.put_schedule(
         "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=None
     )
     run = await store.start_run("c", "t", "schedule", "tick")
     for slot in (60.0, 120.0, 180.0):
-        await store.claim_fire(s.id, slot)
+        await store.claim_fire(s.id, slot, next_fire=None)
     await store.finish_fire(s.id, 60.0, "ok", run_id=run.id)
     await store.finish_fire(s.id, 120.0, "failed", error="boom")
     fires = await store.fires(s.id, limit=2)

@@ -7,11 +7,11 @@ live in `check.py`, where every entry is known.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from cronsim import CronSim, CronSimError
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -270,7 +270,9 @@ class Send(_Strict):
 class Schedule(_Strict):
     name: Name
     every: Duration | None = None
-    cron: str | None = Field(default=None, description="five fields, e.g. '0 9 * * mon-fri'")
+    cron: str | None = Field(
+        default=None, description="five fields, e.g. '0 9 * * mon-fri' (a sixth gives seconds)"
+    )
     timezone: str | None = Field(default=None, description="IANA zone for cron and at; default UTC")
     at: datetime | None = Field(default=None, description="one shot, e.g. 2026-12-01T09:00:00Z")
     prompt: str | None = None
@@ -283,8 +285,8 @@ class Schedule(_Strict):
     def _cron(cls, v: str | None) -> str | None:
         if v is not None:
             try:
-                croniter(v)
-            except (ValueError, KeyError) as e:
+                CronSim(v, datetime.now(UTC))
+            except CronSimError as e:
                 raise _fail(f"bad cron expression '{v}': {e}") from None
         return v
 

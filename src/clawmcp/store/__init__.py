@@ -24,6 +24,7 @@ __all__ = [
     "MessageKind",
     "MessageState",
     "Note",
+    "Outgoing",
     "Run",
     "RunState",
     "RunTrigger",
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-MessageKind = Literal["message", "ask", "reply", "topic"]
+MessageKind = Literal["message", "ask", "reply", "topic", "fire"]
 MessageState = Literal["queued", "running", "done", "dead"]
 RunTrigger = Literal["message", "ask", "schedule", "spawn"]
 RunState = Literal["running", "done", "failed", "limit", "interrupted"]
@@ -119,6 +120,18 @@ class Schedule:
     source: Literal["manifest", "runtime"]
     next_fire: float | None
     created_at: float
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to enqueue together with another write (see `Store.claim_fire`)."""
+
+    mailbox: str
+    content: str
+    sender: str | None = None
+    thread: str = "default"
+    kind: MessageKind = "message"
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -306,8 +319,18 @@ class Store(abc.ABC):
     async def set_next_fire(self, schedule_id: int, next_fire: float | None) -> None: ...
 
     @abc.abstractmethod
-    async def claim_fire(self, schedule_id: int, slot: float) -> bool:
-        """Record that the slot fires; False if it already had (each slot fires once)."""
+    async def claim_fire(
+        self,
+        schedule_id: int,
+        slot: float,
+        *,
+        next_fire: float | None,
+        message: Outgoing | None = None,
+        outcome: FireOutcome = "running",
+    ) -> bool:
+        """In one transaction: record that the slot fires, queue its `message` and move the
+        schedule's next fire on. False if the slot had already fired (each slot fires once): then
+        only next_fire moves."""
 
     @abc.abstractmethod
     async def finish_fire(

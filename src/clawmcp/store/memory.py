@@ -27,6 +27,7 @@ from clawmcp.store import (
     Message,
     MessageKind,
     Note,
+    Outgoing,
     Run,
     RunState,
     RunTrigger,
@@ -350,12 +351,30 @@ class MemoryStore(Store):
         _check(self._schedules, schedule_id, "schedule")
         self._schedules[schedule_id] = dataclasses.replace(self._schedules[schedule_id], next_fire=next_fire)
 
-    async def claim_fire(self, schedule_id: int, slot: float) -> bool:
+    async def claim_fire(
+        self,
+        schedule_id: int,
+        slot: float,
+        *,
+        next_fire: float | None,
+        message: Outgoing | None = None,
+        outcome: FireOutcome = "running",
+    ) -> bool:
         await self._enter()
         _check(self._schedules, schedule_id, "schedule")
+        self._schedules[schedule_id] = dataclasses.replace(self._schedules[schedule_id], next_fire=next_fire)
         if (schedule_id, slot) in self._fires:
             return False
-        self._fires[schedule_id, slot] = Fire(schedule_id, slot, "running", None, None, self._clock())
+        self._fires[schedule_id, slot] = Fire(schedule_id, slot, outcome, None, None, self._clock())
+        if message:
+            await self.enqueue(
+                message.mailbox,
+                message.content,
+                sender=message.sender,
+                thread=message.thread,
+                kind=message.kind,
+                key=message.key,
+            )
         return True
 
     async def finish_fire(

@@ -34,6 +34,7 @@ from clawmcp.store import (
     Message,
     MessageKind,
     Note,
+    Outgoing,
     Run,
     RunState,
     RunTrigger,
@@ -86,6 +87,23 @@ async def _rows(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> li
 def _fetch(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[sqlite3.Row]:
     """`_rows` for the writer's own connection, in its thread."""
     return conn.execute(sql, params).fetchall()
+
+
+def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...], now: float) -> tuple[Message, bool]:
+    """Insert a message (mailbox, content, sender, thread, kind, reply_to, key), or return the
+    one already queued with its key."""
+    sql = """
+        INSERT INTO messages
+            (mailbox, content, sender, thread, kind, reply_to, key, available_at, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (mailbox, key) DO NOTHING
+        RETURNING *
+    """
+    if rows := _fetch(conn, sql, (*params, now, now)):
+        return Message(**dict(rows[0])), True
+    mailbox, key = params[0], params[6]
+    [row] = _fetch(conn, "SELECT * FROM messages WHERE mailbox = ? AND key = ?", (mailbox, key))
+    return Message(**dict(row)), False
 
 
 def _decode(row: sqlite3.Row, *json_columns: str) -> dict[str, Any]:
@@ -271,23 +289,8 @@ class SqliteStore(Store):
         reply_to: int | None = None,
         key: str | None = None,
     ) -> tuple[Message, bool]:
-        sql = """
-            INSERT INTO messages
-                (mailbox, content, sender, thread, kind, reply_to, key, available_at, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (mailbox, key) DO NOTHING
-            RETURNING *
-        """
-        now = self._clock()
-        params = (mailbox, content, sender, thread, kind, reply_to, key, now, now)
-
-        def insert(conn: sqlite3.Connection) -> tuple[Message, bool]:
-            if rows := _fetch(conn, sql, params):
-                return Message(**dict(rows[0])), True
-            [row] = _fetch(conn, "SELECT * FROM messages WHERE mailbox = ? AND key = ?", (mailbox, key))
-            return Message(**dict(row)), False
-
-        return await self._write(insert)
+        params = (mailbox, content, sender, thread, kind, reply_to, key)
+        return await self._write(lambda conn: _enqueue(conn, params, self._clock()))
 
     async def claim(self, mailbox: str) -> Message | None:
         sql = """
@@ -497,13 +500,33 @@ class SqliteStore(Store):
         sql = "UPDATE schedules SET next_fire = ? WHERE id = ?"
         await self._change(sql, (next_fire, schedule_id), f"no schedule {schedule_id}")
 
-    async def claim_fire(self, schedule_id: int, slot: float) -> bool:
-        sql = """
-            INSERT INTO fires (schedule_id, slot, outcome, fired_at) VALUES (?, ?, 'running', ?)
-            ON CONFLICT DO NOTHING
-            RETURNING 1
-        """
-        return bool(await self._write(lambda conn: _fetch(conn, sql, (schedule_id, slot, self._clock()))))
+    async def claim_fire(
+        self,
+        schedule_id: int,
+        slot: float,
+        *,
+        next_fire: float | None,
+        message: Outgoing | None = None,
+        outcome: FireOutcome = "running",
+    ) -> bool:
+        now = self._clock()
+
+        def claim(conn: sqlite3.Connection) -> bool:
+            moved = "UPDATE schedules SET next_fire = ? WHERE id = ?"
+            if conn.execute(moved, (next_fire, schedule_id)).rowcount == 0:
+                raise StoreError(f"no schedule {schedule_id}")
+            fire = """
+                INSERT INTO fires (schedule_id, slot, outcome, fired_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT DO NOTHING RETURNING slot
+            """
+            if not _fetch(conn, fire, (schedule_id, slot, outcome, now)):
+                return False
+            if message:
+                m = message
+                _enqueue(conn, (m.mailbox, m.content, m.sender, m.thread, m.kind, None, m.key), now)
+            return True
+
+        return await self._write(claim)
 
     async def finish_fire(
         self,
