@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from clawmcp.host import Host
 from clawmcp.manifest import load
+from clawmcp.scheduler import Clock
 
 Answer = tuple[int, dict[str, str], Any]
 
@@ -133,12 +134,33 @@ def anthropic_error(status: int, message: str, headers: dict[str, str] | None = 
     return status, headers or {}, {"type": "error", "error": {"type": kind, "message": message}}
 
 
+class FakeClock:
+    """Wall-clock time that moves only when a test says so; sleepers wake when it passes their
+    deadline."""
+
+    def __init__(self, now: float) -> None:
+        self._now = now
+        self._moved = anyio.Event()
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep_until(self, deadline: float) -> None:
+        while self._now < deadline:
+            await self._moved.wait()
+
+    def set(self, now: float) -> None:
+        self._now = now
+        moved, self._moved = self._moved, anyio.Event()
+        moved.set()
+
+
 @asynccontextmanager
-async def hosting(tmp_path: Path, body: str) -> AsyncIterator[Host]:
+async def hosting(tmp_path: Path, body: str, *, clock: Clock | None = None) -> AsyncIterator[Host]:
     """A whole host in this process on `tmp_path/data`, from a manifest `body`."""
     path = tmp_path / "m.yaml"
     path.write_text("host: {data_dir: data}\n" + body)
-    host = Host(load([path]))
+    host = Host(load([path]), clock=clock)
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(30):
             await tg.start(host.run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -34,9 +35,15 @@ class Claws:
     """Every Claw of a manifest. Start with `tg.start(claws.run)`."""
 
     def __init__(
-        self, manifest: Manifest, store: Store, runtime: Runtime, *, retry_base: float = 1.0
+        self,
+        manifest: Manifest,
+        store: Store,
+        runtime: Runtime,
+        *,
+        retry_base: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.retry_base = retry_base
+        self.retry_base, self.clock = retry_base, clock
         self.settled = anyio.Event()
         """Set (and replaced) each time a message is acknowledged or retried or dead-lettered."""
         self.manifest, self.store, self.runtime, self.router = manifest, store, runtime, runtime.router
@@ -123,7 +130,7 @@ class Claws:
             self.router.handled(message.id, error=f"dead letter after {message.attempts} tries: {error}")
             return None
         delay = min(_RETRY_CAP, self.retry_base * 2.0 ** (message.attempts - 1))
-        await self.store.nack(message.id, error or "failed", retry_at=time.time() + delay)
+        await self.store.nack(message.id, error or "failed", retry_at=self.clock() + delay)
         return delay
 
     async def status(self, claw: str) -> dict[str, Any]:

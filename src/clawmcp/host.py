@@ -17,7 +17,7 @@ from clawmcp.manifest import Manifest
 from clawmcp.models import Providers
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, Runtime
-from clawmcp.scheduler import Clock, Scheduler
+from clawmcp.scheduler import Clock, Scheduler, SystemClock
 from clawmcp.store.lock import DataDirLock
 from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
@@ -52,13 +52,14 @@ class Host:
                 f"refusing to listen on {manifest.host.listen} without host.auth.tokens: "
                 "a public address needs tokens (or listen on 127.0.0.1)"
             )
-        self.store = SqliteStore(manifest.data_dir / "state.db")
+        self.clock = clock or SystemClock()
+        self.store = SqliteStore(manifest.data_dir / "state.db", clock=self.clock.now)
         self.hub = ToolHub(manifest, self.store)
         self.providers = Providers(manifest.models)
         self.router = Router(manifest, self.store, max_depth=MAX_DEPTH)
-        self.scheduler = Scheduler(manifest, self.store, self.router, clock=clock)
+        self.scheduler = Scheduler(manifest, self.store, self.router, clock=self.clock)
         self.runtime = Runtime(manifest, self.store, self.hub, self.providers, self.router, self.scheduler)
-        self.claws = Claws(manifest, self.store, self.runtime)
+        self.claws = Claws(manifest, self.store, self.runtime, clock=self.clock.now)
         self.ready = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -168,21 +168,22 @@ class Scheduler:
         self.manifest, self.store, self.router = manifest, store, router
         self.clock = clock or SystemClock()
         self.fired = anyio.Event()
-        """Set (and replaced) after each fire is committed."""
+        """Set (and replaced) each time a due schedule has been handled: fired or skipped."""
         self._current: dict[int, Schedule] = {}
         self._heap: list[tuple[float, int]] = []
         self._sleep: anyio.CancelScope | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.load()
+        deadline = await self.tick()  # what was missed while the host was down, before it is ready
         task_status.started()
         while True:
-            deadline = await self.tick()
             with anyio.CancelScope() as self._sleep:
                 if deadline is None:
                     await anyio.sleep_forever()
                 else:
                     await self.clock.sleep_until(deadline)
+            deadline = await self.tick()
 
     async def load(self) -> None:
         """Match the manifest's schedules by name with the stored ones (added, changed, removed),

@@ -1,0 +1,268 @@
+"""Schedules on a fake clock, in a whole host on a real SQLite file: every, cron across daylight
+saving time, at, the misfire policies after a downtime, and what a fire does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import anyio
+import pytest
+
+from clawmcp.host import Host
+from clawmcp.store import Schedule
+from clawmcp.store.sqlite import SqliteStore
+from tests.fakes import FakeClock, hosting
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC).timestamp()
+
+MODELS = r"""
+models:
+  echo:
+    provider: scripted
+    rules:
+      - when: "^remind me at (?P<at>\\S+)"
+        steps: [{tool: claw__schedule, arguments: {name: reminder, at: "{{ match.at }}", prompt: "ding"}}]
+        reply: "{{ results[0] }}"
+      - when: "^(?!fail)"
+        reply: "echo: {{ input }}"
+tools:
+  shout: {command: [echo, "loud {word}"], input: {word: {type: string}}}
+"""
+
+
+def manifest(schedule: str, *, extra: str = "") -> str:
+    return (
+        MODELS
+        + f"""
+claws:
+  a:
+    model: echo
+    talks_to: [b]
+    tools: ["tools.*"]
+    schedules:
+      - {schedule}
+  b: {{model: echo}}
+{extra}"""
+    )
+
+
+@asynccontextmanager
+async def host_at(tmp_path: Path, body: str, clock: FakeClock) -> AsyncIterator[tuple[Host, Schedule]]:
+    async with hosting(tmp_path, body, clock=clock) as host:
+        [schedule] = await host.store.schedules("a")
+        yield host, schedule
+
+
+async def move(host: Host, clock: FakeClock, to: float) -> None:
+    """Set the clock to a moment something is due and wait until the scheduler has handled it."""
+    handled = host.scheduler.fired
+    clock.set(to)
+    with anyio.fail_after(10):
+        await handled.wait()
+
+
+async def until(host: Host, check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until `check` holds, looking again each time the Claws settle a message."""
+    with anyio.fail_after(10):
+        while True:
+            settled = host.claws.settled
+            if await check():
+                return
+            await settled.wait()
+
+
+async def fires_done(host: Host, schedule_id: int) -> bool:
+    fires = await host.store.fires(schedule_id)
+    return bool(fires) and all(f.outcome != "running" for f in fires)
+
+
+async def slots(host: Host, schedule: Schedule) -> list[float]:
+    return sorted(f.slot for f in await host.store.fires(schedule.id, limit=1000))
+
+
+async def next_fire(host: Host) -> float:
+    [schedule] = await host.store.schedules("a")
+    assert schedule.next_fire is not None
+    return schedule.next_fire
+
+
+async def test_every_fires_each_slot_once_counted_from_when_it_was_added(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with host_at(
+        tmp_path, manifest("{name: tick, every: 1m, send: {to: b, content: tick}}"), clock
+    ) as (
+        host,
+        schedule,
+    ):
+        assert schedule.next_fire == T0 + 60
+        for minute in (1, 2, 3):
+            await move(host, clock, T0 + 60 * minute)
+            clock.set(T0 + 60 * minute + 30)  # later in the same slot: nothing more
+        assert await slots(host, schedule) == [T0 + 60, T0 + 120, T0 + 180]
+        assert [f.outcome for f in await host.store.fires(schedule.id)] == ["ok", "ok", "ok"]
+        assert await next_fire(host) == T0 + 240
+
+        async def three_handled() -> bool:
+            return len(await host.store.history("b", "a", 100)) == 6
+
+        await until(host, three_handled)
+        assert [e.content for e in await host.store.history("b", "a", 100)][:2] == ["tick", "echo: tick"]
+
+
+@pytest.mark.parametrize(
+    ("start", "local_times"),
+    [
+        # Lisbon falls back on 2026-10-25 (02:00 WEST -> 01:00 WET): 01:30 happens twice, fires once.
+        (
+            datetime(2026, 10, 23, 12, tzinfo=UTC),
+            ["10-24 01:30 WEST", "10-25 01:30 WEST", "10-26 01:30 WET", "10-27 01:30 WET"],
+        ),
+        # Lisbon springs forward on 2026-03-29 (01:00 WET -> 02:00 WEST): 01:30 never happens, it
+        # fires right after the change.
+        (
+            datetime(2026, 3, 27, 12, tzinfo=UTC),
+            ["03-28 01:30 WET", "03-29 02:00 WEST", "03-30 01:30 WEST", "03-31 01:30 WEST"],
+        ),
+    ],
+)
+async def test_cron_in_a_timezone_fires_once_a_day_across_a_dst_change(
+    tmp_path: Path, start: datetime, local_times: list[str]
+) -> None:
+    clock = FakeClock(start.timestamp())
+    body = manifest("{name: daily, cron: '30 1 * * *', timezone: Europe/Lisbon, send: {to: b, content: hi}}")
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        for _ in local_times:
+            await move(host, clock, await next_fire(host))
+        lisbon = ZoneInfo("Europe/Lisbon")
+        fired = [
+            datetime.fromtimestamp(s, lisbon).strftime("%m-%d %H:%M %Z") for s in await slots(host, schedule)
+        ]
+        assert fired == local_times
+
+
+async def test_at_fires_once_and_never_again_after_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    at = datetime.fromtimestamp(T0 + 90, UTC).isoformat()
+    body = manifest(f"{{name: once, at: '{at}', send: {{to: b, content: hi}}}}")
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        await move(host, clock, T0 + 90)
+        assert await slots(host, schedule) == [T0 + 90]
+        [stored] = await host.store.schedules("a")
+        assert stored.next_fire is None
+    clock.set(T0 + 3600)
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        assert await slots(host, schedule) == [T0 + 90]
+
+
+@pytest.mark.parametrize(
+    ("misfire", "fired_after_downtime"),
+    [("latest", [10]), ("all", list(range(1, 11))), ("skip", [])],
+)
+async def test_misfire_policy_decides_what_a_downtime_of_ten_slots_fires(
+    tmp_path: Path, misfire: str, fired_after_downtime: list[int]
+) -> None:
+    clock = FakeClock(T0)
+    body = manifest(f"{{name: tick, every: 1m, misfire: {misfire}, send: {{to: b, content: tick}}}}")
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        await move(host, clock, T0 + 60)
+    clock.set(T0 + 60 + 10 * 60 + 30)  # down for slots 1..10, back half-way to slot 11
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        expected = [T0 + 60 + 60 * k for k in [0, *fired_after_downtime]]
+        assert await slots(host, schedule) == expected
+        assert await next_fire(host) == T0 + 60 + 11 * 60
+
+
+async def test_a_changed_manifest_schedule_is_updated_and_a_removed_one_deleted(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with host_at(
+        tmp_path, manifest("{name: tick, every: 1m, send: {to: b, content: tick}}"), clock
+    ) as (
+        host,
+        first,
+    ):
+        pass
+    clock.set(T0 + 10)
+    async with host_at(
+        tmp_path, manifest("{name: tick, every: 1h, send: {to: b, content: tick}}"), clock
+    ) as (
+        host,
+        changed,
+    ):
+        assert (changed.id, changed.spec, changed.next_fire) == (first.id, {"every": 3600.0}, T0 + 3600)
+    body = manifest("{name: other, every: 1h, prompt: hello}")
+    async with host_at(tmp_path, body, clock) as (host, _):
+        assert [s.name for s in await host.store.schedules()] == ["other"]
+
+
+async def test_a_prompt_fire_runs_the_claw_and_records_the_run(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with host_at(tmp_path, manifest("{name: hello, every: 1m, prompt: good morning}"), clock) as (
+        host,
+        schedule,
+    ):
+        await move(host, clock, T0 + 60)
+        await until(host, lambda: fires_done(host, schedule.id))
+        [fire] = await host.store.fires(schedule.id)
+        run = await host.store.get_run(fire.run_id or 0)
+        assert (fire.outcome, run.trigger, run.thread, run.reply) == (
+            "ok",
+            "schedule",
+            "schedule:hello",
+            "echo: good morning",
+        )
+
+
+async def test_a_call_fire_calls_the_tool_without_a_model(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    body = manifest("{name: yell, every: 1m, call: {tool: tools.shout, arguments: {word: hey}}}")
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        await move(host, clock, T0 + 60)
+        await until(host, lambda: fires_done(host, schedule.id))
+        [fire] = await host.store.fires(schedule.id)
+        assert (fire.outcome, fire.run_id) == ("ok", None)
+    async with SqliteStore(tmp_path / "data" / "state.db") as store:  # the audit is written off the call path
+        [call] = await store.tool_calls("a")
+        assert (call.tool, call.outcome) == ("tools.shout", "ok")
+
+
+async def test_a_failed_scheduled_run_shows_in_status_and_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(T0)
+    async with host_at(tmp_path, manifest("{name: doomed, every: 1m, prompt: fail now}"), clock) as (
+        host,
+        schedule,
+    ):
+        await move(host, clock, T0 + 60)
+        await until(host, lambda: fires_done(host, schedule.id))
+        [shown] = (await host.claws.status("a"))["schedules"]
+        assert shown["last_fire"]["outcome"] == "failed"
+        assert "no rule" in shown["last_fire"]["error"]
+        assert "Claw 'a': schedule 'doomed' failed" in caplog.text
+
+
+async def test_a_claw_schedules_its_own_work_which_survives_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    at = datetime.fromtimestamp(T0 + 300, UTC).isoformat()
+    body = manifest("{name: tick, every: 1d, send: {to: b, content: tick}}")
+    async with hosting(tmp_path, body, clock=clock) as host:
+        run = await host.runtime.run("a", f"remind me at {at}")
+        assert run.reply and "schedule 'reminder' saved" in run.reply
+    clock.set(T0 + 300)
+    async with hosting(tmp_path, body, clock=clock) as host:
+        [reminder] = [s for s in await host.store.schedules("a") if s.name == "reminder"]
+        await until(host, lambda: fires_done(host, reminder.id))
+        [fire] = await host.store.fires(reminder.id)
+        run = await host.store.get_run(fire.run_id or 0)
+        assert (reminder.source, fire.slot, fire.outcome, run.reply) == (
+            "runtime",
+            T0 + 300,
+            "ok",
+            "echo: ding",
+        )
