@@ -8,24 +8,35 @@ the message is a dead letter, shown in `status` with its last error.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
 from clawmcp.errors import UserError
 from clawmcp.manifest import Manifest
-from clawmcp.runtime import Runtime
+from clawmcp.runtime import Remote, Runtime
 from clawmcp.scheduler import describe
 from clawmcp.store import FireOutcome, Message, RunState, Store
+from clawmcp.supervisor import Supervisor
+
+__all__ = ["MAX_ATTEMPTS", "Claws", "Isolate"]
 
 log = logging.getLogger("clawmcp")
 
-__all__ = ["MAX_ATTEMPTS", "Claws"]
+
+class _Worker(Remote, Protocol):
+    async def watch(self) -> None: ...
+
+
+Isolate = Callable[[str], AbstractAsyncContextManager[_Worker]]
+"""Starts the worker process of a Claw with `isolation: process` (see `clawmcp.worker`)."""
 
 MAX_ATTEMPTS = 5
 _RETRY_CAP = 60.0
@@ -42,17 +53,49 @@ class Claws:
         *,
         retry_base: float = 1.0,
         clock: Callable[[], float] = time.time,
+        isolate: Isolate | None = None,
     ) -> None:
-        self.retry_base, self.clock = retry_base, clock
+        self.retry_base, self.clock, self.isolate = retry_base, clock, isolate
         self.settled = anyio.Event()
         """Set (and replaced) each time a message is acknowledged or retried or dead-lettered."""
         self.manifest, self.store, self.runtime, self.router = manifest, store, runtime, runtime.router
+        s = manifest.host.supervision
+        self.supervisor = Supervisor(
+            "Claw",
+            strategy=s.strategy,
+            intensity=s.intensity,
+            period=s.period,
+            backoff=s.backoff,
+            max_backoff=s.max_backoff,
+        )
+        if isolate is not None:
+            runtime.remotes = {}
+        for name in manifest.claws:
+            # transient: a Claw's task ends normally only when the host stops
+            self.supervisor.add(name, functools.partial(self._task, name), "transient")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as tg:
-            for name in self.manifest.claws:
-                tg.start_soon(self._consume, name)
-            task_status.started()
+        await self.supervisor.run(task_status=task_status)
+
+    async def _task(self, claw: str) -> None:
+        """One Claw's supervised task: its mailbox consumer, with its worker process when the Claw
+        has `isolation: process`. A message it left running (it crashed) is queued again first."""
+        await self.store.requeue_running(claw)
+        if self.manifest.claws[claw].isolation == "task" or self.isolate is None:
+            await self._consume(claw)
+            return
+        remotes = self.runtime.remotes
+        assert remotes is not None
+        try:
+            async with self.isolate(claw) as worker, anyio.create_task_group() as tg:
+                remotes[claw] = worker
+                tg.start_soon(worker.watch)
+                await self._consume(claw)
+                tg.cancel_scope.cancel()
+        finally:
+            remotes.pop(claw, None)
+            with anyio.CancelScope(shield=True):  # whatever the worker was running ended with it
+                await self.store.interrupt_running(claw)
 
     async def tell(
         self, claw: str, content: str, *, thread: str = "default", key: str | None = None
@@ -133,17 +176,27 @@ class Claws:
         await self.store.nack(message.id, error or "failed", retry_at=self.clock() + delay)
         return delay
 
+    def _state(self, claw: str) -> str:
+        """failed (past its restart intensity), restarting, running (a run in flight) or idle."""
+        child = self.supervisor.children[claw].state
+        if child in ("failed", "restarting"):
+            return child
+        return "running" if self.runtime.active[claw] else "idle"
+
     async def status(self, claw: str) -> dict[str, Any]:
         """What `status` and `claw://NAME/status` show."""
         self.manifest.check_claw(claw)
         config = self.manifest.claws[claw]
         model = self.manifest.models[config.model]
+        child = self.supervisor.children[claw]
         runs = await self.store.runs(claw, limit=5)
         dead = await self.store.dead_letters(claw)
         return {
             "claw": claw,
             "description": config.description,
-            "state": "running" if self.runtime.active[claw] else "idle",
+            "state": self._state(claw),
+            "restarts": child.restarts,
+            "crash": child.last_error,
             "model": {"name": config.model, "provider": model.provider, "model": model.model},
             "tools": [t.name for t in self.runtime.tools_for(claw)],
             "schedules": await describe(self.store, claw),

@@ -47,6 +47,18 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import anyio
+
+    from clawmcp.host import configure_logging
+    from clawmcp.manifest import load
+    from clawmcp.worker import serve_worker
+
+    configure_logging()
+    anyio.run(serve_worker, load(args.paths), args.claw)
+    return 0
+
+
 def _stdio(args: argparse.Namespace) -> int:
     import anyio
 
@@ -183,6 +195,10 @@ def _parser() -> argparse.ArgumentParser:
             "--mcp-config", metavar="FILE", help="also take the servers of a Claude Desktop config"
         )
     command("schema", _schema, "print the JSON Schema of a manifest file")
+
+    p = command("worker", _worker, "run one Claw with isolation: process (the host starts this itself)")
+    p.add_argument("claw", metavar="CLAW")
+    p.add_argument("paths", nargs="*", default=["manifests"], metavar="PATH", help=_PATHS_HELP)
 
     p = command("stdio", _stdio, "serve one Claw over stdio (bridge to a running host, or run one)")
     p.add_argument("claw", metavar="CLAW")

@@ -21,6 +21,7 @@ from clawmcp.scheduler import Clock, Scheduler, SystemClock
 from clawmcp.store.lock import DataDirLock
 from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
+from clawmcp.worker import Worker
 
 __all__ = ["Host", "split_listen"]
 
@@ -59,7 +60,13 @@ class Host:
         self.router = Router(manifest, self.store, max_depth=MAX_DEPTH)
         self.scheduler = Scheduler(manifest, self.store, self.router, clock=self.clock)
         self.runtime = Runtime(manifest, self.store, self.hub, self.providers, self.router, self.scheduler)
-        self.claws = Claws(manifest, self.store, self.runtime, clock=self.clock.now)
+        self.claws = Claws(
+            manifest,
+            self.store,
+            self.runtime,
+            clock=self.clock.now,
+            isolate=lambda claw: Worker.started(manifest, claw, self.store, self.router),
+        )
         self.ready = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

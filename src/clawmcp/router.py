@@ -36,8 +36,8 @@ class _Waiter:
 class Router:
     """The mailboxes of a manifest's Claws."""
 
-    def __init__(self, manifest: Manifest, store: Store, *, max_depth: int) -> None:
-        self.manifest, self.store, self.max_depth = manifest, store, max_depth
+    def __init__(self, manifest: Manifest, store: Store, *, max_depth: int, asks: bool = True) -> None:
+        self.manifest, self.store, self.max_depth, self.asks = manifest, store, max_depth, asks
         self.wake = {name: anyio.Event() for name in manifest.claws}
         """Set when a Claw's mailbox gets a message; its consumer replaces it before each claim."""
         self._chains: dict[int, tuple[str, ...]] = {}
@@ -83,6 +83,11 @@ class Router:
         would wait forever, so it fails at once.
         """
         self._may_send(sender, to)
+        if not self.asks:
+            raise MessageRefused(
+                f"claw__ask is not available to '{sender}', which runs with isolation: process;"
+                " use claw__send"
+            )
         if to in chain:
             loop = " → ".join((*chain, to))
             raise MessageRefused(f"ask loop: {loop}; '{to}' is already waiting in this chain")

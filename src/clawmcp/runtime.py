@@ -16,12 +16,12 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from clawmcp.builtins import Builtins
-from clawmcp.errors import ClawError, ModelError, UserError
+from clawmcp.errors import ClawError, ModelError, RuntimeFault, UserError
 from clawmcp.manifest import Manifest
 from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
 from clawmcp.store import Run, RunState, RunTrigger, Step, StepKind, Store
@@ -31,12 +31,21 @@ if TYPE_CHECKING:
     from clawmcp.scheduler import Scheduler
     from clawmcp.toolhub import ToolHub
 
-__all__ = ["MAX_DEPTH", "OnStep", "RunContext", "Runtime"]
+__all__ = ["MAX_DEPTH", "OnStep", "Remote", "RunContext", "Runtime"]
 
 MAX_DEPTH = 4
 """How many runs an ask or spawn chain may hold (A asks B asks C asks D)."""
 
 OnStep = Callable[[Step], Awaitable[None]]
+
+
+class Remote(Protocol):
+    """Where the runs of a Claw with `isolation: process` happen (its worker process)."""
+
+    async def run(
+        self, input: str, *, thread: str, trigger: RunTrigger, message_id: int | None, on_step: OnStep | None
+    ) -> Run: ...
+
 
 log = logging.getLogger("clawmcp")
 
@@ -55,6 +64,9 @@ class Runtime:
     ) -> None:
         self.manifest, self.store, self.hub, self.providers = manifest, store, hub, providers
         self.router, self.scheduler = router, scheduler
+        self.remotes: dict[str, Remote] | None = None
+        """In a host: the workers of the Claws with `isolation: process`, by Claw (absent while
+        one restarts). None in a worker, which runs its Claw itself."""
         self.builtins = Builtins(self)
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
         self.active: Counter[str] = Counter()
@@ -106,6 +118,19 @@ class Runtime:
         self.manifest.check_claw(claw)
         if self.stopping:
             raise UserError("the host is stopping; try again once it is back")
+        if self.remotes is not None and self.manifest.claws[claw].isolation == "process":
+            remote = self.remotes.get(claw)
+            if remote is None:
+                raise RuntimeFault(
+                    f"Claw '{claw}' is not running now: its worker process is restarting or failed"
+                )
+            self.active[claw] += 1
+            try:
+                return await remote.run(
+                    input, thread=thread, trigger=trigger, message_id=message_id, on_step=on_step
+                )
+            finally:
+                self.active[claw] -= 1
         async with self._turn(claw, thread):
             run = await self.store.start_run(
                 claw, thread, trigger, input, message_id=message_id, parent_run_id=parent_run_id

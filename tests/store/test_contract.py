@@ -177,6 +177,16 @@ async def test_requeue_running_queues_running_messages_again_with_the_same_id(st
     assert await store.requeue_running() == 1
 
 
+async def test_requeue_running_of_one_mailbox_leaves_the_others(store: Store) -> None:
+    await store.enqueue("a", "one")
+    await store.enqueue("b", "two")
+    await store.claim("a")
+    await store.claim("b")
+    assert await store.requeue_running("a") == 1
+    assert await store.claim("b") is None
+    assert await store.claim("a") is not None
+
+
 async def test_get_message_of_an_unknown_id_returns_none(store: Store) -> None:
     assert await store.get_message(12345) is None
 
@@ -281,6 +291,13 @@ async def test_interrupt_running_interrupts_only_running_runs(store: Store, cloc
     assert interrupted is not None and (interrupted.state, interrupted.ended_at) == ("interrupted", clock.now)
     assert (await store.get_run(done.id)) is not None
     assert await store.interrupt_running() == 0
+
+
+async def test_interrupt_running_of_one_claw_leaves_the_others(store: Store) -> None:
+    await store.start_run("c", "t", "message", "x")
+    other = await store.start_run("d", "t", "message", "y")
+    assert await store.interrupt_running("c") == 1
+    assert (await store.get_run(other.id)).state == "running"  # type: ignore[union-attr]
 
 
 # -- thread history ---------------------------------------------------------------------------------

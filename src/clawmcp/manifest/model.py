@@ -36,6 +36,7 @@ __all__ = [
     "Schedule",
     "Send",
     "Server",
+    "Supervision",
     "Tool",
     "parse_duration",
     "placeholders",
@@ -107,11 +108,22 @@ class Auth(_Strict):
     tokens: list[Token] = []
 
 
+class Supervision(_Strict):
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = Field(
+        default="one_for_one", description="which children restart with a crashed one"
+    )
+    intensity: int = Field(default=5, ge=0, description="restarts within period before a child is failed")
+    period: Duration = 60.0
+    backoff: Duration = Field(default=0.5, description="wait before the first restart; doubles")
+    max_backoff: Duration = 30.0
+
+
 class Host(_Strict):
     listen: str = Field(default="127.0.0.1:8765", description="HOST:PORT for HTTP")
     data_dir: str | None = Field(default=None, description="default $CLAWMCP_HOME or ~/.clawmcp")
     auth: Auth = Auth()
     allowed_hosts: list[str] = []
+    supervision: Supervision = Supervision()
 
     @field_validator("listen")
     @classmethod

@@ -217,8 +217,9 @@ class Store(abc.ABC):
     async def dead_letters(self, mailbox: str) -> list[Message]: ...
 
     @abc.abstractmethod
-    async def requeue_running(self) -> int:
-        """After a crash: messages left running are queued again (same id). Returns how many."""
+    async def requeue_running(self, mailbox: str | None = None) -> int:
+        """After a crash (of the host, or of one mailbox's consumer): messages left running are
+        queued again (same id). Returns how many."""
 
     # -- runs and their steps ---------------------------------------------------------------
 
@@ -261,8 +262,9 @@ class Store(abc.ABC):
         """The most recent runs, newest first."""
 
     @abc.abstractmethod
-    async def interrupt_running(self) -> int:
-        """After a crash: runs left running become interrupted. Returns how many."""
+    async def interrupt_running(self, claw: str | None = None) -> int:
+        """After a crash (of the host, or of one Claw's worker): runs left running become
+        interrupted. Returns how many."""
 
     # -- thread history -----------------------------------------------------------------------
 

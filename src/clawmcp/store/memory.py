@@ -167,9 +167,11 @@ class MemoryStore(Store):
         await self._enter()
         return [m for m in self._messages.values() if m.mailbox == mailbox and m.state == "dead"]
 
-    async def requeue_running(self) -> int:
+    async def requeue_running(self, mailbox: str | None = None) -> int:
         await self._enter()
-        running = [m for m in self._messages.values() if m.state == "running"]
+        running = [
+            m for m in self._messages.values() if m.state == "running" and mailbox in (None, m.mailbox)
+        ]
         for m in running:
             self._messages[m.id] = dataclasses.replace(m, state="queued")
         return len(running)
@@ -251,9 +253,9 @@ class MemoryStore(Store):
         found = [r for r in reversed(self._runs.values()) if claw is None or r.claw == claw]
         return found[:limit]
 
-    async def interrupt_running(self) -> int:
+    async def interrupt_running(self, claw: str | None = None) -> int:
         await self._enter()
-        running = [r for r in self._runs.values() if r.state == "running"]
+        running = [r for r in self._runs.values() if r.state == "running" and claw in (None, r.claw)]
         for r in running:
             self._runs[r.id] = dataclasses.replace(r, state="interrupted", ended_at=self._clock())
         return len(running)

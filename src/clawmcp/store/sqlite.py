@@ -334,9 +334,12 @@ class SqliteStore(Store):
         sql = "SELECT * FROM messages WHERE mailbox = ? AND state = 'dead' ORDER BY id"
         return [Message(**dict(row)) for row in await self._read(sql, (mailbox,))]
 
-    async def requeue_running(self) -> int:
-        sql = "UPDATE messages SET state = 'queued' WHERE state = 'running' RETURNING id"
-        return len(await self._write(lambda conn: _fetch(conn, sql)))
+    async def requeue_running(self, mailbox: str | None = None) -> int:
+        sql = """
+            UPDATE messages SET state = 'queued'
+            WHERE state = 'running' AND (? IS NULL OR mailbox = ?) RETURNING id
+        """
+        return len(await self._write(lambda conn: _fetch(conn, sql, (mailbox, mailbox))))
 
     # -- runs and their steps -------------------------------------------------------------------
 
@@ -403,9 +406,13 @@ class SqliteStore(Store):
             rows = await self._read(sql, (claw, limit))
         return [Run(**dict(row)) for row in rows]
 
-    async def interrupt_running(self) -> int:
-        sql = "UPDATE runs SET state = 'interrupted', ended_at = ? WHERE state = 'running' RETURNING id"
-        return len(await self._write(lambda conn: _fetch(conn, sql, (self._clock(),))))
+    async def interrupt_running(self, claw: str | None = None) -> int:
+        sql = """
+            UPDATE runs SET state = 'interrupted', ended_at = ?
+            WHERE state = 'running' AND (? IS NULL OR claw = ?) RETURNING id
+        """
+        params = (self._clock(), claw, claw)
+        return len(await self._write(lambda conn: _fetch(conn, sql, params)))
 
     # -- thread history -------------------------------------------------------------------------
 

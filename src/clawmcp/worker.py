@@ -1,0 +1,142 @@
+"""Claws with `isolation: process`: each one runs in a child process, `clawmcp worker CLAW PATH...`,
+that the host talks to over MCP stdio.
+
+The worker loads the same manifest and opens the same state store (SQLite lets several processes
+write; each waits its turn). It runs the Claw's agent loop with its own model providers and its
+own connections to the tool servers the Claw may use, and offers one MCP tool, `run`: it reports
+each committed step as progress and returns the id of the finished run, which the host reads from
+the store. A crash of the worker (a bad tool, memory, a signal) ends only that process: the host's
+call fails, the Claw's task crashes and its supervisor starts a new worker, and the message being
+handled is queued again.
+
+In a worker, `claw__ask` is refused (the reply would reach the host, not the worker; use
+`claw__send`), and `claw__schedule` is not offered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from fnmatch import fnmatchcase
+from typing import Any, cast
+
+import anyio
+from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver import Context, MCPServer
+
+from clawmcp.errors import RuntimeFault
+from clawmcp.manifest import Manifest
+from clawmcp.models import Providers
+from clawmcp.router import Router
+from clawmcp.runtime import MAX_DEPTH, OnStep, Runtime
+from clawmcp.store import Run, RunTrigger, Step, Store
+from clawmcp.store.sqlite import SqliteStore
+from clawmcp.toolhub import ToolHub
+
+__all__ = ["HEALTH_INTERVAL", "Worker", "WorkerLost", "serve_worker"]
+
+HEALTH_INTERVAL = 5.0
+"""Seconds between pings of an idle worker, so a dead one is noticed before the next message."""
+
+
+class WorkerLost(RuntimeFault):
+    """The worker process of a Claw ended or stopped answering."""
+
+
+class Worker:
+    """The host's end of one worker process. `async with Worker.started(...)` starts it."""
+
+    def __init__(self, claw: str, client: Client, store: Store, router: Router) -> None:
+        self.claw, self.client, self.store, self.router = claw, client, store, router
+
+    @classmethod
+    @asynccontextmanager
+    async def started(
+        cls, manifest: Manifest, claw: str, store: Store, router: Router
+    ) -> AsyncIterator[Worker]:
+        command = [sys.executable, "-m", "clawmcp", "worker", claw, *manifest.files]
+        params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+        async with Client(params, mode="legacy") as client:
+            yield cls(claw, client, store, router)
+
+    async def watch(self) -> None:
+        """Ping the worker now and then; raise `WorkerLost` when it does not answer."""
+        while True:
+            await anyio.sleep(HEALTH_INTERVAL)
+            try:
+                with anyio.fail_after(HEALTH_INTERVAL):
+                    await self.client.send_ping()
+            except Exception as e:
+                raise WorkerLost(f"the worker of Claw '{self.claw}' stopped answering: {e}") from e
+
+    async def run(
+        self,
+        input: str,
+        *,
+        thread: str,
+        trigger: RunTrigger,
+        message_id: int | None,
+        on_step: OnStep | None,
+    ) -> Run:
+        async def forward(progress: float, total: float | None, message: str | None) -> None:
+            if on_step is not None and message:
+                await on_step(Step(**json.loads(message)))
+
+        arguments = {"input": input, "thread": thread, "trigger": trigger, "message_id": message_id}
+        try:
+            result = await self.client.call_tool("run", arguments, progress_callback=forward)
+        except Exception as e:
+            raise WorkerLost(f"the worker of Claw '{self.claw}' was lost during a run: {e}") from e
+        for wake in self.router.wake.values():  # the run may have sent messages: the worker cannot wake
+            wake.set()
+        if result.is_error or not result.structured_content:
+            raise WorkerLost(f"the worker of Claw '{self.claw}' failed a run: {result.content}")
+        run = await self.store.get_run(result.structured_content["run_id"])
+        assert run is not None
+        return run
+
+
+def _servers_of(manifest: Manifest, claw: str) -> Manifest:
+    """The manifest with only the tool servers the Claw's tool patterns can reach."""
+    patterns = [p.split(".", 1)[0] for p in manifest.claws[claw].tools]
+    servers = {n: s for n, s in manifest.servers.items() if any(fnmatchcase(n, p) for p in patterns)}
+    return dataclasses.replace(manifest, servers=servers)
+
+
+async def serve_worker(manifest: Manifest, claw: str) -> None:
+    """The worker process: serve `run` for one Claw over stdio until the host closes it."""
+    manifest.check_claw(claw)
+    manifest = _servers_of(manifest, claw)
+    store = SqliteStore(manifest.data_dir / "state.db")
+    hub = ToolHub(manifest, store)
+    providers = Providers(manifest.models)
+    router = Router(manifest, store, max_depth=MAX_DEPTH, asks=False)
+    runtime = Runtime(manifest, store, hub, providers, router)
+    server = MCPServer(f"clawmcp-worker-{claw}")
+
+    @server.tool()
+    async def run(
+        input: str,
+        ctx: Context,
+        thread: str = "default",
+        trigger: str = "message",
+        message_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Run the Claw once; progress carries each step; the result is the run's id."""
+
+        async def step(s: Step) -> None:
+            await ctx.report_progress(s.index + 1, None, json.dumps(dataclasses.asdict(s)))
+
+        done = await runtime.run(
+            claw, input, thread=thread, trigger=cast(RunTrigger, trigger), message_id=message_id, on_step=step
+        )
+        return {"run_id": done.id}
+
+    async with store, providers, anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await server.run_stdio_async()
+        tg.cancel_scope.cancel()
