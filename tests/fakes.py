@@ -157,9 +157,10 @@ class FakeClock:
 
 @asynccontextmanager
 async def hosting(tmp_path: Path, body: str, *, clock: Clock | None = None) -> AsyncIterator[Host]:
-    """A whole host in this process on `tmp_path/data`, from a manifest `body`."""
+    """A whole host in this process on `tmp_path/data`, from a manifest `body` (which may have its
+    own `host:` with `data_dir: data`)."""
     path = tmp_path / "m.yaml"
-    path.write_text("host: {data_dir: data}\n" + body)
+    path.write_text(body if body.lstrip().startswith("host:") else "host: {data_dir: data}\n" + body)
     host = Host(load([path]), clock=clock)
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(30):

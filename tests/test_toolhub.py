@@ -243,3 +243,24 @@ async def test_a_remote_server_that_goes_away_is_reconnected_when_it_is_back(tmp
                 await hub.wait_up("adder")
             assert (await hub.call("a", "adder__add", {"a": 1, "b": 2})).structured_content == {"result": 3}
             peer.kill()
+
+
+@pytest.mark.anyio
+async def test_a_server_that_keeps_dropping_its_connection_is_marked_failed_and_the_others_stay_up(
+    tmp_path: Path,
+) -> None:
+    body = (
+        "host: {supervision: {intensity: 2}}\n"
+        f"servers:\n  flaky: {{command: python, args: ['{PEERS / 'flaky.py'}']}}\n  time: {TIME}\n"
+        "claws:\n  a: {model: m, tools: ['*']}\n"
+    )
+    async with running(tmp_path, body, health_interval=0.2) as hub:  # health checks notice the drops
+        flaky = hub.supervisor.children["flaky"]
+        with anyio.fail_after(30):
+            while flaky.state != "failed":
+                await hub.supervisor.changed.wait()
+        status = hub.status()
+        assert (status["flaky"].state, status["flaky"].reconnects, flaky.restarts) == ("failed", 2, 2)
+        assert status["time"].state == "up"
+        result = await hub.call("a", "time__get_current_time", {"timezone": "UTC"})
+        assert not result.is_error

@@ -1,7 +1,9 @@
 """The tool hub: one MCP connection per tool server, shared by every Claw, checked per call.
 
-Each server has one owning task that connects, lists its tools, watches the connection and
-reconnects with capped exponential backoff. While a server is down, calls to its tools fail at
+Each server has one owning task, supervised (`clawmcp.supervisor`), that connects, lists its
+tools and watches the connection. A server that does not answer is retried with capped
+exponential backoff; a lost connection is a crash that the supervisor restarts, and a server that
+keeps dropping its connections past the restart intensity is marked failed. While a server is down, calls to its tools fail at
 once with a clear message; other servers are not affected. Tools are named on the wire as
 `SERVER__TOOL` (DESIGN §3); `tools__NAME` are the manifest's own tools.
 """
@@ -44,6 +46,7 @@ from clawmcp import tools as manifest_tools
 from clawmcp.errors import ToolRefused, ToolServerError, unwrap
 from clawmcp.manifest import Manifest, Server
 from clawmcp.store import Store
+from clawmcp.supervisor import Supervisor
 
 __all__ = ["AUDIT_WINDOW", "HubTool", "ServerState", "ToolHub", "result_text", "wire_names"]
 
@@ -113,7 +116,7 @@ class HubTool:
 class ServerState:
     """What a tool server is doing, for `status` and the dashboard."""
 
-    state: Literal["connecting", "up", "down"] = "connecting"
+    state: Literal["connecting", "up", "down", "failed"] = "connecting"
     attempt: int = 0
     error: str | None = None
     reconnects: int = 0
@@ -126,6 +129,8 @@ class _Upstream:
         self.status = ServerState()
         self.client: Client | None = None
         self.up = anyio.Event()
+        self.tried = anyio.Event()
+        """Set once the first connection attempt has succeeded or failed."""
         self._wake = anyio.Event()
         self._lost = False
 
@@ -159,18 +164,26 @@ class _Upstream:
             self.up = anyio.Event()
         self.status.state = "down"
 
-    async def run(self, first_try: anyio.Event) -> None:
+    async def connection(self) -> None:
+        """One supervised connection: connect, retrying with backoff while the server does not
+        answer; serve until the connection is lost; then raise, so the supervisor restarts it (and
+        marks a server that keeps dropping its connections failed)."""
+        if self.tried.is_set():
+            self.status.reconnects += 1
         while True:
             self.status.attempt += 1
-            await self._session(first_try)
-            first_try.set()
+            was_up = await self._session()
+            self.tried.set()
             self._mark_down()
+            if was_up:
+                raise ToolServerError(f"lost the connection: {self.status.error}")
             base, cap = self.hub.backoff
             await anyio.sleep(min(cap, base * 2 ** (self.status.attempt - 1)))
             self.status.reconnects += 1
 
-    async def _session(self, first_try: anyio.Event) -> None:
-        self._lost = False
+    async def _session(self) -> bool:
+        """Connect and serve until the connection ends; whether it was up at all."""
+        self._lost, was_up = False, False
         self.status.state = "connecting"
         with anyio.CancelScope() as scope:
             scope.deadline = anyio.current_time() + self.hub.connect_timeout
@@ -185,13 +198,16 @@ class _Upstream:
                     self.client, self.status.state, self.status.error = client, "up", None
                     self.status.attempt = 0
                     self.up.set()
-                    first_try.set()
+                    self.tried.set()
+                    was_up = True
                     await self._watch(client)
+                    self.status.error = "the connection was lost"
                     tg.cancel_scope.cancel()
             except Exception as e:
                 self.status.error = _describe(e)
         if scope.cancelled_caught:
             self.status.error = f"no answer to the handshake within {self.hub.connect_timeout:g}s"
+        return was_up
 
     async def _list(self, client: Client) -> None:
         listed = await client.list_tools()
@@ -243,14 +259,26 @@ class ToolHub:
         connect_timeout: float = 30.0,
         call_timeout: float = 120.0,
         health_interval: float = 30.0,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        backoff: tuple[float, float] | None = None,
         mode: Literal["auto", "legacy"] = "auto",
     ) -> None:
         self.manifest, self.store = manifest, store
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
-        self.health_interval, self.backoff, self.mode = health_interval, backoff, mode
+        s = manifest.host.supervision
+        self.backoff = backoff or (s.backoff, s.max_backoff)
+        self.health_interval, self.mode = health_interval, mode
         self.catalog_changed = anyio.Event()
         self.upstreams = {name: _Upstream(self, name, s) for name, s in manifest.servers.items()}
+        self.supervisor = Supervisor(
+            "tool server",
+            strategy=s.strategy,
+            intensity=s.intensity,
+            period=s.period,
+            backoff=self.backoff[0],
+            max_backoff=self.backoff[1],
+        )
+        for name, upstream in self.upstreams.items():
+            self.supervisor.add(name, upstream.connection)
         self.catalog: dict[str, HubTool] = {}
         self._http = httpx2.AsyncClient()
         self._audit_send, self._audit_receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
@@ -261,12 +289,9 @@ class ToolHub:
         async with self._http, self._audit_send, self._audit_receive, anyio.create_task_group() as tg:
             if self.store is not None:
                 tg.start_soon(self._audit, self.store)
-            tries = []
+            await tg.start(self.supervisor.run)
             for upstream in self.upstreams.values():
-                tries.append(first_try := anyio.Event())
-                tg.start_soon(upstream.run, first_try)
-            for first_try in tries:
-                await first_try.wait()
+                await upstream.tried.wait()
             task_status.started()
 
     async def wait_up(self, server: str) -> None:
@@ -275,6 +300,9 @@ class ToolHub:
             await self.upstreams[server].up.wait()
 
     def status(self) -> dict[str, ServerState]:
+        for name, child in self.supervisor.children.items():
+            if child.state == "failed":
+                self.upstreams[name].status.state = "failed"
         return {name: u.status for name, u in self.upstreams.items()}
 
     def unmatched_patterns(self) -> list[str]:
