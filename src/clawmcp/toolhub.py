@@ -3,8 +3,8 @@
 Each server has one owning task, supervised (`clawmcp.supervisor`), that connects, lists its
 tools and watches the connection. A server that does not answer is retried with capped
 exponential backoff; a lost connection is a crash that the supervisor restarts, and a server that
-keeps dropping its connections past the restart intensity is marked failed. While a server is down, calls to its tools fail at
-once with a clear message; other servers are not affected. Tools are named on the wire as
+keeps dropping its connections past the restart intensity is marked failed. While a server is
+down, calls to its tools fail at once with a clear message; other servers are not affected. Tools are named on the wire as
 `SERVER__TOOL` (DESIGN §3); `tools__NAME` are the manifest's own tools.
 """
 
