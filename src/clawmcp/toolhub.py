@@ -4,8 +4,9 @@ Each server has one owning task, supervised (`clawmcp.supervisor`), that connect
 tools and watches the connection. A server that does not answer is retried with capped
 exponential backoff; a lost connection is a crash that the supervisor restarts, and a server that
 keeps dropping its connections past the restart intensity is marked failed. While a server is
-down, calls to its tools fail at once with a clear message; other servers are not affected. Tools are named on the wire as
-`SERVER__TOOL` (DESIGN §3); `tools__NAME` are the manifest's own tools.
+down, calls to its tools fail at once with a clear message; other servers are not affected.
+Tools are named on the wire as `SERVER__TOOL` (DESIGN §3); `tools__NAME` are the manifest's own
+tools.
 """
 
 from __future__ import annotations
