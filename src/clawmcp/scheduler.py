@@ -230,6 +230,7 @@ class Scheduler:
         schedule = await self.store.put_schedule(
             claw, name, spec=spec, action=action, misfire=misfire, source=source, next_fire=None
         )
+        now = max(now, schedule.created_at)  # the store's clock may have moved on since `now`
         next_fire = old.next_fire if old and old.spec == spec else first_slot(schedule, now)
         await self.store.set_next_fire(schedule.id, next_fire)
         return Schedule(**{**vars(schedule), "next_fire": next_fire})
