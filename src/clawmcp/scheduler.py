@@ -190,25 +190,32 @@ class Scheduler:
         then take every schedule of a known Claw in hand."""
         stored = {(s.claw, s.name): s for s in await self.store.schedules()}
         now = self.clock.now()
-        for claw, config in self.manifest.claws.items():
-            for declared in config.schedules:
-                spec, action = _parts(declared)
-                old = stored.pop((claw, declared.name), None)
-                if old and (old.source, old.spec, old.action, old.misfire) == (
-                    "manifest",
-                    spec,
-                    action,
-                    declared.misfire,
-                ):
-                    continue
-                await self._put(claw, declared.name, spec, action, declared.misfire, "manifest", old, now)
-                log.info("schedule '%s' of Claw '%s' %s", declared.name, claw, "changed" if old else "added")
-        for (claw, name), old in stored.items():
-            if old.source == "manifest":
-                await self.store.delete_schedule(old.id)
-                log.info("schedule '%s' of Claw '%s' removed (no longer in the manifest)", name, claw)
-            elif claw not in self.manifest.claws:
-                log.warning("schedule '%s' of Claw '%s' is kept but not fired: no such Claw", name, claw)
+        added = 0
+        async with anyio.create_task_group() as tg:  # at once, so the store commits them together
+            for claw, config in self.manifest.claws.items():
+                for declared in config.schedules:
+                    spec, action = _parts(declared)
+                    old = stored.pop((claw, declared.name), None)
+                    if old and (old.source, old.spec, old.action, old.misfire) == (
+                        "manifest",
+                        spec,
+                        action,
+                        declared.misfire,
+                    ):
+                        continue
+                    args = (claw, declared.name, spec, action, declared.misfire, "manifest", old, now)
+                    tg.start_soon(self._put, *args)
+                    if old:
+                        log.info("schedule '%s' of Claw '%s' changed", declared.name, claw)
+                    added += old is None
+            for (claw, name), old in stored.items():
+                if old.source == "manifest":
+                    tg.start_soon(self.store.delete_schedule, old.id)
+                    log.info("schedule '%s' of Claw '%s' removed (no longer in the manifest)", name, claw)
+                elif claw not in self.manifest.claws:
+                    log.warning("schedule '%s' of Claw '%s' is kept but not fired: no such Claw", name, claw)
+        if added:
+            log.info("%d schedules added", added)
         self._current.clear()
         self._heap.clear()
         for schedule in await self.store.schedules():
