@@ -1,11 +1,14 @@
 """A host with many Claws and schedules: start time, memory (RSS) and fire lateness.
 
-CLAWS scripted Claws with 10 schedules each (every 10s, 30s, 1m or 5m, with a prompt, so each fire
-is a run). `clawmcp serve` is started on a fresh data_dir (the first start stores every schedule)
-and timed from process start to "listening"; it runs for SECONDS, then its RSS is read and it is
-stopped. It is started again on the same data_dir (a restart) and timed. A fire's lateness is its
-fired_at minus its slot, from the store, over the first run. Baseline in the same run: the same
-measurements for a host with one Claw and one schedule.
+CLAWS scripted Claws with 10 schedules each, every minute at one second of it (cron
+`S * * * * *`, seconds first), spread evenly over the minute, each with a prompt, so each fire is
+a run: 1,000 Claws give 10,000 schedules, about 167 fires and runs per second. `clawmcp serve` is
+started on a fresh data_dir (the first start stores every schedule) and timed from process start
+to "listening"; it runs for SECONDS, then its RSS is read and it is stopped. It is started again
+on the same data_dir (a restart, which also catches up the missed minute) and timed. A fire's
+lateness is its fired_at minus its slot, from the store, for the slots of the first run once the
+host listens. Baseline in the same run: the same measurements for a host with one Claw and one
+schedule.
 
     .venv/bin/python bench/scale.py [CLAWS] [SECONDS]
 """
@@ -21,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-INTERVALS = ["10s", "30s", "1m", "5m"]
 PER_CLAW = 10
 
 
@@ -34,8 +36,8 @@ def write_manifest(folder: Path, claws: int, per_claw: int) -> Path:
     for c in range(claws):
         lines.append(f"  c{c}:\n    model: m\n    schedules:")
         for s in range(per_claw):
-            every = INTERVALS[(c + s) % len(INTERVALS)]
-            lines.append(f"      - {{name: s{s}, every: {every}, prompt: tick}}")
+            second = (c * per_claw + s) % 60
+            lines.append(f"      - {{name: s{s}, cron: '{second} * * * * *', prompt: tick}}")
     path = folder / "m.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -48,8 +50,9 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def serve(path: Path, seconds: float) -> tuple[float, float]:
-    """Start `clawmcp serve`, time it until it listens, let it run, read its RSS, stop it."""
+def serve(path: Path, seconds: float) -> tuple[float, float, float]:
+    """Start `clawmcp serve`, time it until it listens, let it run, read its RSS, stop it.
+    Returns the start time, the RSS and the wall-clock time it was listening from."""
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "clawmcp", "serve", str(path)],
@@ -63,26 +66,28 @@ def serve(path: Path, seconds: float) -> tuple[float, float]:
             break
     else:
         raise RuntimeError("clawmcp serve did not start")
-    start = time.perf_counter() - started
+    start, listening = time.perf_counter() - started, time.time()
     time.sleep(seconds)  # the host works meanwhile; this is the measurement window
     rss = rss_mb(process.pid)
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=60)
-    return start, rss
+    return start, rss, listening
 
 
-def lateness_ms(path: Path) -> list[float]:
+def lateness_ms(path: Path, since: float) -> list[float]:
+    """Lateness of the fires whose slot came once the host was listening."""
     with sqlite3.connect(path / "state" / "state.db") as db:
-        return sorted((fired - slot) * 1000 for fired, slot in db.execute("SELECT fired_at, slot FROM fires"))
+        sql = "SELECT fired_at - slot FROM fires WHERE slot >= ?"
+        return sorted(late * 1000 for (late,) in db.execute(sql, (since,)))
 
 
 def measure(claws: int, per_claw: int, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         path = write_manifest(folder, claws, per_claw)
-        first_start, rss = serve(path, seconds)
-        late = lateness_ms(folder)
-        restart, _ = serve(path, 1.0)
+        first_start, rss, listening = serve(path, seconds)
+        late = lateness_ms(folder, listening)
+        restart, _, _ = serve(path, 1.0)
     q = statistics.quantiles(late, n=100) if len(late) > 1 else [late[0]] * 99
     return {
         "start": first_start,
@@ -96,7 +101,7 @@ def measure(claws: int, per_claw: int, seconds: float) -> dict[str, float]:
 
 def main() -> None:
     claws = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 40.0
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 65.0
     base = measure(1, 1, seconds)
     ours = measure(claws, PER_CLAW, seconds)
     print(f"{claws} Claws, {claws * PER_CLAW} schedules, {seconds:g} s; baseline: 1 Claw, 1 schedule")

@@ -68,6 +68,9 @@ class Claws:
             backoff=s.backoff,
             max_backoff=s.max_backoff,
         )
+        self._starting, self._started = set(manifest.claws), anyio.Event()
+        if not self._starting:
+            self._started.set()
         if isolate is not None:
             runtime.remotes = {}
         for name in manifest.claws:
@@ -75,15 +78,27 @@ class Claws:
             self.supervisor.add(name, functools.partial(self._task, name), "transient")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.supervisor.run(task_status=task_status)
+        """Ready once every Claw has looked at its mailbox (a process-isolated one: once its task
+        started), so the work of starting is done before the host says it is ready."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.supervisor.run)
+            await self._started.wait()
+            task_status.started()
+
+    def _has_started(self, claw: str) -> None:
+        self._starting.discard(claw)
+        if not self._starting:
+            self._started.set()
 
     async def _task(self, claw: str) -> None:
         """One Claw's supervised task: its mailbox consumer, with its worker process when the Claw
         has `isolation: process`. A message it left running (it crashed) is queued again first."""
-        await self.store.requeue_running(claw)
+        if self.supervisor.children[claw].restarts:  # the host requeues everything at its start
+            await self.store.requeue_running(claw)
         if self.manifest.claws[claw].isolation == "task" or self.isolate is None:
             await self._consume(claw)
             return
+        self._has_started(claw)
         remotes = self.runtime.remotes
         assert remotes is not None
         try:
@@ -111,6 +126,7 @@ class Claws:
             if self.runtime.stopping:
                 return
             message = await self.store.claim(claw)
+            self._has_started(claw)
             if message is None:
                 await wake.wait()
                 continue

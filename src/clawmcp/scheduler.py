@@ -190,30 +190,32 @@ class Scheduler:
         then take every schedule of a known Claw in hand."""
         stored = {(s.claw, s.name): s for s in await self.store.schedules()}
         now = self.clock.now()
+        puts: list[Schedule] = []
         added = 0
-        async with anyio.create_task_group() as tg:  # at once, so the store commits them together
-            for claw, config in self.manifest.claws.items():
-                for declared in config.schedules:
-                    spec, action = _parts(declared)
-                    old = stored.pop((claw, declared.name), None)
-                    if old and (old.source, old.spec, old.action, old.misfire) == (
-                        "manifest",
-                        spec,
-                        action,
-                        declared.misfire,
-                    ):
-                        continue
-                    args = (claw, declared.name, spec, action, declared.misfire, "manifest", old, now)
-                    tg.start_soon(self._put, *args)
-                    if old:
-                        log.info("schedule '%s' of Claw '%s' changed", declared.name, claw)
-                    added += old is None
-            for (claw, name), old in stored.items():
-                if old.source == "manifest":
-                    tg.start_soon(self.store.delete_schedule, old.id)
-                    log.info("schedule '%s' of Claw '%s' removed (no longer in the manifest)", name, claw)
-                elif claw not in self.manifest.claws:
-                    log.warning("schedule '%s' of Claw '%s' is kept but not fired: no such Claw", name, claw)
+        for claw, config in self.manifest.claws.items():
+            for declared in config.schedules:
+                spec, action = _parts(declared)
+                old = stored.pop((claw, declared.name), None)
+                if old and (old.source, old.spec, old.action, old.misfire) == (
+                    "manifest",
+                    spec,
+                    action,
+                    declared.misfire,
+                ):
+                    continue
+                puts.append(
+                    self._draft(claw, declared.name, spec, action, declared.misfire, "manifest", old, now)
+                )
+                if old:
+                    log.info("schedule '%s' of Claw '%s' changed", declared.name, claw)
+                added += old is None
+        await self.store.put_schedules(puts)
+        for (claw, name), old in stored.items():
+            if old.source == "manifest":
+                await self.store.delete_schedule(old.id)
+                log.info("schedule '%s' of Claw '%s' removed (no longer in the manifest)", name, claw)
+            elif claw not in self.manifest.claws:
+                log.warning("schedule '%s' of Claw '%s' is kept but not fired: no such Claw", name, claw)
         if added:
             log.info("%d schedules added", added)
         self._current.clear()
@@ -222,8 +224,8 @@ class Scheduler:
             if schedule.claw in self.manifest.claws:
                 self._track(schedule)
 
-    async def _put(
-        self,
+    @staticmethod
+    def _draft(
         claw: str,
         name: str,
         spec: dict[str, Any],
@@ -233,14 +235,12 @@ class Scheduler:
         old: Schedule | None,
         now: float,
     ) -> Schedule:
-        # A new timing starts from now; a new action alone keeps the schedule's place.
-        schedule = await self.store.put_schedule(
-            claw, name, spec=spec, action=action, misfire=misfire, source=source, next_fire=None
-        )
-        now = max(now, schedule.created_at)  # the store's clock may have moved on since `now`
-        next_fire = old.next_fire if old and old.spec == spec else first_slot(schedule, now)
-        await self.store.set_next_fire(schedule.id, next_fire)
-        return Schedule(**{**vars(schedule), "next_fire": next_fire})
+        """The schedule as it is to be stored: a new timing starts from now, a new action alone
+        keeps the schedule's place."""
+        created_at = old.created_at if old else now
+        draft = Schedule(0, claw, name, spec, action, misfire, source, None, created_at)
+        next_fire = old.next_fire if old and old.spec == spec else first_slot(draft, now)
+        return Schedule(0, claw, name, spec, action, misfire, source, next_fire, created_at)
 
     def _track(self, schedule: Schedule) -> None:
         self._current[schedule.id] = schedule
@@ -333,8 +333,18 @@ class Scheduler:
             self.manifest.check_claw(declared.send.to)
         spec, action = _parts(declared)
         old = next((s for s in await self.store.schedules(claw) if s.name == declared.name), None)
-        schedule = await self._put(
+        draft = self._draft(
             claw, declared.name, spec, action, declared.misfire, "runtime", old, self.clock.now()
+        )
+        schedule = await self.store.put_schedule(
+            claw,
+            declared.name,
+            spec=spec,
+            action=action,
+            misfire=declared.misfire,
+            source="runtime",
+            next_fire=draft.next_fire,
+            created_at=draft.created_at,
         )
         self._track(schedule)
         self._poke()

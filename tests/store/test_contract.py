@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from clawmcp.errors import StoreError
-from clawmcp.store import Outgoing, Store
+from clawmcp.store import Outgoing, Schedule, Store
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
 
@@ -418,6 +418,20 @@ async def test_schedules_are_listed_by_claw_and_name(store: Store) -> None:
         )
     assert [(s.claw, s.name) for s in await store.schedules()] == [("a", "y"), ("a", "z"), ("b", "x")]
     assert [s.name for s in await store.schedules("a")] == ["y", "z"]
+
+
+async def test_put_schedules_stores_many_and_replaces_by_name(store: Store) -> None:
+    first = await store.put_schedule(
+        "c", "a", spec={"every": 1.0}, action={}, misfire="skip", source="manifest", next_fire=1.0
+    )
+    many = [
+        Schedule(0, "c", name, {"every": 2.0}, {"prompt": name}, "all", "manifest", 5.0, 3.0)
+        for name in ("a", "b")
+    ]
+    await store.put_schedules(many)
+    a, b = await store.schedules("c")
+    assert (a.id, a.spec, a.next_fire, a.created_at) == (first.id, {"every": 2.0}, 5.0, first.created_at)
+    assert (b.name, b.action, b.misfire, b.created_at) == ("b", {"prompt": "b"}, "all", 3.0)
 
 
 async def test_set_next_fire_moves_the_next_fire(store: Store) -> None:

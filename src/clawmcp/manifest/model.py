@@ -283,7 +283,7 @@ class Schedule(_Strict):
     name: Name
     every: Duration | None = None
     cron: str | None = Field(
-        default=None, description="five fields, e.g. '0 9 * * mon-fri' (a sixth gives seconds)"
+        default=None, description="five fields, e.g. '0 9 * * mon-fri' (six fields: seconds first)"
     )
     timezone: str | None = Field(default=None, description="IANA zone for cron and at; default UTC")
     at: datetime | None = Field(default=None, description="one shot, e.g. 2026-12-01T09:00:00Z")

@@ -10,7 +10,7 @@ Times are seconds since the epoch (floats) from the store's injected clock.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -308,8 +308,25 @@ class Store(abc.ABC):
         misfire: str,
         source: Literal["manifest", "runtime"],
         next_fire: float | None,
+        created_at: float | None = None,
     ) -> Schedule:
-        """Create the schedule, or replace the one with the same Claw and name (keeping its id)."""
+        """Create the schedule, or replace the one with the same Claw and name (keeping its id and
+        its created_at). `created_at` defaults to now."""
+
+    async def put_schedules(self, schedules: Sequence[Schedule]) -> None:
+        """`put_schedule` for each (by its Claw and name; its id is ignored), in one transaction
+        where the store can."""
+        for x in schedules:
+            await self.put_schedule(
+                x.claw,
+                x.name,
+                spec=x.spec,
+                action=x.action,
+                misfire=x.misfire,
+                source=x.source,
+                next_fire=x.next_fire,
+                created_at=x.created_at,
+            )
 
     @abc.abstractmethod
     async def delete_schedule(self, schedule_id: int) -> bool: ...

@@ -319,6 +319,7 @@ class MemoryStore(Store):
         misfire: str,
         source: Literal["manifest", "runtime"],
         next_fire: float | None,
+        created_at: float | None = None,
     ) -> Schedule:
         await self._enter()
         old = next((s for s in self._schedules.values() if (s.claw, s.name) == (claw, name)), None)
@@ -331,7 +332,7 @@ class MemoryStore(Store):
             misfire=misfire,
             source=source,
             next_fire=next_fire,
-            created_at=old.created_at if old else self._clock(),
+            created_at=old.created_at if old else self._clock() if created_at is None else created_at,
         )
         self._schedules[schedule.id] = schedule
         return dataclasses.replace(schedule, spec=_json(spec), action=_json(action))

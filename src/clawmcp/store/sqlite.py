@@ -469,6 +469,15 @@ class SqliteStore(Store):
 
     # -- schedules and fires --------------------------------------------------------------------
 
+    _PUT_SCHEDULE = """
+        INSERT INTO schedules (claw, name, spec, action, misfire, source, next_fire, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (claw, name) DO UPDATE SET
+            spec = excluded.spec, action = excluded.action, misfire = excluded.misfire,
+            source = excluded.source, next_fire = excluded.next_fire
+        RETURNING *
+    """
+
     async def put_schedule(
         self,
         claw: str,
@@ -479,18 +488,33 @@ class SqliteStore(Store):
         misfire: str,
         source: Literal["manifest", "runtime"],
         next_fire: float | None,
+        created_at: float | None = None,
     ) -> Schedule:
-        sql = """
-            INSERT INTO schedules (claw, name, spec, action, misfire, source, next_fire, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (claw, name) DO UPDATE SET
-                spec = excluded.spec, action = excluded.action, misfire = excluded.misfire,
-                source = excluded.source, next_fire = excluded.next_fire
-            RETURNING *
-        """
-        params = (claw, name, json.dumps(spec), json.dumps(action), misfire, source, next_fire, self._clock())
-        [row] = await self._write(lambda conn: _fetch(conn, sql, params))
+        created = self._clock() if created_at is None else created_at
+        params = (claw, name, json.dumps(spec), json.dumps(action), misfire, source, next_fire, created)
+        [row] = await self._write(lambda conn: _fetch(conn, self._PUT_SCHEDULE, params))
         return Schedule(**_decode(row, "spec", "action"))
+
+    async def put_schedules(self, schedules: Sequence[Schedule]) -> None:
+        rows = [
+            (
+                x.claw,
+                x.name,
+                json.dumps(x.spec),
+                json.dumps(x.action),
+                x.misfire,
+                x.source,
+                x.next_fire,
+                x.created_at,
+            )
+            for x in schedules
+        ]
+
+        def put(conn: sqlite3.Connection) -> None:
+            for row in rows:
+                conn.execute(self._PUT_SCHEDULE, row).fetchall()
+
+        await self._write(put)
 
     async def delete_schedule(self, schedule_id: int) -> bool:
         sql = "DELETE FROM schedules WHERE id = ? RETURNING id"
