@@ -290,8 +290,10 @@ class Scheduler:
             message, outcome = self._message(schedule, slot)
             if await self.store.claim_fire(
                 schedule.id, slot, next_fire=next_fire, message=message, outcome=outcome
-            ):
-                self.router.wake[message.mailbox].set()
+            ) and (
+                wake := self.router.wake.get(message.mailbox)
+            ):  # a Claw no longer in the manifest has none
+                wake.set()
         if not chosen:
             await self.store.set_next_fire(schedule.id, after)
         if self._current.get(schedule.id) is schedule:  # not changed meanwhile
