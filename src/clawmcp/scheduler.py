@@ -288,11 +288,11 @@ class Scheduler:
         for i, slot in enumerate(chosen):
             next_fire = chosen[i + 1] if i + 1 < len(chosen) else after
             message, outcome = self._message(schedule, slot)
-            if await self.store.claim_fire(
+            claimed = await self.store.claim_fire(
                 schedule.id, slot, next_fire=next_fire, message=message, outcome=outcome
-            ) and (
-                wake := self.router.wake.get(message.mailbox)
-            ):  # a Claw no longer in the manifest has none
+            )
+            wake = self.router.wake.get(message.mailbox)  # none for a Claw no longer in the manifest
+            if claimed and wake:
                 wake.set()
         if not chosen:
             await self.store.set_next_fire(schedule.id, after)
