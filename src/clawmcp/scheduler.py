@@ -32,7 +32,7 @@ from anyio.abc import TaskStatus
 from cronsim import CronSim
 from pydantic import ValidationError
 
-from clawmcp.errors import UserError
+from clawmcp.errors import StoreError, UserError
 from clawmcp.manifest import Manifest, model
 from clawmcp.manifest.check import tool_allowed
 from clawmcp.router import Router
@@ -288,9 +288,14 @@ class Scheduler:
         for i, slot in enumerate(chosen):
             next_fire = chosen[i + 1] if i + 1 < len(chosen) else after
             message, outcome = self._message(schedule, slot)
-            claimed = await self.store.claim_fire(
-                schedule.id, slot, next_fire=next_fire, message=message, outcome=outcome
-            )
+            try:
+                claimed = await self.store.claim_fire(
+                    schedule.id, slot, next_fire=next_fire, message=message, outcome=outcome
+                )
+            except StoreError:
+                if schedule.id in self._current:
+                    raise
+                return  # unscheduled meanwhile
             wake = self.router.wake.get(message.mailbox)  # none for a Claw no longer in the manifest
             if claimed and wake:
                 wake.set()
