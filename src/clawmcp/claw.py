@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from clawmcp.errors import UserError
+from clawmcp.errors import StoreError, UserError
 from clawmcp.manifest import Manifest
 from clawmcp.runtime import Remote, Runtime
 from clawmcp.scheduler import describe
@@ -163,8 +163,11 @@ class Claws:
             outcome: FireOutcome = "ok" if state == "done" else "failed"
             if outcome == "failed":
                 log.warning("Claw '%s': schedule '%s' failed: %s", claw, fire["schedule"], error)
-            if any(s.id == fire["id"] for s in await self.store.schedules(claw)):  # not removed since
+            try:
                 await self.store.finish_fire(fire["id"], fire["slot"], outcome, run_id=run_id, error=error)
+            except StoreError:  # unless the schedule was removed since, taking its fires with it
+                if any(s.id == fire["id"] for s in await self.store.schedules(claw)):
+                    raise
         return state, reply, error
 
     async def _call(self, claw: str, call: dict[str, Any]) -> tuple[RunState, str | None, str | None]:

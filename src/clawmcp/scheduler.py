@@ -18,6 +18,7 @@ like any message: in order, retried after a crash. A `send` fire is the message 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import logging
@@ -237,10 +238,9 @@ class Scheduler:
     ) -> Schedule:
         """The schedule as it is to be stored: a new timing starts from now, a new action alone
         keeps the schedule's place."""
-        created_at = old.created_at if old else now
-        draft = Schedule(0, claw, name, spec, action, misfire, source, None, created_at)
+        draft = Schedule(0, claw, name, spec, action, misfire, source, None, old.created_at if old else now)
         next_fire = old.next_fire if old and old.spec == spec else first_slot(draft, now)
-        return Schedule(0, claw, name, spec, action, misfire, source, next_fire, created_at)
+        return dataclasses.replace(draft, next_fire=next_fire)
 
     def _track(self, schedule: Schedule) -> None:
         self._current[schedule.id] = schedule
@@ -302,7 +302,7 @@ class Scheduler:
         if not chosen:
             await self.store.set_next_fire(schedule.id, after)
         if self._current.get(schedule.id) is schedule:  # not changed meanwhile
-            self._track(Schedule(**{**vars(schedule), "next_fire": after}))
+            self._track(dataclasses.replace(schedule, next_fire=after))
         fired, self.fired = self.fired, anyio.Event()
         fired.set()
 
