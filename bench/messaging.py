@@ -21,6 +21,7 @@ from pathlib import Path
 import aiosqlite
 import anyio
 
+from clawmcp.events import Events
 from clawmcp.manifest import load
 from clawmcp.router import Router
 from clawmcp.store.sqlite import SqliteStore
@@ -62,7 +63,7 @@ async def ours(folder: Path, messages: int, pace: float = 0.0) -> tuple[float, l
     latency: list[float] = []
     all_claimed = anyio.Event()
     async with SqliteStore(folder / "state.db") as store, anyio.create_task_group() as tg:
-        router = Router(manifest, store, max_depth=4)
+        router = Router(manifest, store, Events(store), max_depth=4)
 
         async def consume(mailbox: str) -> None:
             while True:

@@ -183,16 +183,30 @@ class Claws:
         self, message: Message, state: RunState, reply: str | None, error: str | None
     ) -> float | None:
         """Done, dead, or queued again after a backoff, which is returned."""
+
+        def emit(outcome: str) -> None:
+            self.router.events.emit(
+                "delivery",
+                message.mailbox,
+                id=message.id,
+                outcome=outcome,
+                attempts=message.attempts,
+                error=None if state == "done" else error,
+            )
+
         if state != "failed":
             await self.store.ack(message.id)
+            emit("done")
             self.router.handled(message.id, reply=reply, error=None if state == "done" else error)
             return None
         if message.attempts >= MAX_ATTEMPTS:
             await self.store.nack(message.id, error or "failed", retry_at=None)
+            emit("dead")
             self.router.handled(message.id, error=f"dead letter after {message.attempts} tries: {error}")
             return None
         delay = min(_RETRY_CAP, self.retry_base * 2.0 ** (message.attempts - 1))
         await self.store.nack(message.id, error or "failed", retry_at=self.clock() + delay)
+        emit("retry")
         return delay
 
     def _state(self, claw: str) -> str:

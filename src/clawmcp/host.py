@@ -14,7 +14,9 @@ from anyio.abc import TaskStatus
 
 from clawmcp.claw import Claws
 from clawmcp.errors import UserError
+from clawmcp.events import Events
 from clawmcp.manifest import Manifest
+from clawmcp.metrics import Metrics
 from clawmcp.models import Providers
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, Runtime
@@ -56,9 +58,11 @@ class Host:
             )
         self.clock = clock or SystemClock()
         self.store = SqliteStore(manifest.data_dir / "state.db", clock=self.clock.now)
-        self.hub = ToolHub(manifest, self.store)
+        self.events = Events(self.store, self.clock.now)
+        self.metrics = Metrics(self.events)
+        self.hub = ToolHub(manifest, self.store, self.events)
         self.providers = Providers(manifest.models)
-        self.router = Router(manifest, self.store, max_depth=MAX_DEPTH)
+        self.router = Router(manifest, self.store, self.events, max_depth=MAX_DEPTH)
         self.scheduler = Scheduler(manifest, self.store, self.router, clock=self.clock)
         self.runtime = Runtime(manifest, self.store, self.hub, self.providers, self.router, self.scheduler)
         self.claws = Claws(
@@ -82,6 +86,7 @@ class Host:
                         runs,
                         messages,
                     )
+                await tg.start(self.events.run)
                 await tg.start(self.hub.run)
                 for name, status in self.hub.status().items():
                     if status.state != "up":

@@ -16,6 +16,7 @@ from fnmatch import fnmatchcase
 import anyio
 
 from clawmcp.errors import RuntimeFault
+from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.store import Message, MessageKind, Store
 
@@ -36,8 +37,11 @@ class _Waiter:
 class Router:
     """The mailboxes of a manifest's Claws."""
 
-    def __init__(self, manifest: Manifest, store: Store, *, max_depth: int, asks: bool = True) -> None:
-        self.manifest, self.store, self.max_depth, self.asks = manifest, store, max_depth, asks
+    def __init__(
+        self, manifest: Manifest, store: Store, events: Events, *, max_depth: int, asks: bool = True
+    ) -> None:
+        self.manifest, self.store, self.events = manifest, store, events
+        self.max_depth, self.asks = max_depth, asks
         self.wake = {name: anyio.Event() for name in manifest.claws}
         """Set when a Claw's mailbox gets a message; its consumer replaces it before each claim."""
         self._chains: dict[int, tuple[str, ...]] = {}
@@ -56,7 +60,11 @@ class Router:
     ) -> Message:
         """Commit a message to a mailbox and wake its Claw. With a `key` already used for this
         mailbox, the first message is returned and nothing new is queued."""
-        message, _ = await self.store.enqueue(to, content, sender=sender, thread=thread, kind=kind, key=key)
+        message, new = await self.store.enqueue(to, content, sender=sender, thread=thread, kind=kind, key=key)
+        if new:
+            self.events.emit(
+                "message", to, id=message.id, sender=sender, type=kind, thread=thread, text=excerpt(content)
+            )
         if chain:
             self._chains[message.id] = chain
         self.wake[to].set()

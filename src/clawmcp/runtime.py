@@ -22,6 +22,7 @@ import anyio
 
 from clawmcp.builtins import Builtins
 from clawmcp.errors import ClawError, ModelError, RuntimeFault, UserError
+from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
 from clawmcp.store import Run, RunState, RunTrigger, Step, StepKind, Store
@@ -64,6 +65,7 @@ class Runtime:
     ) -> None:
         self.manifest, self.store, self.hub, self.providers = manifest, store, hub, providers
         self.router, self.scheduler = router, scheduler
+        self.events = router.events
         self.remotes: dict[str, Remote] | None = None
         """In a host: the workers of the Claws with `isolation: process`, by Claw (absent while
         one restarts). None in a worker, which runs its Claw itself."""
@@ -135,17 +137,21 @@ class Runtime:
             run = await self.store.start_run(
                 claw, thread, trigger, input, message_id=message_id, parent_run_id=parent_run_id
             )
+            self.events.emit(
+                "run", claw, run=run.id, state="running", trigger=trigger, thread=thread, input=excerpt(input)
+            )
             self.active[claw] += 1
             with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
                 self._runs.add(scope)
                 ctx = RunContext(claw, run.id, thread, (*chain, claw), tools, instructions)
                 try:
                     state, reply, error, usage = await self._loop(
-                        ctx, run, _Steps(self.store, run.id, on_step)
+                        ctx, run, _Steps(self.store, self.events, ctx, on_step)
                     )
                 except anyio.get_cancelled_exc_class():
                     with anyio.CancelScope(shield=True):
                         await self.store.finish_run(run.id, "interrupted", error="the run was stopped")
+                        self._finished(await self.store.get_run(run.id))
                     raise
                 finally:
                     self.active[claw] -= 1
@@ -157,11 +163,24 @@ class Runtime:
                 await self.store.finish_run(
                     run.id, state, reply=reply, error=error, input_tokens=usage[0], output_tokens=usage[1]
                 )
-            finished = await self.store.get_run(run.id)
-            assert finished is not None
-            fired, self.run_finished = self.run_finished, anyio.Event()
-            fired.set()
-            return finished
+            return self._finished(await self.store.get_run(run.id))
+
+    def _finished(self, run: Run | None) -> Run:
+        assert run is not None and run.ended_at is not None
+        self.events.emit(
+            "run",
+            run.claw,
+            run=run.id,
+            state=run.state,
+            trigger=run.trigger,
+            thread=run.thread,
+            duration=run.ended_at - run.started_at,
+            reply=excerpt(run.reply),
+            error=run.error,
+        )
+        fired, self.run_finished = self.run_finished, anyio.Event()
+        fired.set()
+        return run
 
     @contextlib.asynccontextmanager
     async def _turn(self, claw: str, thread: str) -> AsyncIterator[None]:
@@ -294,13 +313,22 @@ class RunContext:
 
 
 class _Steps:
-    """Adds the steps of one run, and tells `on_step` of each once it is committed."""
+    """Adds the steps of one run, and tells `on_step` of each once it is committed; a model turn
+    is also an event."""
 
-    def __init__(self, store: Store, run_id: int, on_step: OnStep | None) -> None:
-        self.store, self.run_id, self.on_step = store, run_id, on_step
+    def __init__(self, store: Store, events: Events, ctx: RunContext, on_step: OnStep | None) -> None:
+        self.store, self.events, self.ctx, self.on_step = store, events, ctx, on_step
+        self.turns = 0
 
     async def add(self, kind: StepKind, data: Any) -> None:
-        step = await self.store.add_step(self.run_id, kind, data)
+        step = await self.store.add_step(self.ctx.run_id, kind, data)
+        if kind == "model":
+            self.turns += 1
+            calls = [c["name"] for c in data["calls"]]
+            text = excerpt(data["text"])
+            self.events.emit(
+                "model", self.ctx.claw, run=self.ctx.run_id, turn=self.turns, calls=calls, text=text
+            )
         if self.on_step is not None:
             await self.on_step(step)
 

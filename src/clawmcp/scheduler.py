@@ -296,8 +296,14 @@ class Scheduler:
                 if schedule.id in self._current:
                     raise
                 return  # unscheduled meanwhile
-            wake = self.router.wake.get(message.mailbox)  # none for a Claw no longer in the manifest
-            if claimed and wake:
+            if not claimed:
+                continue
+            action = next(a for a in ("prompt", "call", "send") if a in schedule.action)
+            lateness = self.clock.now() - slot
+            self.router.events.emit(
+                "fire", schedule.claw, schedule=schedule.name, slot=slot, action=action, lateness=lateness
+            )
+            if wake := self.router.wake.get(message.mailbox):  # none for a Claw no longer in the manifest
                 wake.set()
         if not chosen:
             await self.store.set_next_fire(schedule.id, after)

@@ -45,6 +45,7 @@ from mcp.types import (
 
 from clawmcp import tools as manifest_tools
 from clawmcp.errors import ToolRefused, ToolServerError, unwrap
+from clawmcp.events import Events
 from clawmcp.manifest import Manifest, Server
 from clawmcp.store import Store
 from clawmcp.supervisor import Supervisor
@@ -173,9 +174,12 @@ class _Upstream:
             self.status.reconnects += 1
         while True:
             self.status.attempt += 1
+            first = not self.tried.is_set()
             was_up = await self._session()
             self.tried.set()
             self._mark_down()
+            if was_up or first:
+                self.hub.emit_server(self.name, "down", self.status.error)
             if was_up:
                 raise ToolServerError(f"lost the connection: {self.status.error}")
             base, cap = self.hub.backoff
@@ -201,6 +205,7 @@ class _Upstream:
                     self.up.set()
                     self.tried.set()
                     was_up = True
+                    self.hub.emit_server(self.name, "up", None)
                     await self._watch(client)
                     self.status.error = "the connection was lost"
                     tg.cancel_scope.cancel()
@@ -256,6 +261,7 @@ class ToolHub:
         self,
         manifest: Manifest,
         store: Store | None = None,
+        events: Events | None = None,
         *,
         connect_timeout: float = 30.0,
         call_timeout: float = 120.0,
@@ -263,7 +269,7 @@ class ToolHub:
         backoff: tuple[float, float] | None = None,
         mode: Literal["auto", "legacy"] = "auto",
     ) -> None:
-        self.manifest, self.store = manifest, store
+        self.manifest, self.store, self.events = manifest, store, events
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         s = manifest.host.supervision
         self.backoff = backoff or (s.backoff, s.max_backoff)
@@ -299,6 +305,10 @@ class ToolHub:
         """Wait until the server is connected (tests and start-up use this; wrap it in a timeout)."""
         while not self.upstreams[server].up.is_set():
             await self.upstreams[server].up.wait()
+
+    def emit_server(self, server: str, state: str, error: str | None) -> None:
+        if self.events is not None:
+            self.events.emit("server", None, server=server, state=state, error=error)
 
     def status(self) -> dict[str, ServerState]:
         for name, child in self.supervisor.children.items():
@@ -364,6 +374,10 @@ class ToolHub:
         run_id: int | None,
     ) -> None:
         """Record a tool call (built-in tools are recorded here too), off the call path."""
+        if self.events is not None:
+            self.events.emit(
+                "tool", claw, tool=tool, run=run_id, duration=duration, outcome=outcome, error=error
+            )
         if self.store is not None:
             record = {
                 "claw": claw,

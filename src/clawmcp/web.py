@@ -1,24 +1,32 @@
 """The host's HTTP surface (DESIGN §6): the MCP endpoints of every Claw and of the host, the JSON
-API the CLI uses, health checks, and the guard in front of all of it.
+API the CLI uses, the dashboard, `/metrics`, health checks, and the guard in front of all of it.
 
 The guard checks every request before anything else sees it: the Host header (loopback, the
 listen address and `allowed_hosts`), the Origin when a browser sends one, and, when
-`host.auth.tokens` are set, a bearer token that must reach the Claw the path names.
+`host.auth.tokens` are set, a bearer token that must reach the Claw the path names. A browser,
+which cannot send a bearer header, opens `/?token=TOKEN` once: the guard checks the token, keeps
+it in an HttpOnly, SameSite=Strict cookie and redirects to `/`; the cookie then stands for the
+token on GET requests only (the dashboard and the API reads it makes).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
+import hashlib
 import hmac
+import importlib.resources
 import json
 import logging
+import re
 import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import uvicorn
@@ -26,17 +34,20 @@ from anyio.abc import TaskGroup, TaskStatus
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import Request, cookie_parser
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clawmcp.errors import ClawError, UserError
+from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host, split_listen
 from clawmcp.manifest import Manifest
+from clawmcp.store import Event, Step
 
 __all__ = ["API_BODY_LIMIT", "Endpoints", "create_app", "serve"]
 
@@ -45,6 +56,7 @@ log = logging.getLogger("clawmcp")
 API_BODY_LIMIT = 1_048_576
 """Bytes of a JSON body the API accepts; MCP requests have the SDK's own limit (4 MiB)."""
 _OPEN_PATHS = ("/healthz", "/readyz")
+_COOKIE = "clawmcp_token"
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 # Our guard checks Host and Origin for every path; the SDK's own check would only repeat it.
 _NO_SDK_CHECK = TransportSecuritySettings(enable_dns_rebinding_protection=False)
@@ -52,6 +64,10 @@ _NO_SDK_CHECK = TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _cookie(headers: Headers, name: str) -> str:
+    return cookie_parser(headers.get("cookie", "")).get(name, "")
 
 
 def reaches(request: Request | None, claw: str) -> bool:
@@ -95,14 +111,25 @@ class Guard:
         if not self.tokens or path in _OPEN_PATHS:
             return None
         scheme, _, given = headers.get("authorization", "").partition(" ")
+        given = given.strip() if scheme.lower() == "bearer" else ""
+        query = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
+        if path == "/" and query:
+            given = query
+        elif not given and scope["method"] in ("GET", "HEAD"):
+            given = _cookie(headers, _COOKIE)
         found = None
         for token, claws in self.tokens:  # every token is compared, each in constant time
-            if hmac.compare_digest(token, given.strip().encode()) and scheme.lower() == "bearer":
+            if hmac.compare_digest(token, given.encode()):
                 found = claws
         if found is None:
+            hint = "; a browser opens /?token=TOKEN once" if path == "/" else ""
             return _error(
-                401, "a valid bearer token is needed", {"WWW-Authenticate": 'Bearer realm="clawmcp"'}
+                401, f"a valid bearer token is needed{hint}", {"WWW-Authenticate": 'Bearer realm="clawmcp"'}
             )
+        if path == "/" and query:  # keep the token in a cookie and take it out of the address
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(_COOKIE, query, httponly=True, samesite="strict")
+            return response
         scope.setdefault("state", {})["claws"] = found
         parts = path.strip("/").split("/")
         claw = parts[1] if parts[0] == "claws" and len(parts) > 1 else None
@@ -128,6 +155,8 @@ class Endpoints:
         self._mounted: dict[str | None, _Mounted] = {}
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
+        self.closing = anyio.Event()
+        """Set when the host stops: streams end at once instead of holding up the stop."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -208,6 +237,42 @@ async def _body(request: Request) -> dict[str, Any]:
     return {"message": message, "thread": thread, "key": key}
 
 
+_DASHBOARD = importlib.resources.files("clawmcp").joinpath("dashboard.html").read_text("utf-8")
+
+
+def _hashes(tag: str) -> str:
+    found = re.findall(rf"<{tag}>(.*?)</{tag}>", _DASHBOARD, re.S)
+    return " ".join(
+        f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in found
+    )
+
+
+_PAGE_HEADERS = {  # the page runs only its own script and style, and talks only to the host
+    "Content-Security-Policy": f"default-src 'self'; script-src {_hashes('script')}; "
+    f"style-src {_hashes('style')}; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_RUNS_SHOWN = 15
+_MESSAGES_SHOWN = 30
+
+
+def _shown(request: Request, event: Event) -> bool:
+    return event.claw is None or reaches(request, event.claw)
+
+
+def _event(event: Event) -> dict[str, Any]:
+    return dataclasses.asdict(event) | {"line": line(event)}
+
+
+def _step(step: Step) -> dict[str, Any]:
+    """A step for the dashboard, long texts cut short."""
+    data = step.data
+    if isinstance(data, dict) and isinstance(data.get("text"), str):
+        data = data | {"text": excerpt(data["text"], 500)}
+    return {"index": step.index, "kind": step.kind, "at": step.at, "data": data}
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -242,12 +307,93 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         run = await host.runtime.run(claw, args["message"], thread=args["thread"])
         return JSONResponse({"run": run.id, "state": run.state, "reply": run.reply, "error": run.error})
 
+    async def dashboard(request: Request) -> HTMLResponse:
+        return HTMLResponse(_DASHBOARD, headers=_PAGE_HEADERS)
+
+    async def metrics(request: Request) -> Response:
+        children = host.claws.supervisor.children
+        text = host.metrics.text(
+            mailboxes=await host.store.mailboxes(),
+            restarts={claw: children[claw].restarts for claw in host.manifest.claws},
+            servers={name: (s.state == "up", s.reconnects) for name, s in host.hub.status().items()},
+            shown=lambda claw: reaches(request, claw),
+        )
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def api_dashboard(request: Request) -> JSONResponse:
+        """What the dashboard shows: Claws, tool servers, recent runs with their steps, messages."""
+        names = [c for c in sorted(host.manifest.claws) if reaches(request, c)]
+        runs = [r for r in await host.store.runs(limit=100) if reaches(request, r.claw)][:_RUNS_SHOWN]
+        recent = await host.store.events(limit=1000)
+        talk = [_event(e) for e in recent if e.kind in ("message", "delivery") and _shown(request, e)]
+        return JSONResponse(
+            {
+                "claws": [await host.claws.status(c) for c in names],
+                "servers": {
+                    name: {
+                        "state": s.state,
+                        "error": s.error,
+                        "reconnects": s.reconnects,
+                        "tools": len(s.tools),
+                    }
+                    for name, s in host.hub.status().items()
+                },
+                "runs": [
+                    dataclasses.asdict(r) | {"steps": [_step(s) for s in await host.store.steps(r.id)]}
+                    for r in runs
+                ],
+                "messages": talk[-_MESSAGES_SHOWN:],
+            }
+        )
+
+    async def api_events(request: Request) -> Response:
+        """The activity log, oldest first: `?claw=NAME&after=ID&limit=N`; with `follow=1` a stream
+        of server-sent events that goes on with each new event."""
+        claw = request.query_params.get("claw") or None
+        if claw is not None:
+            try:
+                host.manifest.check_claw(claw)
+            except UserError as e:
+                return _error(404, str(e))
+            if not reaches(request, claw):
+                return _error(403, f"this token does not reach Claw '{claw}'")
+        try:  # a browser that reconnects sends the id of the last event it got
+            after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
+            limit = min(int(request.query_params.get("limit", 100)), 10_000)
+        except ValueError:
+            return _error(400, "'after' and 'limit' must be whole numbers")
+
+        def wanted(e: Event) -> bool:
+            return e.id > after and (claw is None or e.claw == claw) and _shown(request, e)
+
+        if request.query_params.get("follow") not in ("1", "true"):
+            return JSONResponse(
+                [_event(e) for e in await host.store.events(claw, after=after, limit=limit) if wanted(e)]
+            )
+
+        async def stream() -> AsyncIterator[dict[str, Any]]:
+            nonlocal after
+            with host.events.subscribe() as live:  # before reading the log: nothing falls between
+                for e in await host.store.events(claw, after=after, limit=limit):
+                    if wanted(e):
+                        yield {"id": e.id, "data": json.dumps(_event(e))}
+                        after = e.id
+                async for e in live:
+                    if wanted(e):
+                        yield {"id": e.id, "data": json.dumps(_event(e))}
+
+        return EventSourceResponse(stream(), ping=15, shutdown_event=endpoints.closing)
+
     def mcp(kind: str) -> _McpEndpoint:
         return _McpEndpoint(host, endpoints, kind)
 
     routes = [
+        Route("/", dashboard),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/api/dashboard", api_dashboard),
+        Route("/api/events", api_events),
         Route("/api/claws", api_claws),
         Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
         Route("/claws/{name}/mcp", mcp("mcp")),
@@ -310,6 +456,7 @@ async def serving(host: Host) -> AsyncIterator[Endpoints]:
                         yield endpoints
                     finally:
                         host.runtime.stop()
+                        endpoints.closing.set()
                         server.should_exit = True
                 users.cancel_scope.cancel()
         tg.cancel_scope.cancel()

@@ -15,12 +15,13 @@ In a worker, `claw__ask` is refused (the reply would reach the host, not the wor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from fnmatch import fnmatchcase
 from typing import Any, cast
 
@@ -29,11 +30,12 @@ from mcp import Client, StdioServerParameters
 from mcp.server.mcpserver import Context, MCPServer
 
 from clawmcp.errors import RuntimeFault
+from clawmcp.events import Events
 from clawmcp.manifest import Manifest
 from clawmcp.models import Providers
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, OnStep, Runtime
-from clawmcp.store import Run, RunTrigger, Step, Store
+from clawmcp.store import Event, Run, RunTrigger, Step, Store
 from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
 
@@ -54,7 +56,7 @@ class Worker:
         self.claw, self.client, self.store, self.router = claw, client, store, router
 
     @classmethod
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def started(
         cls, manifest: Manifest, claw: str, store: Store, router: Router
     ) -> AsyncIterator[Worker]:
@@ -83,8 +85,11 @@ class Worker:
         on_step: OnStep | None,
     ) -> Run:
         async def forward(progress: float, total: float | None, message: str | None) -> None:
-            if on_step is not None and message:
-                await on_step(Step(**json.loads(message)))
+            sent = json.loads(message or "{}")
+            if "event" in sent:
+                self.router.events.publish(Event(**sent["event"]))
+            elif on_step is not None and "step" in sent:
+                await on_step(Step(**sent["step"]))
 
         arguments = {"input": input, "thread": thread, "trigger": trigger, "message_id": message_id}
         try:
@@ -112,9 +117,10 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
     manifest.check_claw(claw)
     manifest = _servers_of(manifest, claw)
     store = SqliteStore(manifest.data_dir / "state.db")
-    hub = ToolHub(manifest, store)
+    events = Events(store)
+    hub = ToolHub(manifest, store, events)
     providers = Providers(manifest.models)
-    router = Router(manifest, store, max_depth=MAX_DEPTH, asks=False)
+    router = Router(manifest, store, events, max_depth=MAX_DEPTH, asks=False)
     runtime = Runtime(manifest, store, hub, providers, router)
     server = MCPServer(f"clawmcp-worker-{claw}")
 
@@ -126,17 +132,37 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
         trigger: str = "message",
         message_id: int | None = None,
     ) -> dict[str, Any]:
-        """Run the Claw once; progress carries each step; the result is the run's id."""
+        """Run the Claw once; progress carries each step and each event; the result is the run's id."""
+        sent = itertools.count(1)
 
-        async def step(s: Step) -> None:
-            await ctx.report_progress(s.index + 1, None, json.dumps(dataclasses.asdict(s)))
+        async def report(**item: Any) -> None:
+            await ctx.report_progress(next(sent), None, json.dumps(item))
 
-        done = await runtime.run(
-            claw, input, thread=thread, trigger=cast(RunTrigger, trigger), message_id=message_id, on_step=step
-        )
+        with events.subscribe() as stream:
+
+            async def forward() -> None:
+                with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                    while True:
+                        await report(event=dataclasses.asdict(stream.receive_nowait()))
+
+            async def step(s: Step) -> None:
+                await forward()
+                await report(step=dataclasses.asdict(s))
+
+            done = await runtime.run(
+                claw,
+                input,
+                thread=thread,
+                trigger=cast(RunTrigger, trigger),
+                message_id=message_id,
+                on_step=step,
+            )
+            await events.flush()
+            await forward()
         return {"run_id": done.id}
 
     async with store, providers, anyio.create_task_group() as tg:
+        await tg.start(events.run)
         await tg.start(hub.run)
         await server.run_stdio_async()
         tg.cancel_scope.cancel()

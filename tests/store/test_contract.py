@@ -166,6 +166,16 @@ async def test_depth_counts_queued_and_running_messages(store: Store) -> None:
     assert await store.depth("elsewhere") == 0
 
 
+async def test_mailboxes_counts_depth_and_dead_letters_per_mailbox(store: Store) -> None:
+    ids = [(await store.enqueue("a", str(n)))[0].id for n in range(3)]
+    await store.enqueue("b", "x")
+    await store.claim("a")
+    await store.ack(ids[0])
+    await store.claim("a")
+    await store.nack(ids[1], "dead", retry_at=None)
+    assert await store.mailboxes() == {"a": (1, 1), "b": (1, 0)}
+
+
 async def test_requeue_running_queues_running_messages_again_with_the_same_id(store: Store) -> None:
     first, _ = await store.enqueue("a", "one")
     await store.enqueue("b", "two")
@@ -528,3 +538,28 @@ async def test_tool_calls_are_listed_newest_first_and_filtered_by_claw(
     assert [c.tool for c in await store.tool_calls(limit=1)] == ["fs.write"]
     [failed] = await store.tool_calls("b")
     assert (failed.outcome, failed.error) == ("error", "404")
+
+
+# -- activity log -------------------------------------------------------------------------------------
+
+
+async def test_events_come_back_in_order_with_ids_filtered_by_claw_and_cursor(store: Store) -> None:
+    added = await store.add_events(
+        [(1.0, "run", "a", {"run": 1}), (2.0, "tool", "b", {"tool": "t"}), (3.0, "server", None, {})]
+    )
+    assert [e.id for e in added] == sorted({e.id for e in added})
+    assert [(e.at, e.kind, e.claw, e.data) for e in await store.events()] == [
+        (1.0, "run", "a", {"run": 1}),
+        (2.0, "tool", "b", {"tool": "t"}),
+        (3.0, "server", None, {}),
+    ]
+    assert [e.kind for e in await store.events("a")] == ["run"]
+    assert [e.kind for e in await store.events(after=added[0].id)] == ["tool", "server"]
+    assert [e.kind for e in await store.events(limit=2)] == ["tool", "server"]  # the newest, oldest first
+
+
+async def test_only_the_newest_events_are_kept(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(f"{type(store).__module__}.EVENTS_KEPT", 3)
+    await store.add_events([(float(n), "run", "a", {"n": n}) for n in range(5)])
+    await store.add_events([(5.0, "run", "a", {"n": 5})])
+    assert [e.data["n"] for e in await store.events(limit=10)] == [3, 4, 5]

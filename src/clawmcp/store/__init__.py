@@ -16,7 +16,10 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 __all__ = [
+    "EVENTS_KEPT",
     "Clock",
+    "Event",
+    "EventKind",
     "Fire",
     "FireOutcome",
     "HistoryEntry",
@@ -44,6 +47,10 @@ RunState = Literal["running", "done", "failed", "limit", "interrupted"]
 StepKind = Literal["model", "tool_call", "tool_result"]
 FireOutcome = Literal["running", "ok", "failed", "skipped"]
 ToolOutcome = Literal["ok", "error", "refused"]
+EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server"]
+
+EVENTS_KEPT = 100_000
+"""The activity log keeps this many of the newest events; older ones are dropped as new ones come."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,17 @@ class ToolCall:
     at: float
 
 
+@dataclass(frozen=True)
+class Event:
+    """One line of the activity log (`clawmcp logs`, the dashboard); `data` depends on `kind`."""
+
+    id: int
+    at: float
+    kind: EventKind
+    claw: str | None
+    data: dict[str, Any]
+
+
 class Store(abc.ABC):
     """What the host keeps. Use as an async context manager: `async with store: ...`."""
 
@@ -215,6 +233,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def dead_letters(self, mailbox: str) -> list[Message]: ...
+
+    @abc.abstractmethod
+    async def mailboxes(self) -> dict[str, tuple[int, int]]:
+        """For every mailbox with messages: its depth and its number of dead letters."""
 
     @abc.abstractmethod
     async def requeue_running(self, mailbox: str | None = None) -> int:
@@ -384,3 +406,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def tool_calls(self, claw: str | None = None, limit: int = 50) -> list[ToolCall]:
         """The most recent tool calls, newest first."""
+
+    # -- activity log -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_events(
+        self, events: Sequence[tuple[float, EventKind, str | None, dict[str, Any]]]
+    ) -> list[Event]:
+        """Append events (time, kind, Claw, data) in one transaction and return them with their
+        ids; only the newest `EVENTS_KEPT` are kept."""
+
+    @abc.abstractmethod
+    async def events(self, claw: str | None = None, *, after: int = 0, limit: int = 100) -> list[Event]:
+        """The newest `limit` events with an id above `after` (of one Claw, or all), oldest first."""

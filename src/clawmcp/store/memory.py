@@ -13,14 +13,17 @@ import json
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from anyio.lowlevel import checkpoint
 
 from clawmcp.errors import StoreError
 from clawmcp.store import (
+    EVENTS_KEPT,
     Clock,
+    Event,
+    EventKind,
     Fire,
     FireOutcome,
     HistoryEntry,
@@ -75,6 +78,7 @@ class MemoryStore(Store):
         self._schedules: dict[int, Schedule] = {}
         self._fires: dict[tuple[int, float], Fire] = {}
         self._tool_calls: list[ToolCall] = []
+        self._events: list[Event] = []
 
     async def open(self) -> None:
         if self._open:
@@ -166,6 +170,15 @@ class MemoryStore(Store):
     async def dead_letters(self, mailbox: str) -> list[Message]:
         await self._enter()
         return [m for m in self._messages.values() if m.mailbox == mailbox and m.state == "dead"]
+
+    async def mailboxes(self) -> dict[str, tuple[int, int]]:
+        await self._enter()
+        found: dict[str, tuple[int, int]] = {}
+        for m in self._messages.values():
+            if m.state != "done":
+                depth, dead = found.get(m.mailbox, (0, 0))
+                found[m.mailbox] = (depth + (m.state != "dead"), dead + (m.state == "dead"))
+        return found
 
     async def requeue_running(self, mailbox: str | None = None) -> int:
         await self._enter()
@@ -435,3 +448,18 @@ class MemoryStore(Store):
         await self._enter()
         found = [c for c in reversed(self._tool_calls) if claw is None or c.claw == claw]
         return found[:limit]
+
+    async def add_events(
+        self, events: Sequence[tuple[float, EventKind, str | None, dict[str, Any]]]
+    ) -> list[Event]:
+        await self._enter()
+        added = [
+            Event(next(self._ids["events"]), at, kind, claw, _json(data)) for at, kind, claw, data in events
+        ]
+        self._events = [*self._events, *added][-EVENTS_KEPT:]
+        return added
+
+    async def events(self, claw: str | None = None, *, after: int = 0, limit: int = 100) -> list[Event]:
+        await self._enter()
+        found = [e for e in self._events if e.id > after and claw in (None, e.claw)]
+        return found[-limit:] if limit else []

@@ -27,7 +27,10 @@ from anyio.abc import TaskGroup
 
 from clawmcp.errors import StoreError
 from clawmcp.store import (
+    EVENTS_KEPT,
     Clock,
+    Event,
+    EventKind,
     Fire,
     FireOutcome,
     HistoryEntry,
@@ -334,6 +337,13 @@ class SqliteStore(Store):
         sql = "SELECT * FROM messages WHERE mailbox = ? AND state = 'dead' ORDER BY id"
         return [Message(**dict(row)) for row in await self._read(sql, (mailbox,))]
 
+    async def mailboxes(self) -> dict[str, tuple[int, int]]:
+        sql = """
+            SELECT mailbox, sum(state IN ('queued', 'running')), sum(state = 'dead') FROM messages
+            WHERE state != 'done' GROUP BY mailbox
+        """
+        return {row[0]: (int(row[1]), int(row[2])) for row in await self._read(sql)}
+
     async def requeue_running(self, mailbox: str | None = None) -> int:
         sql = """
             UPDATE messages SET state = 'queued'
@@ -603,3 +613,29 @@ class SqliteStore(Store):
             sql = "SELECT * FROM tool_calls WHERE claw = ? ORDER BY id DESC LIMIT ?"
             rows = await self._read(sql, (claw, limit))
         return [ToolCall(**dict(row)) for row in rows]
+
+    # -- activity log ---------------------------------------------------------------------------
+
+    async def add_events(
+        self, events: Sequence[tuple[float, EventKind, str | None, dict[str, Any]]]
+    ) -> list[Event]:
+        rows = [(at, kind, claw, json.dumps(data)) for at, kind, claw, data in events]
+
+        def add(conn: sqlite3.Connection) -> list[Event]:
+            added = []
+            for row, (at, kind, claw, data) in zip(rows, events, strict=True):
+                cursor = conn.execute("INSERT INTO events (at, kind, claw, data) VALUES (?, ?, ?, ?)", row)
+                assert cursor.lastrowid is not None
+                added.append(Event(cursor.lastrowid, at, kind, claw, data))
+            if added:
+                conn.execute("DELETE FROM events WHERE id <= ?", (added[-1].id - EVENTS_KEPT,))
+            return added
+
+        return await self._write(add)
+
+    async def events(self, claw: str | None = None, *, after: int = 0, limit: int = 100) -> list[Event]:
+        sql = """
+            SELECT * FROM events WHERE id > ? AND (? IS NULL OR claw = ?) ORDER BY id DESC LIMIT ?
+        """
+        rows = await self._read(sql, (after, claw, claw, limit))
+        return [Event(**_decode(row, "data")) for row in reversed(rows)]

@@ -1,0 +1,137 @@
+"""The activity log: runs, model turns, tool calls, messages, deliveries, schedule fires and tool
+server changes, as they happen (`clawmcp logs`, the dashboard, the metrics).
+
+The parts of a host `emit` events and go on: nobody waits for them. One task, `Events.run`,
+writes what was emitted to the store, many events per commit, and then hands each stored event
+(now with its id) to the listeners (the metrics) and the subscribers (dashboards and `logs -f`). A
+subscriber more than `BUFFER` events behind is dropped, its stream closed, so a stalled reader
+never holds up the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from clawmcp.errors import StoreError
+from clawmcp.store import Event, EventKind, Store
+
+__all__ = ["BUFFER", "Events", "excerpt", "line"]
+
+log = logging.getLogger("clawmcp")
+
+BUFFER = 1000
+"""Events a subscriber may fall behind before it is dropped."""
+
+
+def excerpt(text: str | None, size: int = 200) -> str | None:
+    """The start of a text, for an event (the whole text stays in the run's steps)."""
+    if text is None or len(text) <= size:
+        return text
+    return text[: size - 1] + "…"
+
+
+class Events:
+    """The host's activity log. Start it with `tg.start(events.run)`."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store, self.clock = store, clock
+        self._pending: list[tuple[float, EventKind, str | None, dict[str, Any]]] = []
+        self._wake = anyio.Event()
+        self._listeners: list[Callable[[Event], None]] = []
+        self._subscribers: set[MemoryObjectSendStream[Event]] = set()
+
+    def emit(self, kind: EventKind, claw: str | None, **data: Any) -> None:
+        """Record that something happened now; it is stored and published soon after."""
+        self._pending.append((self.clock(), kind, claw, data))
+        self._wake.set()
+
+    def listen(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener` with every published event (it must not block)."""
+        self._listeners.append(listener)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[MemoryObjectReceiveStream[Event]]:
+        """The events published while the block runs; the stream ends if the reader falls behind."""
+        send, receive = anyio.create_memory_object_stream[Event](BUFFER)
+        self._subscribers.add(send)
+        try:
+            with receive:
+                yield receive
+        finally:
+            self._subscribers.discard(send)
+            send.close()
+
+    def publish(self, event: Event) -> None:
+        """Hand a stored event to the listeners and subscribers (`run` does this for what is
+        emitted here; a worker's events arrive already stored)."""
+        for listener in self._listeners:
+            listener(event)
+        for send in list(self._subscribers):
+            try:
+                send.send_nowait(event)
+            except (anyio.WouldBlock, anyio.BrokenResourceError):
+                self._subscribers.discard(send)
+                send.close()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                await self.flush()
+        finally:
+            with anyio.CancelScope(shield=True):  # stopping: what happened is still logged
+                await self.flush()
+
+    async def flush(self) -> None:
+        """Store and publish what was emitted so far."""
+        self._wake = anyio.Event()
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            stored = await self.store.add_events(batch)
+        except StoreError as e:  # the log is not worth stopping the host for
+            log.warning("%d events were not logged: %s", len(batch), e)
+            return
+        for event in stored:
+            self.publish(event)
+
+
+def line(event: Event) -> str:
+    """One line of `clawmcp logs`: local time, Claw, what happened."""
+    d = event.data
+    when = datetime.fromtimestamp(event.at).isoformat(sep=" ", timespec="milliseconds")
+    if event.kind == "run" and d["state"] == "running":
+        text = f"run {d['run']} started ({d['trigger']}, thread {d['thread']}): {d['input']}"
+    elif event.kind == "run":
+        outcome = d["reply"] if d["state"] == "done" else d["error"]
+        text = f"run {d['run']} {d['state']} in {d['duration']:.3f} s: {outcome}"
+    elif event.kind == "model":
+        calls = f"calls {', '.join(d['calls'])}" if d["calls"] else "replies"
+        text = f"run {d['run']} model turn {d['turn']}: {calls}" + (f": {d['text']}" if d["text"] else "")
+    elif event.kind == "tool":
+        run = f", run {d['run']}" if d["run"] is not None else ""
+        error = f": {d['error']}" if d["error"] else ""
+        text = f"tool {d['tool']} {d['outcome']} ({d['duration'] * 1000:.1f} ms{run}){error}"
+    elif event.kind == "message":
+        sender = d["sender"] or "outside"
+        text = f"{d['type']} {d['id']} from {sender} (thread {d['thread']}): {d['text']}"
+    elif event.kind == "delivery":
+        error = f": {d['error']}" if d["error"] else ""
+        text = f"message {d['id']} {d['outcome']} after {d['attempts']} attempt(s){error}"
+    elif event.kind == "fire":
+        text = f"schedule '{d['schedule']}' fired ({d['action']}, {d['lateness'] * 1000:.1f} ms late)"
+    else:
+        error = f": {d['error']}" if d.get("error") else ""
+        text = f"tool server '{d['server']}' {d['state']}{error}"
+    return f"{when}  {event.claw or '-'}  {text}"
