@@ -134,4 +134,4 @@ def line(event: Event) -> str:
     else:
         error = f": {d['error']}" if d.get("error") else ""
         text = f"tool server '{d['server']}' {d['state']}{error}"
-    return f"{when}  {event.claw or '-'}  {text}"
+    return f"{when}  {event.claw or '-'}  {' '.join(text.split())}"  # one line, whatever the texts hold

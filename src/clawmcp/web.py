@@ -249,7 +249,7 @@ def _hashes(tag: str) -> str:
 
 _PAGE_HEADERS = {  # the page runs only its own script and style, and talks only to the host
     "Content-Security-Policy": f"default-src 'self'; script-src {_hashes('script')}; "
-    f"style-src {_hashes('style')}; frame-ancestors 'none'",
+    f"style-src {_hashes('style')}; img-src data:; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -376,11 +376,11 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
             with host.events.subscribe() as live:  # before reading the log: nothing falls between
                 for e in await host.store.events(claw, after=after, limit=limit):
                     if wanted(e):
-                        yield {"id": e.id, "data": json.dumps(_event(e))}
+                        yield {"id": str(e.id), "data": json.dumps(_event(e))}
                         after = e.id
                 async for e in live:
                     if wanted(e):
-                        yield {"id": e.id, "data": json.dumps(_event(e))}
+                        yield {"id": str(e.id), "data": json.dumps(_event(e))}
 
         return EventSourceResponse(stream(), ping=15, shutdown_event=endpoints.closing)
 
