@@ -78,8 +78,9 @@ class Claws:
             self.supervisor.add(name, functools.partial(self._task, name), "transient")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Ready once every Claw has looked at its mailbox (a process-isolated one: once its task
-        started), so the work of starting is done before the host says it is ready."""
+        """Ready once every Claw has looked at its mailbox (a process-isolated one: in its worker
+        process, or failed to start that), so the work of starting is done before the host says
+        it is ready."""
         async with anyio.create_task_group() as tg:
             await tg.start(self.supervisor.run)
             await self._started.wait()
@@ -98,7 +99,6 @@ class Claws:
         if self.manifest.claws[claw].isolation == "task" or self.isolate is None:
             await self._consume(claw)
             return
-        self._has_started(claw)
         remotes = self.runtime.remotes
         assert remotes is not None
         try:
@@ -108,6 +108,7 @@ class Claws:
                 await self._consume(claw)
                 tg.cancel_scope.cancel()
         finally:
+            self._has_started(claw)  # its worker is up, or failed to start: either way, not starting
             remotes.pop(claw, None)
             with anyio.CancelScope(shield=True):  # whatever the worker was running ended with it
                 await self.store.interrupt_running(claw)
@@ -162,7 +163,10 @@ class Claws:
         if fire and state != "interrupted":
             outcome: FireOutcome = "ok" if state == "done" else "failed"
             if outcome == "failed":
-                log.warning("Claw '%s': schedule '%s' failed: %s", claw, fire["schedule"], error)
+                fields = {"claw": claw, "schedule": fire["schedule"], "run": run_id}
+                log.warning(
+                    "Claw '%s': schedule '%s' failed: %s", claw, fire["schedule"], error, extra=fields
+                )
             try:
                 await self.store.finish_fire(fire["id"], fire["slot"], outcome, run_id=run_id, error=error)
             except StoreError:  # unless the schedule was removed since, taking its fires with it

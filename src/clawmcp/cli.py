@@ -7,13 +7,19 @@ traceback), 2 on bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from clawmcp import __version__
-from clawmcp.errors import ClawError, unwrap
+from clawmcp.errors import ClawError, UserError, unwrap
+
+if TYPE_CHECKING:
+    import httpx2
 
 __all__ = ["main"]
 
@@ -42,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     from clawmcp.manifest import load
     from clawmcp.web import serve
 
-    configure_logging()
+    configure_logging(args.log_format)
     anyio.run(serve, load(args.paths, mcp_config=args.mcp_config))
     return 0
 
@@ -54,7 +60,7 @@ def _worker(args: argparse.Namespace) -> int:
     from clawmcp.manifest import load
     from clawmcp.worker import serve_worker
 
-    configure_logging()
+    configure_logging(args.log_format)
     anyio.run(serve_worker, load(args.paths), args.claw)
     return 0
 
@@ -66,18 +72,17 @@ def _stdio(args: argparse.Namespace) -> int:
     from clawmcp.manifest import load
     from clawmcp.stdio import run_stdio
 
-    configure_logging()
+    configure_logging(args.log_format)
     anyio.run(run_stdio, load(args.paths), args.claw)
     return 0
 
 
-def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
-    """Call the running host's JSON API; its errors become one-line user errors."""
-    import os
-
+@contextlib.contextmanager
+def _request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Iterator[httpx2.Response]:
+    """A request to the running host (its response streamed); its errors become one-line user
+    errors."""
     import httpx2
 
-    from clawmcp.errors import UserError
     from clawmcp.manifest import load
     from clawmcp.stdio import host_url
     from clawmcp.store.lock import read_lock_info
@@ -89,19 +94,27 @@ def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
     headers = {"Authorization": f"Bearer {token}"} if (token := os.environ.get("CLAWMCP_TOKEN")) else {}
     url = host_url(info["listen"]) + path
     try:
-        response = httpx2.request(
+        with httpx2.stream(
             method, url, json=body, headers=headers, timeout=httpx2.Timeout(10, read=None)
-        )
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                try:
+                    data = response.json()
+                except ValueError:
+                    data = {"error": response.text}
+                error = data.get("error") if isinstance(data, dict) else None
+                raise UserError(f"{error or response.reason_phrase} (HTTP {response.status_code})")
+            yield response
     except httpx2.TransportError as e:
         raise UserError(f"cannot reach the clawmcp host at {url}: {e}") from None
-    try:
-        data = response.json()
-    except ValueError:
-        data = {"error": response.text}
-    if response.status_code >= 400:
-        error = data.get("error") if isinstance(data, dict) else None
-        raise UserError(f"{error or response.reason_phrase} (HTTP {response.status_code})")
-    return data
+
+
+def _api(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """Call the running host's JSON API."""
+    with _request(args, method, path, body) as response:
+        response.read()
+        return response.json()
 
 
 def _claws(args: argparse.Namespace) -> int:
@@ -146,6 +159,24 @@ def _tell(args: argparse.Namespace) -> int:
     return 0
 
 
+def _logs(args: argparse.Namespace) -> int:
+    query = {"limit": args.lines} | ({"claw": args.claw} if args.claw else {})
+
+    def show(event: dict[str, Any]) -> None:
+        print(json.dumps(event) if args.json else event["line"], flush=True)
+
+    if not args.follow:
+        for event in _api(args, "GET", f"/api/events?{urlencode(query)}"):
+            show(event)
+        return 0
+    with _request(args, "GET", f"/api/events?{urlencode(query | {'follow': 1})}") as response:
+        for text in response.iter_lines():
+            if text.startswith("data:"):
+                show(json.loads(text[5:]))
+    print("the host closed the stream (it stopped)", file=sys.stderr)
+    return 0
+
+
 def _desktop_config(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -185,6 +216,13 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(run=run)
         return p
 
+    def logging_format(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            help="stderr log lines as text or as JSON objects (default: $CLAWMCP_LOG_FORMAT, else text)",
+        )
+
     for name, run, help in [
         ("serve", _serve, "run the host (HTTP on host.listen); Ctrl-C stops it cleanly"),
         ("validate", _validate, "check manifests without starting anything"),
@@ -194,15 +232,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--mcp-config", metavar="FILE", help="also take the servers of a Claude Desktop config"
         )
+        if name == "serve":
+            logging_format(p)
     command("schema", _schema, "print the JSON Schema of a manifest file")
 
     p = command("worker", _worker, "run one Claw with isolation: process (the host starts this itself)")
     p.add_argument("claw", metavar="CLAW")
     p.add_argument("paths", nargs="*", default=["manifests"], metavar="PATH", help=_PATHS_HELP)
+    logging_format(p)
 
     p = command("stdio", _stdio, "serve one Claw over stdio (bridge to a running host, or run one)")
     p.add_argument("claw", metavar="CLAW")
     p.add_argument("paths", nargs="*", default=["manifests"], metavar="PATH", help=_PATHS_HELP)
+    logging_format(p)
 
     def against_host(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -226,6 +268,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("message", metavar="MESSAGE")
         p.add_argument("--thread", default="default", help="conversation name (default: default)")
         against_host(p)
+    p = command("logs", _logs, "show what the Claws did: runs, model turns, tool calls, messages, fires")
+    p.add_argument("claw", nargs="?", metavar="CLAW", help="only this Claw (default: all)")
+    p.add_argument("-f", "--follow", action="store_true", help="go on showing events as they happen")
+    p.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="show the last N events (50)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    against_host(p)
     p = command("desktop-config", _desktop_config, "print Claude Desktop's mcpServers JSON for these Claws")
     p.add_argument("claws", nargs="*", metavar="CLAW", help="default: every Claw")
     against_host(p)

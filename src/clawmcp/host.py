@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import json
 import logging
+import os
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -90,7 +93,12 @@ class Host:
                 await tg.start(self.hub.run)
                 for name, status in self.hub.status().items():
                     if status.state != "up":
-                        log.warning("tool server '%s' is down: %s; reconnecting", name, status.error)
+                        log.warning(
+                            "tool server '%s' is down: %s; reconnecting",
+                            name,
+                            status.error,
+                            extra={"server": name},
+                        )
                 for warning in self.hub.unmatched_patterns():
                     log.warning("%s", warning)
                 await tg.start(self.claws.run)
@@ -110,7 +118,38 @@ class Host:
         }
 
 
-def configure_logging() -> None:
-    """Our messages on stderr at INFO; libraries (httpx2, the SDK) only from WARNING."""
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="clawmcp: %(message)s")
+LOG_FORMATS = ("text", "json")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, the fields a call passes as
+    `extra` (claw, run, schedule, server, ...) and the traceback, if any."""
+
+    _PLAIN: ClassVar = {*vars(logging.makeLogRecord({})), "message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry |= {k: v for k, v in vars(record).items() if k not in self._PLAIN}
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(log_format: str | None = None) -> None:
+    """Our messages on stderr at INFO; libraries (httpx2, the SDK) only from WARNING. The format
+    (`text` or `json`) defaults to $CLAWMCP_LOG_FORMAT and is passed on to worker processes there."""
+    log_format = log_format or os.environ.get("CLAWMCP_LOG_FORMAT") or "text"
+    if log_format not in LOG_FORMATS:
+        raise UserError(f"CLAWMCP_LOG_FORMAT: '{log_format}' is not one of {', '.join(LOG_FORMATS)}")
+    os.environ["CLAWMCP_LOG_FORMAT"] = log_format
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonLogFormatter() if log_format == "json" else logging.Formatter("clawmcp: %(message)s")
+    )
+    logging.basicConfig(handlers=[handler], level=logging.WARNING)
     log.setLevel(logging.INFO)

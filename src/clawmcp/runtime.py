@@ -262,7 +262,7 @@ class Runtime:
             except ModelError as e:
                 state, error = "failed", str(e)
             except Exception as e:  # a fault of ours or of the store: the run fails, the Claw goes on
-                log.exception("claw '%s': run %d failed", claw, run.id)
+                log.exception("claw '%s': run %d failed", claw, run.id, extra={"claw": claw, "run": run.id})
                 state, error = "failed", f"internal error: {type(e).__name__}: {e}"
         if timer.cancelled_caught:
             state, error = "limit", f"stopped at run_timeout ({limits.run_timeout:g}s)"

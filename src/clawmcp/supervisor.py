@@ -102,7 +102,8 @@ class Supervisor:
     async def _exited(self, child: Child, error: BaseException | None) -> None:
         if error is not None:
             child.last_error = str(error) or type(error).__name__
-            log.error("%s '%s' crashed: %s", self.name, child.name, child.last_error)
+            fields = {"supervisor": self.name, "child": child.name}
+            log.error("%s '%s' crashed: %s", self.name, child.name, child.last_error, extra=fields)
         if child.restart == "temporary" or (child.restart == "transient" and error is None):
             self._set(child, "stopped")
             return
@@ -118,6 +119,7 @@ class Supervisor:
                 child.name,
                 self.intensity,
                 self.period,
+                extra={"supervisor": self.name, "child": child.name},
             )
             return
         group = self._group(child)

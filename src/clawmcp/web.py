@@ -468,7 +468,12 @@ async def serve(manifest: Manifest) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with serving(host):
             claws = ", ".join(sorted(manifest.claws)) or "none"
-            log.info("listening on http://%s (Claws: %s)", manifest.host.listen, claws)
+            log.info(
+                "listening on http://%s (Claws: %s)",
+                manifest.host.listen,
+                claws,
+                extra={"listen": manifest.host.listen},
+            )
             async for signum in signals:
                 log.info("%s: stopping", signal.Signals(signum).name)
                 break
