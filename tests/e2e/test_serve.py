@@ -41,10 +41,13 @@ def serve_command(path: Path, mcp_config: bool = True) -> list[str]:
 
 
 @asynccontextmanager
-async def serving(path: Path, mcp_config: bool = True) -> AsyncIterator[tuple[Process, list[str]]]:
-    """Start `clawmcp serve` and wait until it says it is listening; yields it and its stderr lines."""
+async def serving(
+    path: Path, mcp_config: bool = True, command: list[str] | None = None
+) -> AsyncIterator[tuple[Process, list[str]]]:
+    """Start `clawmcp serve` (or `command`) and wait until it says it is listening; yields it and
+    its stderr lines."""
     async with await anyio.open_process(
-        serve_command(path, mcp_config), stdout=subprocess.DEVNULL
+        command or serve_command(path, mcp_config), stdout=subprocess.DEVNULL
     ) as process:
         assert process.stderr is not None
         lines: list[str] = []
