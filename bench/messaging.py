@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiosqlite
 import anyio
+from _figures import record
 
 from clawmcp.events import Events
 from clawmcp.manifest import load
@@ -118,6 +119,12 @@ async def main(messages: int) -> None:
     print(f"clawmcp router, one message / 2 ms   delivery p50 {paced50:.1f} ms  p99 {paced99:.1f} ms")
     print(f"ratio to batched {rate / batched:.2f}   to one-per-commit {rate / single:.1f}", end="   ")
     print("(goal: ≥ 0.8 of batched)")
+    record(
+        f"messages/s, {SENDERS} senders (baseline: {BATCH} per commit)", rate, batched, "msg/s", "ratio ≥ 0.8"
+    )
+    record("messages/s (baseline: one commit per message)", rate, single, "msg/s")
+    record("delivery p99 under a burst", p99, None, "ms")
+    record("delivery p99, one message / 2 ms", paced99, None, "ms")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _figures import record
+
 PER_CLAW = 10
 
 
@@ -117,6 +119,9 @@ def main() -> None:
     for label, key, goal in rows:
         ratio = ours[key] / base[key] if base[key] else float("nan")
         print(f"{label:<22}{ours[key]:>10.2f}{base[key]:>10.2f}{ratio:>8.2f}   {goal}")
+        name, _, unit = label.partition(" (")
+        if key != "fires":
+            record(f"{claws} Claws: {name}", ours[key], base[key], unit.rstrip(")"), goal)
 
 
 if __name__ == "__main__":

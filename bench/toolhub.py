@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+from _figures import record
 from mcp import Client, StdioServerParameters
 
 from clawmcp.manifest import load
@@ -74,6 +75,8 @@ async def main(calls: int) -> None:
     h_median, h_p99 = summary("hub", hub_ms)
     print(f"ratio    median {h_median / d_median:.2f}   p99 {h_p99 / d_p99:.2f}   (goal: median ≤ 1.10)")
     print(f"audited  {audited} of {len(hub_ms) + 50} hub calls")
+    record("tool call through the hub, median", h_median, d_median, "ms", "ratio ≤ 1.10")
+    record("tool call through the hub, p99", h_p99, d_p99, "ms")
 
 
 async def _count(store: SqliteStore) -> list[object]:
