@@ -74,7 +74,10 @@ class Events:
         """Hand a stored event to the listeners and subscribers (`run` does this for what is
         emitted here; a worker's events arrive already stored)."""
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:  # a fault of ours in a listener: the log goes on
+                log.exception("event %d (%s) could not be handled", event.id, event.kind)
         for send in list(self._subscribers):
             try:
                 send.send_nowait(event)
