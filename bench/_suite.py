@@ -76,7 +76,7 @@ def main() -> int:
         rows = [json.loads(line) for line in out.read().splitlines()]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     summary = (
-        f"Measured on {when} by `scripts/bench`{' --quick' if args.quick else ''}. Machine: {machine()}."
+        f"Measured on {when} by `scripts/bench{' --quick' if args.quick else ''}`. Machine: {machine()}."
     )
     body = f"{summary}\n\n{table(rows)}\n"
     ran = "\n".join(f"    {c}" for c in commands)

@@ -15,6 +15,7 @@ schedule.
 
 from __future__ import annotations
 
+import math
 import signal
 import sqlite3
 import statistics
@@ -90,7 +91,7 @@ def measure(claws: int, per_claw: int, seconds: float) -> dict[str, float]:
         first_start, rss, listening = serve(path, seconds)
         late = lateness_ms(folder, listening)
         restart, _, _ = serve(path, 1.0)
-    q = statistics.quantiles(late, n=100) if len(late) > 1 else [late[0]] * 99
+    q = statistics.quantiles(late, n=100) if len(late) > 1 else (late or [math.nan]) * 99  # nan: none fired
     return {
         "start": first_start,
         "restart": restart,
