@@ -66,10 +66,6 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _cookie(headers: Headers, name: str) -> str:
-    return cookie_parser(headers.get("cookie", "")).get(name, "")
-
-
 def reaches(request: Request | None, claw: str) -> bool:
     """Whether the request's token (if tokens are in use) reaches the Claw."""
     patterns = request.scope.get("state", {}).get("claws") if request is not None else None
@@ -112,11 +108,11 @@ class Guard:
             return None
         scheme, _, given = headers.get("authorization", "").partition(" ")
         given = given.strip() if scheme.lower() == "bearer" else ""
-        query = parse_qs(scope.get("query_string", b"").decode()).get("token", [""])[0]
-        if path == "/" and query:
+        query = parse_qs(scope["query_string"].decode()).get("token", [""])[0] if path == "/" else ""
+        if query:
             given = query
         elif not given and scope["method"] in ("GET", "HEAD"):
-            given = _cookie(headers, _COOKIE)
+            given = cookie_parser(headers.get("cookie", "")).get(_COOKIE, "")
         found = None
         for token, claws in self.tokens:  # every token is compared, each in constant time
             if hmac.compare_digest(token, given.encode()):
@@ -126,7 +122,7 @@ class Guard:
             return _error(
                 401, f"a valid bearer token is needed{hint}", {"WWW-Authenticate": 'Bearer realm="clawmcp"'}
             )
-        if path == "/" and query:  # keep the token in a cookie and take it out of the address
+        if query:  # keep the token in a cookie and take it out of the address
             response = RedirectResponse("/", status_code=303)
             response.set_cookie(_COOKIE, query, httponly=True, samesite="strict")
             return response
