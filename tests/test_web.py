@@ -270,3 +270,17 @@ claws:
                         async for _ in changes:
                             break
             assert "adder__fresh" in [t.name for t in (await client.list_tools()).tools]
+
+
+@pytest.mark.anyio
+async def test_answers_are_not_held_back_waiting_for_the_clients_ack(tmp_path: Path) -> None:
+    # Without TCP_NODELAY every answer waits ~40 ms (Nagle's algorithm against the client's delayed
+    # ACK), whatever the load; with it, a loopback answer takes about a millisecond.
+    manifest = "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
+    async with host_and_url(tmp_path, manifest=manifest) as (_, base), httpx2.AsyncClient() as http:
+        times = []
+        for _ in range(21):
+            started = anyio.current_time()
+            assert (await http.get(f"{base}/healthz")).status_code == 200
+            times.append(anyio.current_time() - started)
+    assert sorted(times)[10] < 0.02

@@ -12,8 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema
-
+from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError
 from clawmcp.models import ToolSpec
 from clawmcp.scheduler import SCHEDULE_SCHEMA
@@ -21,7 +20,7 @@ from clawmcp.scheduler import SCHEDULE_SCHEMA
 if TYPE_CHECKING:
     from clawmcp.runtime import RunContext, Runtime
 
-__all__ = ["ASK_TIMEOUT", "Builtins", "invalid_arguments"]
+__all__ = ["ASK_TIMEOUT", "Builtins"]
 
 ASK_TIMEOUT = 120.0
 """Seconds `claw__ask` waits for a reply unless the model gives `timeout`."""
@@ -93,15 +92,6 @@ _MESSAGING = [
         ["to", "content"],
     ),
 ]
-
-
-def invalid_arguments(schema: dict[str, Any], arguments: Any) -> str | None:
-    """What is wrong with tool arguments against their JSON Schema (the most telling error), or None."""
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(arguments))
-    if error is None:
-        return None
-    where = ".".join(str(p) for p in error.absolute_path)
-    return f"invalid arguments: {where + ': ' if where else ''}{error.message}"
 
 
 def _iso(at: float) -> str:

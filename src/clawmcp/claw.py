@@ -132,20 +132,23 @@ class Claws:
                 await wake.wait()
                 continue
             try:
-                state, reply, error = await self._handle(claw, message)
+                state, reply, error, run_id = await self._handle(claw, message)
             except UserError:  # stopping: the message stays for the next start
                 return
             if state == "interrupted":  # the host is stopping: the message stays for the next start
                 return
-            delay = await self._settle(message, state, reply, error)
+            delay = await self._settle(message, state, reply, error, acked=run_id is not None)
             fired, self.settled = self.settled, anyio.Event()
             fired.set()
             if delay is not None:
                 await anyio.sleep(delay)  # the mailbox waits: its messages are handled in order
 
-    async def _handle(self, claw: str, message: Message) -> tuple[RunState, str | None, str | None]:
+    async def _handle(
+        self, claw: str, message: Message
+    ) -> tuple[RunState, str | None, str | None, int | None]:
         """Handle one message: a run, or for a schedule's fire its prompt or its tool call.
-        Returns the state, the reply and the error."""
+        Returns the state, the reply, the error and the run (which acknowledged the message as it
+        ended, unless it failed)."""
         fire = json.loads(message.content) if message.kind == "fire" else None
         run_id = None
         if fire and "call" in fire:
@@ -172,7 +175,7 @@ class Claws:
             except StoreError:  # unless the schedule was removed since, taking its fires with it
                 if any(s.id == fire["id"] for s in await self.store.schedules(claw)):
                     raise
-        return state, reply, error
+        return state, reply, error, run_id
 
     async def _call(self, claw: str, call: dict[str, Any]) -> tuple[RunState, str | None, str | None]:
         """A schedule's `call`: the tool is called directly, no model involved."""
@@ -184,9 +187,10 @@ class Claws:
         return ("failed", None, text) if is_error else ("done", text, None)
 
     async def _settle(
-        self, message: Message, state: RunState, reply: str | None, error: str | None
+        self, message: Message, state: RunState, reply: str | None, error: str | None, *, acked: bool
     ) -> float | None:
-        """Done, dead, or queued again after a backoff, which is returned."""
+        """Done (`acked`: already marked so), dead, or queued again after a backoff, which is
+        returned."""
 
         def emit(outcome: str) -> None:
             self.router.events.emit(
@@ -199,7 +203,8 @@ class Claws:
             )
 
         if state != "failed":
-            await self.store.ack(message.id)
+            if not acked:
+                await self.store.ack(message.id)
             emit("done")
             self.router.handled(message.id, reply=reply, error=None if state == "done" else error)
             return None

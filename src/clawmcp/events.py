@@ -24,12 +24,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from clawmcp.errors import StoreError
 from clawmcp.store import Event, EventKind, Store
 
-__all__ = ["BUFFER", "Events", "excerpt", "line"]
+__all__ = ["BUFFER", "WINDOW", "Events", "excerpt", "line"]
 
 log = logging.getLogger("clawmcp")
 
 BUFFER = 1000
 """Events a subscriber may fall behind before it is dropped."""
+WINDOW = 0.05
+"""Seconds the events of a busy moment wait to share a commit (so they cost the runs none)."""
 
 
 def excerpt(text: str | None, size: int = 200) -> str | None:
@@ -90,6 +92,7 @@ class Events:
         try:
             while True:
                 await self._wake.wait()
+                await anyio.sleep(WINDOW)
                 await self.flush()
         finally:
             with anyio.CancelScope(shield=True):  # stopping: what happened is still logged

@@ -24,7 +24,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 
 from clawmcp import __version__
-from clawmcp.builtins import invalid_arguments
+from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError
 from clawmcp.scheduler import SCHEDULE_SCHEMA
 from clawmcp.store import Run, Step

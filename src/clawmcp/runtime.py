@@ -25,7 +25,7 @@ from clawmcp.errors import ClawError, ModelError, RuntimeFault, UserError
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
-from clawmcp.store import Run, RunState, RunTrigger, Step, StepKind, Store
+from clawmcp.store import HistoryEntry, Run, RunState, RunTrigger, Step, StepKind, Store
 
 if TYPE_CHECKING:
     from clawmcp.router import Router
@@ -134,8 +134,14 @@ class Runtime:
             finally:
                 self.active[claw] -= 1
         async with self._turn(claw, thread):
-            run = await self.store.start_run(
-                claw, thread, trigger, input, message_id=message_id, parent_run_id=parent_run_id
+            run, history = await self.store.start_run(
+                claw,
+                thread,
+                trigger,
+                input,
+                message_id=message_id,
+                parent_run_id=parent_run_id,
+                history=self.manifest.claws[claw].memory.history,
             )
             self.events.emit(
                 "run", claw, run=run.id, state="running", trigger=trigger, thread=thread, input=excerpt(input)
@@ -144,29 +150,41 @@ class Runtime:
             with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
                 self._runs.add(scope)
                 ctx = RunContext(claw, run.id, thread, (*chain, claw), tools, instructions)
+                steps = _Steps(self.store, self.events, ctx, on_step)
                 try:
-                    state, reply, error, usage = await self._loop(
-                        ctx, run, _Steps(self.store, self.events, ctx, on_step)
-                    )
+                    state, reply, error, usage = await self._loop(ctx, run, history, steps)
                 except anyio.get_cancelled_exc_class():
                     with anyio.CancelScope(shield=True):
-                        await self.store.finish_run(run.id, "interrupted", error="the run was stopped")
-                        self._finished(await self.store.get_run(run.id))
+                        run = await self.store.finish_run(
+                            run.id, "interrupted", error="the run was stopped", step=steps.last
+                        )
+                        await steps.ended(run)
+                        self._finished(run)
                     raise
                 finally:
                     self.active[claw] -= 1
                     self._runs.discard(scope)
-            if not scope.cancelled_caught:
-                await self.store.append_history(claw, thread, "user", input, run_id=run.id)
-                note = reply if reply is not None else f"[no reply: {error}]"
-                await self.store.append_history(claw, thread, "assistant", note, run_id=run.id)
-                await self.store.finish_run(
-                    run.id, state, reply=reply, error=error, input_tokens=usage[0], output_tokens=usage[1]
-                )
-            return self._finished(await self.store.get_run(run.id))
+            if scope.cancelled_caught:
+                return run
+            # One write ends the run: its last step, its history, its outcome and, unless it failed
+            # (and will be tried again), its message done.
+            note = reply if reply is not None else f"[no reply: {error}]"
+            run = await self.store.finish_run(
+                run.id,
+                state,
+                reply=reply,
+                error=error,
+                input_tokens=usage[0],
+                output_tokens=usage[1],
+                step=steps.last,
+                history=[("user", input), ("assistant", note)],
+                ack=state != "failed",
+            )
+            await steps.ended(run)
+            return self._finished(run)
 
-    def _finished(self, run: Run | None) -> Run:
-        assert run is not None and run.ended_at is not None
+    def _finished(self, run: Run) -> Run:
+        assert run.ended_at is not None
         self.events.emit(
             "run",
             run.claw,
@@ -222,7 +240,7 @@ class Runtime:
         )
 
     async def _loop(
-        self, ctx: RunContext, run: Run, steps: _Steps
+        self, ctx: RunContext, run: Run, history: list[HistoryEntry], steps: _Steps
     ) -> tuple[RunState, str | None, str | None, tuple[int | None, int | None]]:
         claw = ctx.claw
         config = self.manifest.claws[claw]
@@ -231,9 +249,6 @@ class Runtime:
             ctx.instructions or config.instructions or f"You are {claw}, an assistant. {config.description}"
         )
         system = system.strip()
-        history = (
-            await self.store.history(claw, run.thread, config.memory.history) if config.memory.history else []
-        )
         messages = [Msg("assistant" if h.role == "assistant" else "user", str(h.content)) for h in history]
         messages.append(Msg("user", run.input))
         tools = self.tools_for(claw, ctx.tools)
@@ -248,15 +263,17 @@ class Runtime:
                     for i, n in enumerate((turn.input_tokens, turn.output_tokens)):
                         if n is not None:
                             used[i] = (used[i] or 0) + n
-                    calls = [_call_data(c) for c in turn.calls]
-                    await steps.add("model", {"text": turn.text, "calls": calls})
-                    messages.append(Msg("assistant", turn.text, turn.calls))
+                    model = {"text": turn.text, "calls": [_call_data(c) for c in turn.calls]}
                     if not turn.calls:
+                        steps.end("model", model)
                         state, reply = "done", turn.text
                         break
                     if step == limits.max_steps - 1:
+                        steps.end("model", model)
                         error = f"stopped at max_steps ({limits.max_steps}); the model still asked for tools"
                         break
+                    await steps.add("model", model)
+                    messages.append(Msg("assistant", turn.text, turn.calls))
                     results = await self._call_tools(ctx, turn.calls, steps)
                     messages.append(Msg("tool", results=tuple(results)))
             except ModelError as e:
@@ -314,18 +331,32 @@ class RunContext:
 
 class _Steps:
     """Adds the steps of one run, and tells `on_step` of each once it is committed; a model turn
-    is also an event."""
+    is also an event. The last step (`end`) is committed with the run's end."""
 
     def __init__(self, store: Store, events: Events, ctx: RunContext, on_step: OnStep | None) -> None:
         self.store, self.events, self.ctx, self.on_step = store, events, ctx, on_step
-        self.turns = 0
+        self.turns = self.count = 0
+        self.last: tuple[StepKind, Any] | None = None
 
     async def add(self, kind: StepKind, data: Any) -> None:
         step = await self.store.add_step(self.ctx.run_id, kind, data)
-        if kind == "model":
+        self.count = step.index + 1
+        await self._committed(step)
+
+    def end(self, kind: StepKind, data: Any) -> None:
+        self.last = (kind, data)
+
+    async def ended(self, run: Run) -> None:
+        """The run's end, with its last step, is committed."""
+        if self.last is not None:
+            assert run.ended_at is not None
+            await self._committed(Step(run.id, self.count, *self.last, run.ended_at))
+
+    async def _committed(self, step: Step) -> None:
+        if step.kind == "model":
             self.turns += 1
-            calls = [c["name"] for c in data["calls"]]
-            text = excerpt(data["text"])
+            calls = [c["name"] for c in step.data["calls"]]
+            text = excerpt(step.data["text"])
             self.events.emit(
                 "model", self.ctx.claw, run=self.ctx.run_id, turn=self.turns, calls=calls, text=text
             )

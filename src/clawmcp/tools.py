@@ -18,11 +18,10 @@ from urllib.parse import quote, urlsplit
 
 import anyio
 import httpx2
-import jsonschema
 from anyio.abc import ByteReceiveStream, Process
 from mcp.types import CallToolResult, TextContent
 
-from clawmcp.builtins import invalid_arguments
+from clawmcp.arguments import invalid_arguments
 from clawmcp.manifest.model import PLACEHOLDER, Tool
 
 __all__ = ["OUTPUT_CAP", "input_schema", "run_tool"]
@@ -53,12 +52,7 @@ async def run_tool(
     """
     args = {k: copy.deepcopy(p["default"]) for k, p in tool.input.items() if "default" in p}
     args.update(arguments)
-    schema = input_schema(tool)
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as e:
-        return _error(name, f"bad input schema: {e.message}")
-    if problem := invalid_arguments(schema, args):
+    if problem := invalid_arguments(input_schema(tool), args):
         return _error(name, problem)
     if tool.command is not None:
         return await _run_command(name, tool, tool.command, args)

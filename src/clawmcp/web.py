@@ -149,7 +149,7 @@ class Endpoints:
     def __init__(self, host: Host) -> None:
         self.host = host
         self._mounted: dict[str | None, _Mounted] = {}
-        self._lock = anyio.Lock()
+        self._opening: dict[str | None, anyio.Event] = {}
         self._tg: TaskGroup | None = None
         self.closing = anyio.Event()
         """Set when the host stops: streams end at once instead of holding up the stop."""
@@ -161,14 +161,19 @@ class Endpoints:
             await anyio.sleep_forever()
 
     async def get(self, claw: str | None) -> _Mounted:
-        """The endpoints of a Claw, or of the host for None."""
-        if (mounted := self._mounted.get(claw)) is not None:
-            return mounted
-        async with self._lock:
-            if claw not in self._mounted:
-                assert self._tg is not None, "Endpoints.run is not running"
+        """The endpoints of a Claw, or of the host for None. Opening one waits for no other Claw's."""
+        while (mounted := self._mounted.get(claw)) is None:
+            if (opening := self._opening.get(claw)) is not None:
+                await opening.wait()  # another request is opening it: use what it opens
+                continue
+            assert self._tg is not None, "Endpoints.run is not running"
+            self._opening[claw] = opening = anyio.Event()
+            try:
                 await self._tg.start(self._serve, claw)
-            return self._mounted[claw]
+            finally:
+                del self._opening[claw]
+                opening.set()
+        return mounted
 
     async def _serve(self, claw: str | None, *, task_status: TaskStatus[None]) -> None:
         server = HostServer(self.host, reaches) if claw is None else ClawServer(self.host, claw)
@@ -422,12 +427,20 @@ class _Server(uvicorn.Server):
 
 
 def _listen_socket(listen: str) -> socket.socket:
+    """The listening socket. Its protocol is named (`IPPROTO_TCP`, where `create_server` leaves 0)
+    because asyncio sets TCP_NODELAY only on accepted sockets of that protocol: without it, Nagle's
+    algorithm holds each response's last segment until the client's delayed ACK, ~40 ms."""
     address, port = split_listen(listen)
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((address, port), family=family, backlog=1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(1024)
     except OSError as e:
+        sock.close()
         raise UserError(f"cannot listen on {listen}: {e.strerror}") from None
+    return sock
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ import httpx2
 import pytest
 from anyio.streams.text import TextReceiveStream
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
@@ -70,8 +71,10 @@ def screenshot(page: webdriver.Chrome) -> bool:
 
 
 async def shows(page: webdriver.Chrome, check: Callable[[webdriver.Chrome], bool]) -> None:
-    """Wait until the page passes `check` (the browser is asked in a thread: its client blocks)."""
-    await anyio.to_thread.run_sync(lambda: WebDriverWait(page, 20, poll_frequency=0.1).until(check))
+    """Wait until the page passes `check` (the browser is asked in a thread: its client blocks).
+    An element the page redrew while it was read is read again."""
+    wait = WebDriverWait(page, 20, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    await anyio.to_thread.run_sync(lambda: wait.until(check))
 
 
 def run_shown(run: int, tool: str) -> Callable[[webdriver.Chrome], bool]:
@@ -104,10 +107,17 @@ async def test_the_dashboard_shows_claws_runs_and_tool_calls_and_updates_without
 
             await shows(page, claws_shown)
             await shows(page, run_shown(1, "time__get_current_time"))
-            scout = page.find_element(By.CSS_SELECTOR, '#claws tr[data-claw="scout"]').text
-            assert "idle" in scout and "canned" in scout and "#1 done" in scout
-            assert page.find_element(By.CSS_SELECTOR, '#servers tr[data-server="time"]').text.startswith(
-                "time up"
+
+            def scout_shown(p: webdriver.Chrome) -> bool:
+                scout = p.find_element(By.CSS_SELECTOR, '#claws tr[data-claw="scout"]').text
+                return "idle" in scout and "canned" in scout and "#1 done" in scout
+
+            await shows(page, scout_shown)
+            await shows(
+                page,
+                lambda p: p.find_element(By.CSS_SELECTOR, '#servers tr[data-server="time"]').text.startswith(
+                    "time up"
+                ),
             )
             page.execute_script("window.notReloaded = true")
             await shows(page, lambda p: p.find_element(By.ID, "live").text == "live")

@@ -239,7 +239,7 @@ async def test_a_closed_store_refuses_reads_and_writes(store: Store) -> None:
 
 async def test_start_run_returns_a_running_run(store: Store, clock: FakeClock) -> None:
     message, _ = await store.enqueue("c", "hi")
-    run = await store.start_run("c", "t", "message", "hi", message_id=message.id)
+    run, _ = await store.start_run("c", "t", "message", "hi", message_id=message.id)
     assert (run.claw, run.thread, run.trigger, run.input, run.message_id) == (
         "c",
         "t",
@@ -248,14 +248,14 @@ async def test_start_run_returns_a_running_run(store: Store, clock: FakeClock) -
         message.id,
     )
     assert (run.state, run.parent_run_id, run.started_at, run.ended_at) == ("running", None, clock.now, None)
-    child = await store.start_run("c", "t", "spawn", "sub", parent_run_id=run.id)
+    child, _ = await store.start_run("c", "t", "spawn", "sub", parent_run_id=run.id)
     assert child.parent_run_id == run.id
     assert await store.get_run(run.id) == run
 
 
 async def test_steps_are_numbered_from_zero_and_keep_their_json_data(store: Store) -> None:
-    run = await store.start_run("c", "t", "message", "hi")
-    other = await store.start_run("c", "t", "message", "hi")
+    run, _ = await store.start_run("c", "t", "message", "hi")
+    other, _ = await store.start_run("c", "t", "message", "hi")
     data = {"text": "héllo", "calls": [1, 2.5, None, True], "nested": {"a": []}}
     first = await store.add_step(run.id, "model", data)
     await store.add_step(other.id, "model", "other run")
@@ -270,7 +270,7 @@ async def test_steps_are_numbered_from_zero_and_keep_their_json_data(store: Stor
 
 
 async def test_finish_run_records_the_outcome(store: Store, clock: FakeClock) -> None:
-    run = await store.start_run("c", "t", "message", "hi")
+    run, _ = await store.start_run("c", "t", "message", "hi")
     clock.advance(5)
     await store.finish_run(run.id, "done", reply="hello", input_tokens=10, output_tokens=3)
     done = await store.get_run(run.id)
@@ -286,16 +286,16 @@ async def test_get_run_of_an_unknown_id_returns_none(store: Store) -> None:
 
 
 async def test_runs_are_listed_newest_first_and_filtered_by_claw(store: Store) -> None:
-    ids = [(await store.start_run(claw, "t", "message", "x")).id for claw in ("a", "b", "a", "a")]
+    ids = [(await store.start_run(claw, "t", "message", "x"))[0].id for claw in ("a", "b", "a", "a")]
     assert [r.id for r in await store.runs()] == ids[::-1]
     assert [r.id for r in await store.runs("a", limit=2)] == [ids[3], ids[2]]
     assert await store.runs("nobody") == []
 
 
 async def test_interrupt_running_interrupts_only_running_runs(store: Store, clock: FakeClock) -> None:
-    done = await store.start_run("c", "t", "message", "x")
+    done, _ = await store.start_run("c", "t", "message", "x")
     await store.finish_run(done.id, "done")
-    left = await store.start_run("c", "t", "message", "y")
+    left, _ = await store.start_run("c", "t", "message", "y")
     assert await store.interrupt_running() == 1
     interrupted = await store.get_run(left.id)
     assert interrupted is not None and (interrupted.state, interrupted.ended_at) == ("interrupted", clock.now)
@@ -305,7 +305,7 @@ async def test_interrupt_running_interrupts_only_running_runs(store: Store, cloc
 
 async def test_interrupt_running_of_one_claw_leaves_the_others(store: Store) -> None:
     await store.start_run("c", "t", "message", "x")
-    other = await store.start_run("d", "t", "message", "y")
+    other, _ = await store.start_run("d", "t", "message", "y")
     assert await store.interrupt_running("c") == 1
     assert (await store.get_run(other.id)).state == "running"  # type: ignore[union-attr]
 
@@ -314,7 +314,7 @@ async def test_interrupt_running_of_one_claw_leaves_the_others(store: Store) -> 
 
 
 async def test_history_returns_the_last_entries_oldest_first(store: Store, clock: FakeClock) -> None:
-    run = await store.start_run("c", "t", "message", "x")
+    run, _ = await store.start_run("c", "t", "message", "x")
     for n in range(5):
         await store.append_history("c", "t", "user" if n % 2 == 0 else "assistant", {"n": n}, run_id=run.id)
     await store.append_history("c", "other", "user", "elsewhere")
@@ -504,7 +504,7 @@ async def test_finish_fire_records_the_outcome_and_fires_are_listed_newest_first
     s = await store.put_schedule(
         "c", "n", spec={}, action={}, misfire="skip", source="runtime", next_fire=None
     )
-    run = await store.start_run("c", "t", "schedule", "tick")
+    run, _ = await store.start_run("c", "t", "schedule", "tick")
     for slot in (60.0, 120.0, 180.0):
         await store.claim_fire(s.id, slot, next_fire=None)
     await store.finish_fire(s.id, 60.0, "ok", run_id=run.id)
@@ -521,7 +521,7 @@ async def test_finish_fire_records_the_outcome_and_fires_are_listed_newest_first
 async def test_tool_calls_are_listed_newest_first_and_filtered_by_claw(
     store: Store, clock: FakeClock
 ) -> None:
-    run = await store.start_run("a", "t", "message", "x")
+    run, _ = await store.start_run("a", "t", "message", "x")
     await store.record_tool_call("a", "fs.read", args_bytes=10, duration=0.5, outcome="ok", run_id=run.id)
     await store.record_tool_call("b", "web.get", args_bytes=20, duration=1.5, outcome="error", error="404")
     await store.record_tool_call("a", "fs.write", args_bytes=30, duration=0.1, outcome="refused")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import pytest
 
 from clawmcp.errors import StoreError
@@ -48,9 +49,10 @@ async def values(conn: sqlite3.Connection) -> list[int]:
 def holder() -> tuple[Operation[None], anyio.Event, threading.Event]:
     """An operation that keeps the writer busy in its thread until the gate opens."""
     entered, gate = anyio.Event(), threading.Event()
+    token = anyio.lowlevel.current_token()
 
     def hold(conn: sqlite3.Connection) -> None:
-        anyio.from_thread.run_sync(entered.set)
+        anyio.from_thread.run_sync(entered.set, token=token)
         gate.wait(10)
 
     return hold, entered, gate

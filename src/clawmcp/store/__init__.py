@@ -255,7 +255,10 @@ class Store(abc.ABC):
         *,
         message_id: int | None = None,
         parent_run_id: int | None = None,
-    ) -> Run: ...
+        history: int = 0,
+    ) -> tuple[Run, list[HistoryEntry]]:
+        """Start a run; returns it and, read as it starts, the last `history` entries of its
+        thread (oldest first): the context it begins with."""
 
     @abc.abstractmethod
     async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
@@ -271,7 +274,13 @@ class Store(abc.ABC):
         error: str | None = None,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
-    ) -> None: ...
+        step: tuple[StepKind, Any] | None = None,
+        history: Sequence[tuple[str, Any]] = (),
+        ack: bool = False,
+    ) -> Run:
+        """In one transaction: add the run's last `step` (kind, data), append `history` (role,
+        content) to the run's thread, record the run's outcome and, with `ack`, mark the run's
+        message done. Returns the finished run."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: int) -> Run | None: ...

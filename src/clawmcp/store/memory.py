@@ -200,8 +200,10 @@ class MemoryStore(Store):
         *,
         message_id: int | None = None,
         parent_run_id: int | None = None,
-    ) -> Run:
+        history: int = 0,
+    ) -> tuple[Run, list[HistoryEntry]]:
         await self._enter()
+        context = await self.history(claw, thread, history)
         _check(self._messages, message_id, "message")
         _check(self._runs, parent_run_id, "run")
         run = Run(
@@ -222,7 +224,7 @@ class MemoryStore(Store):
         )
         self._runs[run.id] = run
         self._steps[run.id] = []
-        return run
+        return run, context
 
     async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
         await self._enter()
@@ -240,18 +242,30 @@ class MemoryStore(Store):
         error: str | None = None,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
-    ) -> None:
+        step: tuple[StepKind, Any] | None = None,
+        history: Sequence[tuple[str, Any]] = (),
+        ack: bool = False,
+    ) -> Run:
         await self._enter()
         _check(self._runs, run_id, "run")
-        self._runs[run_id] = dataclasses.replace(
+        now = self._clock()
+        run = self._runs[run_id] = dataclasses.replace(
             self._runs[run_id],
             state=state,
             reply=reply,
             error=error,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            ended_at=self._clock(),
+            ended_at=now,
         )
+        if step is not None:
+            steps = self._steps[run_id]
+            steps.append(Step(run_id, len(steps), step[0], _json(step[1]), now))
+        for role, content in history:
+            self._history.append(HistoryEntry(run.claw, run.thread, role, _json(content), run_id, now))
+        if ack and run.message_id is not None:
+            self._messages[run.message_id] = dataclasses.replace(self._messages[run.message_id], state="done")
+        return run
 
     async def get_run(self, run_id: int) -> Run | None:
         await self._enter()

@@ -109,6 +109,19 @@ def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...], now: float) -> t
     return Message(**dict(row)), False
 
 
+_HISTORY = """
+    SELECT claw, thread, role, content, run_id, at FROM (
+        SELECT * FROM history WHERE claw = ? AND thread = ? ORDER BY id DESC LIMIT ?
+    )
+    ORDER BY id
+"""
+_ADD_STEP = """
+    INSERT INTO run_steps (run_id, idx, kind, data, at)
+    SELECT :run_id, count(*), :kind, :data, :at FROM run_steps WHERE run_id = :run_id
+    RETURNING run_id, idx AS "index", kind, data, at
+"""
+
+
 def _decode(row: sqlite3.Row, *json_columns: str) -> dict[str, Any]:
     values = dict(row)
     for column in json_columns:
@@ -257,10 +270,10 @@ class SqliteStore(Store):
 
     # -- the seam to the writer and the read connection -------------------------------------
 
-    async def _write(self, operation: Operation[T]) -> T:
+    async def _write(self, operation: Operation[T], *, durable: bool = True) -> T:
         if self._writer is None:
             raise StoreError(f"state store {self.path} is not open")
-        return await self._writer.write(operation)
+        return await self._writer.write(operation, durable=durable)
 
     async def _change(self, sql: str, params: Params, missing: str) -> None:
         """Run an UPDATE that must change a row; no such row is the caller's mistake."""
@@ -306,7 +319,8 @@ class SqliteStore(Store):
             RETURNING *
         """
         params = (mailbox, self._clock())
-        rows = await self._write(lambda conn: _fetch(conn, sql, params))
+        # Not durable: losing a claim to a power cut only gives the message back to the mailbox.
+        rows = await self._write(lambda conn: _fetch(conn, sql, params), durable=False)
         return Message(**dict(rows[0])) if rows else None
 
     async def ack(self, message_id: int) -> None:
@@ -362,24 +376,26 @@ class SqliteStore(Store):
         *,
         message_id: int | None = None,
         parent_run_id: int | None = None,
-    ) -> Run:
+        history: int = 0,
+    ) -> tuple[Run, list[HistoryEntry]]:
         sql = """
             INSERT INTO runs (claw, thread, trigger, input, message_id, parent_run_id, started_at)
             VALUES (?, ?, ?, ?, ?, ?, ?)
             RETURNING *
         """
         params = (claw, thread, trigger, input, message_id, parent_run_id, self._clock())
-        [row] = await self._write(lambda conn: _fetch(conn, sql, params))
-        return Run(**dict(row))
+
+        def start(conn: sqlite3.Connection) -> tuple[Run, list[HistoryEntry]]:
+            context = _fetch(conn, _HISTORY, (claw, thread, history)) if history > 0 else []
+            [row] = _fetch(conn, sql, params)
+            return Run(**dict(row)), [HistoryEntry(**_decode(h, "content")) for h in context]
+
+        # Not durable: a run lost to a power cut had not done anything yet (its steps are durable).
+        return await self._write(start, durable=False)
 
     async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
-        sql = """
-            INSERT INTO run_steps (run_id, idx, kind, data, at)
-            SELECT :run_id, count(*), :kind, :data, :at FROM run_steps WHERE run_id = :run_id
-            RETURNING run_id, idx AS "index", kind, data, at
-        """
         params = {"run_id": run_id, "kind": kind, "data": json.dumps(data), "at": self._clock()}
-        [row] = await self._write(lambda conn: _fetch(conn, sql, params))
+        [row] = await self._write(lambda conn: _fetch(conn, _ADD_STEP, params))
         return Step(**_decode(row, "data"))
 
     async def finish_run(
@@ -391,14 +407,39 @@ class SqliteStore(Store):
         error: str | None = None,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
-    ) -> None:
-        sql = """
+        step: tuple[StepKind, Any] | None = None,
+        history: Sequence[tuple[str, Any]] = (),
+        ack: bool = False,
+    ) -> Run:
+        now = self._clock()
+        finish = """
             UPDATE runs
             SET state = ?, reply = ?, error = ?, input_tokens = ?, output_tokens = ?, ended_at = ?
             WHERE id = ?
+            RETURNING *
         """
-        params = (state, reply, error, input_tokens, output_tokens, self._clock(), run_id)
-        await self._change(sql, params, f"no run {run_id}")
+        params = (state, reply, error, input_tokens, output_tokens, now, run_id)
+
+        def write(conn: sqlite3.Connection) -> Run:
+            rows = _fetch(conn, finish, params)
+            if not rows:
+                raise StoreError(f"no run {run_id}")
+            run = Run(**dict(rows[0]))
+            if step is not None:
+                _fetch(
+                    conn,
+                    _ADD_STEP,
+                    {"run_id": run_id, "kind": step[0], "data": json.dumps(step[1]), "at": now},
+                )
+            conn.executemany(
+                "INSERT INTO history (claw, thread, role, content, run_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(run.claw, run.thread, role, json.dumps(content), run_id, now) for role, content in history],
+            )
+            if ack and run.message_id is not None:
+                conn.execute("UPDATE messages SET state = 'done' WHERE id = ?", (run.message_id,))
+            return run
+
+        return await self._write(write)
 
     async def get_run(self, run_id: int) -> Run | None:
         rows = await self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
@@ -434,15 +475,8 @@ class SqliteStore(Store):
         await self._write(lambda conn: _fetch(conn, sql, params))
 
     async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
-        sql = """
-            SELECT claw, thread, role, content, run_id, at FROM (
-                SELECT * FROM history WHERE claw = ? AND thread = ? ORDER BY id DESC LIMIT ?
-            )
-            ORDER BY id
-        """
-        return [
-            HistoryEntry(**_decode(row, "content")) for row in await self._read(sql, (claw, thread, limit))
-        ]
+        rows = await self._read(_HISTORY, (claw, thread, limit))
+        return [HistoryEntry(**_decode(row, "content")) for row in rows]
 
     async def threads(self, claw: str) -> list[str]:
         sql = "SELECT DISTINCT thread FROM history WHERE claw = ? ORDER BY thread"

@@ -6,17 +6,26 @@ every other one already queued and runs them, in one worker thread call, in one 
 inside its own savepoint; it commits once, and only then answers their callers. One fsync and one
 thread hop cover many writes, a failing operation takes only itself back, and no caller hears back
 before its change is on disk.
+
+A write that need not survive a power loss (`durable=False`: a claim, the start of a run, whose
+loss equals a crash just before them) is committed without an fsync when its whole batch is of
+such writes. It still survives a crash of the process (it is in the operating system's hands),
+and the next durable commit, one fsync of the same WAL file, makes it durable too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, cast
 
 import anyio
-import anyio.to_thread
+import anyio.from_thread
+import anyio.lowlevel
+from anyio.lowlevel import EventLoopToken
 
 from clawmcp.errors import StoreError
 
@@ -33,8 +42,8 @@ BATCH_MAX = 500
 class _Pending(Generic[T]):
     """An operation waiting for the writer and, once `done` is set, its outcome."""
 
-    def __init__(self, operation: Operation[T]) -> None:
-        self.operation = operation
+    def __init__(self, operation: Operation[T], durable: bool) -> None:
+        self.operation, self.durable = operation, durable
         self.done = anyio.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -53,6 +62,8 @@ class Writer:
     """The only user of `conn` (opened with `isolation_level=None` and `check_same_thread=False`)
     once `run` is started.
 
+    The writer runs in a thread of its own, which callers hand their operations straight to: a
+    write costs one hop to that thread and one back, the least a write off the event loop can.
     `name` (the database file) prefixes the messages of the `StoreError`s it raises.
     """
 
@@ -61,57 +72,89 @@ class Writer:
         """How many transactions have been committed: fewer than the writes, under load."""
         self._conn = conn
         self._name = name
-        self._send, self._receive = anyio.create_memory_object_stream[_Pending[Any]](BATCH_MAX)
+        [(level,)] = conn.execute("PRAGMA synchronous").fetchall()
+        self._full = self._synced = level >= 2  # FULL: fsync each durable commit
+        self._queue: queue.SimpleQueue[_Pending[Any] | None] = queue.SimpleQueue()
+        self._closed = self._refuse = False
 
-    async def write(self, operation: Operation[T]) -> T:
-        """Run `operation` in the writer's next transaction; return its result once committed.
+    async def write(self, operation: Operation[T], *, durable: bool = True) -> T:
+        """Run `operation` in the writer's next transaction; return its result once committed
+        (with `durable=False`, committed but maybe not yet synced to disk).
 
         What the operation raises is raised here (an `sqlite3.Error` as `StoreError`); a commit
         that fails raises `StoreError` for every operation of its batch.
         """
-        pending = _Pending(operation)
-        try:
-            await self._send.send(pending)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as e:
-            raise StoreError(f"{self._name}: the state store is closed") from e
+        if self._closed:
+            raise StoreError(f"{self._name}: the state store is closed")
+        pending = _Pending(operation, durable)
+        self._queue.put(pending)
         await pending.done.wait()
         return pending.outcome()
 
     def close(self) -> None:
         """Take no more writes; `run` returns once those already queued are committed."""
-        self._send.close()
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
 
     async def run(self) -> None:
-        """The writer task: commit batches until `close`, or until cancelled."""
-        receive = self._receive
-        with receive:
+        """Commit batches in the writer's thread until `close`; cancelled, answer the writes not
+        started with an error rather than leave their callers waiting (a batch once started
+        finishes, so no caller is left unsure whether it was written)."""
+        stopped = anyio.Event()
+        token = anyio.lowlevel.current_token()
+        threading.Thread(target=self._work, args=(token, stopped), name=f"writer {self._name}").start()
+        try:
+            await stopped.wait()
+        finally:
+            if not stopped.is_set():
+                self._refuse = True
+                self.close()
+                with anyio.CancelScope(shield=True):
+                    await stopped.wait()
+
+    def _work(self, token: EventLoopToken, stopped: anyio.Event) -> None:
+        """The writer's thread: run batches and answer their callers on the event loop."""
+        try:
+            closed = False
+            while not closed:
+                batch, closed = self._take()
+                if not batch:
+                    continue
+                if self._refuse:
+                    error = StoreError(f"{self._name}: the state store closed before this write")
+                    outcomes: list[tuple[Any, BaseException | None]] = [(None, error)] * len(batch)
+                else:
+                    outcomes = self._run_batch([p.operation for p in batch], any(p.durable for p in batch))
+                anyio.from_thread.run_sync(_answer, batch, outcomes, token=token)
+        finally:
+            anyio.from_thread.run_sync(stopped.set, token=token)
+
+    def _take(self) -> tuple[list[_Pending[Any]], bool]:
+        """The first waiting operation and every other one queued (at most `BATCH_MAX`), and
+        whether `close` came after them."""
+        batch: list[_Pending[Any]] = []
+        item = self._queue.get()
+        while item is not None:
+            batch.append(item)
+            if len(batch) == BATCH_MAX:
+                break
             try:
-                async for first in receive:
-                    batch = [first]
-                    with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
-                        while len(batch) < BATCH_MAX:
-                            batch.append(receive.receive_nowait())
-                    # A batch once started finishes, so no caller is left unsure whether it was written.
-                    with anyio.CancelScope(shield=True):
-                        await self._commit(batch)
-            finally:
-                # Cancelled: answer the writes not started rather than leave their callers waiting.
-                self._send.close()
-                with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
-                    while True:
-                        error = StoreError(f"{self._name}: the state store closed before this write")
-                        receive.receive_nowait().finish(error=error)
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return batch, item is None
 
-    async def _commit(self, batch: list[_Pending[Any]]) -> None:
-        outcomes = await anyio.to_thread.run_sync(self._run_batch, [p.operation for p in batch])
-        for pending, (result, error) in zip(batch, outcomes, strict=True):
-            pending.finish(result, error)
-
-    def _run_batch(self, operations: list[Operation[Any]]) -> list[tuple[Any, BaseException | None]]:
+    def _run_batch(
+        self, operations: list[Operation[Any]], durable: bool
+    ) -> list[tuple[Any, BaseException | None]]:
         """In the worker thread: one transaction, a savepoint per operation, one commit."""
         conn = self._conn
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
+            if self._full and durable != self._synced:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._synced = durable
             conn.execute("BEGIN IMMEDIATE")
             for operation in operations:
                 conn.execute("SAVEPOINT operation")
@@ -137,3 +180,8 @@ class Writer:
         translated = StoreError(f"{self._name}: {error}")
         translated.__cause__ = error
         return translated
+
+
+def _answer(batch: list[_Pending[Any]], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    for pending, (result, error) in zip(batch, outcomes, strict=True):
+        pending.finish(result, error)
