@@ -280,6 +280,56 @@ async def test_finish_run_records_the_outcome(store: Store, clock: FakeClock) ->
     )  # fmt: skip
 
 
+async def test_finishing_a_run_commits_its_last_step_history_and_acknowledgement_as_one(
+    store: Store, clock: FakeClock
+) -> None:
+    message, _ = await store.enqueue("c", "hi")
+    claimed = await store.claim("c")
+    assert claimed is not None
+    run, _ = await store.start_run("c", "t", "message", "hi", message_id=message.id)
+    await store.add_step(run.id, "model", {"calls": ["x"]})
+    clock.advance(2)
+    done = await store.finish_run(
+        run.id,
+        "done",
+        reply="hello",
+        step=("model", {"text": "hello"}),
+        history=[("user", "hi"), ("assistant", "hello")],
+        ack=True,
+    )
+    assert (done.state, done.reply, done.ended_at) == ("done", "hello", clock.now)
+    assert done == await store.get_run(run.id)
+    assert [(s.index, s.data, s.at) for s in await store.steps(run.id)][1:] == [
+        (1, {"text": "hello"}, clock.now)
+    ]
+    assert [(h.role, h.content, h.run_id) for h in await store.history("c", "t", 10)] == [
+        ("user", "hi", run.id),
+        ("assistant", "hello", run.id),
+    ]
+    assert (await store.get_message(message.id)).state == "done"  # type: ignore[union-attr]
+
+
+async def test_a_run_finished_without_ack_leaves_its_message_to_the_caller(store: Store) -> None:
+    message, _ = await store.enqueue("c", "hi")
+    await store.claim("c")
+    run, _ = await store.start_run("c", "t", "message", "hi", message_id=message.id)
+    failed = await store.finish_run(run.id, "failed", error="no")
+    assert (failed.state, failed.error) == ("failed", "no")
+    assert (await store.get_message(message.id)).state == "running"  # type: ignore[union-attr]
+    assert await store.steps(run.id) == [] and await store.history("c", "t", 10) == []
+
+
+async def test_a_run_starts_with_the_last_entries_of_its_thread(store: Store) -> None:
+    first, context = await store.start_run("c", "t", "message", "one", history=3)
+    assert context == []
+    await store.finish_run(first.id, "done", history=[("user", "one"), ("assistant", "1")])
+    await store.append_history("c", "other", "user", "elsewhere")
+    second, _ = await store.start_run("c", "t", "message", "two")
+    await store.finish_run(second.id, "done", history=[("user", "two"), ("assistant", "2")])
+    _, context = await store.start_run("c", "t", "message", "three", history=3)
+    assert [h.content for h in context] == ["1", "two", "2"]
+
+
 async def test_get_run_of_an_unknown_id_returns_none(store: Store) -> None:
     assert await store.get_run(12345) is None
     assert await store.steps(12345) == []

@@ -184,3 +184,21 @@ async def test_a_cancelled_writer_answers_the_writes_it_had_not_started(conn: sq
     assert await values(conn) == []
     with pytest.raises(StoreError, match="closed"):
         await writer.write(insert(2))
+
+
+async def test_only_a_batch_with_a_durable_write_is_synced_to_disk(conn: sqlite3.Connection) -> None:
+    def level(conn: sqlite3.Connection) -> int:
+        [(value,)] = conn.execute("PRAGMA synchronous").fetchall()
+        return int(value)
+
+    conn.execute("PRAGMA synchronous = FULL")
+    writer = Writer(conn, "w.db")
+    with anyio.fail_after(10):
+        async with running(writer):
+            assert await writer.write(level, durable=False) == 1  # NORMAL: no fsync at its commit
+            assert await writer.write(level) == 2  # FULL
+    conn.execute("PRAGMA synchronous = NORMAL")  # a store opened with NORMAL stays so
+    writer = Writer(conn, "w.db")
+    with anyio.fail_after(10):
+        async with running(writer):
+            assert await writer.write(level) == 1
