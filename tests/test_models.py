@@ -207,3 +207,47 @@ async def test_a_server_error_is_retried(tmp_path: Path) -> None:
     async with api.serving() as url, hosting(tmp_path, manifest("openai", url)) as host:
         run = await host.runtime.run("clock", "hello")
     assert (run.state, run.reply, len(api.requests)) == ("done", "recovered", 2)
+
+
+@pytest.mark.anyio
+async def test_a_reply_sent_as_a_list_of_parts_is_joined(tmp_path: Path) -> None:
+    parts = [{"type": "text", "text": "It is "}, {"type": "text", "text": "noon."}]
+    api = FakeAPI(lambda n, body: openai_text(parts))  # type: ignore[arg-type]
+    async with api.serving() as url, hosting(tmp_path, manifest("openai", url)) as host:
+        run = await host.runtime.run("clock", "hello")
+        history = await host.store.history("clock", "default", 10)
+    assert (run.state, run.reply) == ("done", "It is noon.")
+    assert [h.content for h in history] == ["hello", "It is noon."]
+
+
+def _bent(path: list[str | int], value: Any) -> Any:
+    """A good OpenAI answer with the value at `path` replaced."""
+    _, _, body = openai_text("fine")
+    inner = body
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = value
+    return 200, {}, body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("bent", "problem"),
+    [
+        (_bent(["choices", 0, "message"], "just text"), "choices.0.message: Input should be"),
+        (_bent(["choices", 0, "message", "tool_calls"], ["a", "b"]), "choices.0.message.tool_calls.0"),
+        (_bent(["usage"], "lots"), "usage: Input should be"),
+        (_bent(["choices"], []), "choices: List should have at least 1 item"),
+        ((200, {}, ["not", "an", "object"]), "Input should be"),
+    ],
+)
+async def test_a_malformed_answer_fails_the_run_with_a_model_error(
+    tmp_path: Path, bent: Any, problem: str
+) -> None:
+    api = FakeAPI(lambda n, body: bent)
+    async with api.serving() as url, hosting(tmp_path, manifest("openai", url)) as host:
+        run = await host.runtime.run("clock", "hello")
+    assert run.state == "failed"
+    assert run.error is not None
+    assert run.error.startswith(f"model 'brain' (openai, openai-test): unexpected answer from {url}")
+    assert problem in run.error

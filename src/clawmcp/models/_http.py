@@ -5,15 +5,16 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
+import pydantic
 
 from clawmcp.errors import ModelError
 from clawmcp.models import Provider
 
-__all__ = ["ATTEMPTS", "post_json"]
+__all__ = ["ATTEMPTS", "WireModel", "post_json"]
 
 log = logging.getLogger("clawmcp")
 
@@ -57,6 +58,15 @@ def _server_message(response: httpx2.Response) -> str:
     return str(body)[:500]
 
 
+A = TypeVar("A", bound=pydantic.BaseModel)
+
+
+class WireModel(pydantic.BaseModel):
+    """A part of a provider's answer: fields we do not use are ignored, those we use are checked."""
+
+    model_config = pydantic.ConfigDict(extra="ignore", frozen=True)
+
+
 async def post_json(
     provider: Provider,
     http: httpx2.AsyncClient,
@@ -65,8 +75,10 @@ async def post_json(
     headers: dict[str, str],
     body: dict[str, Any],
     retry_base: float,
-) -> Any:
-    """POST `body` and return the decoded JSON answer; raise `ModelError` naming the model."""
+    answer: type[A],
+) -> A:
+    """POST `body` and return the answer, checked against `answer`; raise `ModelError` naming the
+    model for a refusal, no answer, or an answer not of that shape."""
     model = provider.model
     who = f"model '{provider.name}' ({model.provider}, {model.model})"
     last = ""
@@ -82,9 +94,9 @@ async def post_json(
             status = response.status_code
             if status < 300:
                 try:
-                    return response.json()
-                except ValueError:
-                    raise ModelError(f"{who}: the answer from {url} is not JSON") from None
+                    return answer.model_validate_json(response.content)
+                except pydantic.ValidationError as e:
+                    raise ModelError(f"{who}: unexpected answer from {url}: {_first(e)}") from None
             last = f"{status} {response.reason_phrase}: {_server_message(response)}"
             if status not in _RETRY_STATUS and status < 500:
                 raise ModelError(f"{who}: {last}")
@@ -94,3 +106,12 @@ async def post_json(
             log.warning("%s: %s; retrying in %.1fs (try %d of %d)", who, last, wait, attempt + 1, ATTEMPTS)
             await anyio.sleep(wait)
     raise ModelError(f"{who}: no answer after {ATTEMPTS} tries; last: {last}")
+
+
+def _first(error: pydantic.ValidationError) -> str:
+    """The first problem of an answer, where it is: `choices.0.message: Input should be ...`."""
+    first = error.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return "not JSON"
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]

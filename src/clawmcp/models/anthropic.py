@@ -7,10 +7,9 @@ from typing import Any
 
 import httpx2
 
-from clawmcp.errors import ModelError
 from clawmcp.manifest.model import Model
 from clawmcp.models import Msg, Provider, ToolRequest, ToolSpec, Turn
-from clawmcp.models._http import post_json
+from clawmcp.models._http import WireModel, post_json
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "Anthropic"]
 
@@ -46,18 +45,36 @@ class Anthropic(Provider):
         if self.model.temperature is not None:
             body["temperature"] = self.model.temperature
         answer = await post_json(
-            self, self.http, self.url, headers=self.headers, body=body, retry_base=self.retry_base
+            self,
+            self.http,
+            self.url,
+            headers=self.headers,
+            body=body,
+            retry_base=self.retry_base,
+            answer=_Answer,
         )
-        try:
-            blocks = answer["content"]
-            text = "".join(b["text"] for b in blocks if b["type"] == "text")
-            calls = tuple(
-                ToolRequest(b["id"], b["name"], b["input"]) for b in blocks if b["type"] == "tool_use"
-            )
-        except (KeyError, TypeError) as e:
-            raise ModelError(f"model '{self.name}': unexpected answer from {self.url}: missing {e}") from None
-        usage = answer.get("usage") or {}
-        return Turn(text, calls, usage.get("input_tokens"), usage.get("output_tokens"))
+        text = "".join(b.text for b in answer.content if b.type == "text")
+        calls = tuple(ToolRequest(b.id, b.name, b.input) for b in answer.content if b.type == "tool_use")
+        usage = answer.usage or _Usage()
+        return Turn(text, calls, usage.input_tokens, usage.output_tokens)
+
+
+class _Block(WireModel):
+    type: str
+    text: str = ""
+    id: str = ""
+    name: str = ""
+    input: Any = None
+
+
+class _Usage(WireModel):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class _Answer(WireModel):
+    content: list[_Block]
+    usage: _Usage | None = None
 
 
 def _message(m: Msg) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx2
+import pydantic
 
-from clawmcp.errors import ModelError
 from clawmcp.manifest.model import Model
 from clawmcp.models import Msg, Provider, ToolRequest, ToolSpec, Turn
-from clawmcp.models._http import post_json
+from clawmcp.models._http import WireModel, post_json
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAI"]
 
@@ -43,28 +43,69 @@ class OpenAI(Provider):
         if self.model.max_tokens is not None:
             body["max_tokens"] = self.model.max_tokens
         answer = await post_json(
-            self, self.http, self.url, headers=self.headers, body=body, retry_base=self.retry_base
+            self,
+            self.http,
+            self.url,
+            headers=self.headers,
+            body=body,
+            retry_base=self.retry_base,
+            answer=_Answer,
         )
-        try:
-            message = answer["choices"][0]["message"]
-            calls = tuple(
-                ToolRequest(c.get("id") or f"call_{i}", c["function"]["name"], _arguments(c["function"]))
-                for i, c in enumerate(message.get("tool_calls") or [])
-            )
-        except (KeyError, IndexError, TypeError) as e:
-            raise ModelError(f"model '{self.name}': unexpected answer from {self.url}: missing {e}") from None
-        usage = answer.get("usage") or {}
-        return Turn(
-            text=message.get("content") or "",
-            calls=calls,
-            input_tokens=usage.get("prompt_tokens"),
-            output_tokens=usage.get("completion_tokens"),
+        message = answer.choices[0].message
+        calls = tuple(
+            ToolRequest(c.id or f"call_{i}", c.function.name, _arguments(c.function.arguments))
+            for i, c in enumerate(message.tool_calls or ())
         )
+        usage = answer.usage or _Usage()
+        return Turn(_text(message.content), calls, usage.prompt_tokens, usage.completion_tokens)
 
 
-def _arguments(function: dict[str, Any]) -> Any:
+class _Function(WireModel):
+    name: str
+    arguments: Any = None
+
+
+class _Call(WireModel):
+    id: str | None = None
+    function: _Function
+
+
+class _Part(WireModel):
+    type: str
+    text: str = ""
+
+
+class _Message(WireModel):
+    content: str | list[_Part | str] | None = None
+    tool_calls: list[_Call] | None = None
+
+
+class _Choice(WireModel):
+    message: _Message
+
+
+class _Usage(WireModel):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Answer(WireModel):
+    choices: list[_Choice] = pydantic.Field(min_length=1)
+    usage: _Usage | None = None
+
+
+def _text(content: str | list[_Part | str] | None) -> str:
+    """The reply's text; several servers send a list of parts, whose text parts are joined."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(
+        p if isinstance(p, str) else p.text for p in content if isinstance(p, str) or p.type == "text"
+    )
+
+
+def _arguments(raw: Any) -> Any:
     """The arguments are a JSON string; one that does not parse is passed on as it is."""
-    raw = function.get("arguments") or "{}"
+    raw = raw or "{}"
     try:
         return json.loads(raw) if isinstance(raw, str) else raw
     except ValueError:
