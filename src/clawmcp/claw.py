@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from clawmcp.errors import StoreError, UserError
+from clawmcp.errors import StoreError, StoreUnavailable, UserError, WorkerLost
 from clawmcp.manifest import Manifest
 from clawmcp.runtime import Remote, Runtime
 from clawmcp.scheduler import describe
@@ -57,7 +57,8 @@ class Claws:
     ) -> None:
         self.retry_base, self.clock, self.isolate = retry_base, clock, isolate
         self.settled = anyio.Event()
-        """Set (and replaced) each time a message is acknowledged or retried or dead-lettered."""
+        """Set (and replaced) each time a message is acknowledged, retried or dead-lettered, or
+        left to be tried again because the store could not commit."""
         self.manifest, self.store, self.runtime, self.router = manifest, store, runtime, runtime.router
         s = manifest.host.supervision
         self.supervisor = Supervisor(
@@ -122,22 +123,40 @@ class Claws:
         return await self.router.deliver(claw, content, thread=thread, key=key)
 
     async def _consume(self, claw: str) -> None:
+        """Handle the mailbox's messages in order. A fault while handling one fails that message
+        (tried again, then a dead letter), never the Claw; while the store cannot commit, the
+        consumer waits and tries again, and queues again what it had claimed."""
+        outage = 0.0
         while True:
             wake = self.router.wake[claw] = anyio.Event()
             if self.runtime.stopping:
                 return
-            message = await self.store.claim(claw)
-            self._has_started(claw)
-            if message is None:
-                await wake.wait()
-                continue
             try:
+                if outage:
+                    await self.store.requeue_running(claw)
+                    log.info("Claw '%s': the state store commits again", claw, extra={"claw": claw})
+                    outage = 0.0
+                message = await self.store.claim(claw)
+                self._has_started(claw)
+                if message is None:
+                    await wake.wait()
+                    continue
                 state, reply, error, run_id = await self._handle(claw, message)
+                if state == "interrupted":  # the host is stopping: the message stays for the next start
+                    return
+                delay = await self._settle(message, state, reply, error, acked=run_id is not None)
             except UserError:  # stopping: the message stays for the next start
                 return
-            if state == "interrupted":  # the host is stopping: the message stays for the next start
-                return
-            delay = await self._settle(message, state, reply, error, acked=run_id is not None)
+            except StoreUnavailable as e:
+                outage = min(_RETRY_CAP, outage * 2 or self.retry_base)
+                log.warning(
+                    "Claw '%s': the state store cannot commit (%s); trying again in %gs",
+                    claw,
+                    e,
+                    outage,
+                    extra={"claw": claw},
+                )
+                delay = outage
             fired, self.settled = self.settled, anyio.Event()
             fired.set()
             if delay is not None:
@@ -149,20 +168,26 @@ class Claws:
         """Handle one message: a run, or for a schedule's fire its prompt or its tool call.
         Returns the state, the reply, the error and the run (which acknowledged the message as it
         ended, unless it failed)."""
-        fire = json.loads(message.content) if message.kind == "fire" else None
-        run_id = None
-        if fire and "call" in fire:
-            state, reply, error = await self._call(claw, fire["call"])
-        else:
-            run = await self.runtime.run(
-                claw,
-                fire["prompt"] if fire else message.content,
-                thread=message.thread,
-                trigger="schedule" if fire else "message",
-                message_id=message.id,
-                chain=self.router.chain_of(message.id),
-            )
-            state, reply, error, run_id = run.state, run.reply, run.error, run.id
+        fire, run_id = None, None
+        try:
+            fire = json.loads(message.content) if message.kind == "fire" else None
+            if fire and "call" in fire:
+                state, reply, error = await self._call(claw, fire["call"])
+            else:
+                run = await self.runtime.run(
+                    claw,
+                    fire["prompt"] if fire else message.content,
+                    thread=message.thread,
+                    trigger="schedule" if fire else "message",
+                    message_id=message.id,
+                    chain=self.router.chain_of(message.id),
+                )
+                state, reply, error, run_id = run.state, run.reply, run.error, run.id
+        except (UserError, StoreUnavailable, WorkerLost):  # stopping, an outage, a worker to restart
+            raise
+        except Exception as e:  # a fault of ours with this message: it fails, the Claw goes on
+            log.exception("Claw '%s': message %d failed", claw, message.id, extra={"claw": claw})
+            state, reply, error = "failed", None, f"internal error: {type(e).__name__}: {e}"
         if fire and state != "interrupted":
             outcome: FireOutcome = "ok" if state == "done" else "failed"
             if outcome == "failed":
@@ -172,9 +197,11 @@ class Claws:
                 )
             try:
                 await self.store.finish_fire(fire["id"], fire["slot"], outcome, run_id=run_id, error=error)
-            except StoreError:  # unless the schedule was removed since, taking its fires with it
+            except StoreUnavailable:
+                raise
+            except StoreError:  # the schedule was removed since, taking its fires with it; or a fault
                 if any(s.id == fire["id"] for s in await self.store.schedules(claw)):
-                    raise
+                    log.exception("Claw '%s': a fire of '%s' was not recorded", claw, fire["schedule"])
         return state, reply, error, run_id
 
     async def _call(self, claw: str, call: dict[str, Any]) -> tuple[RunState, str | None, str | None]:

@@ -6,9 +6,11 @@ ClawError                    root: everything clawmcp raises on purpose
 │   └── HostBusy             another host already owns the data_dir
 └── RuntimeFault             something failed while running; names what it concerns
     ├── StoreError           the state store cannot be opened or used
+    │   └── StoreUnavailable the store cannot commit for now (disk full, I/O error, locked)
     ├── ToolRefused          a Claw called a tool it may not use, or one that does not exist
     ├── ToolServerError      a tool server could not run a call
-    └── ModelError           a model provider refused a request or could not be reached
+    ├── ModelError           a model provider refused a request or could not be reached
+    └── WorkerLost           the worker process of a Claw ended or stopped answering
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ __all__ = [
     "Problem",
     "RuntimeFault",
     "StoreError",
+    "StoreUnavailable",
     "ToolRefused",
     "ToolServerError",
     "UserError",
+    "WorkerLost",
     "unwrap",
 ]
 
@@ -71,6 +75,11 @@ class StoreError(RuntimeFault):
     """The state store cannot be opened or used."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot commit for now (disk full, an I/O error, locked by another process): the
+    same write may succeed later."""
+
+
 class ToolRefused(RuntimeFault):
     """A Claw called a tool outside its allowlist, or one that does not exist."""
 
@@ -81,6 +90,10 @@ class ToolServerError(RuntimeFault):
 
 class ModelError(RuntimeFault):
     """A model provider refused a request (bad key, bad request) or gave no usable answer."""
+
+
+class WorkerLost(RuntimeFault):
+    """The worker process of a Claw with `isolation: process` ended or stopped answering."""
 
 
 def unwrap(error: BaseException) -> BaseException:

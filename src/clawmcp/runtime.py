@@ -10,18 +10,19 @@ after a crash. A Claw runs one run at a time per thread, in arrival order.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
 from clawmcp.builtins import Builtins
-from clawmcp.errors import ClawError, ModelError, RuntimeFault, UserError
+from clawmcp.errors import ClawError, ModelError, RuntimeFault, StoreError, StoreUnavailable, UserError
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
@@ -38,6 +39,7 @@ MAX_DEPTH = 4
 """How many runs an ask or spawn chain may hold (A asks B asks C asks D)."""
 
 OnStep = Callable[[Step], Awaitable[None]]
+T = TypeVar("T")
 
 
 class Remote(Protocol):
@@ -146,42 +148,67 @@ class Runtime:
             self.events.emit(
                 "run", claw, run=run.id, state="running", trigger=trigger, thread=thread, input=excerpt(input)
             )
-            self.active[claw] += 1
-            with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
-                self._runs.add(scope)
-                ctx = RunContext(claw, run.id, thread, (*chain, claw), tools, instructions)
-                steps = _Steps(self.store, self.events, ctx, on_step)
-                try:
-                    state, reply, error, usage = await self._loop(ctx, run, history, steps)
-                except anyio.get_cancelled_exc_class():
-                    with anyio.CancelScope(shield=True):
-                        run = await self.store.finish_run(
-                            run.id, "interrupted", error="the run was stopped", step=steps.last
-                        )
-                        await steps.ended(run)
-                        self._finished(run)
-                    raise
-                finally:
-                    self.active[claw] -= 1
-                    self._runs.discard(scope)
-            if scope.cancelled_caught:
-                return run
-            # One write ends the run: its last step, its history, its outcome and, unless it failed
-            # (and will be tried again), its message done.
-            note = reply if reply is not None else f"[no reply: {error}]"
-            run = await self.store.finish_run(
-                run.id,
-                state,
-                reply=reply,
-                error=error,
-                input_tokens=usage[0],
-                output_tokens=usage[1],
-                step=steps.last,
-                history=[("user", input), ("assistant", note)],
-                ack=state != "failed",
+            self.active[claw] += 1  # until its end is stored
+            try:
+                with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
+                    self._runs.add(scope)
+                    ctx = RunContext(claw, run.id, thread, (*chain, claw), tools, instructions)
+                    steps = _Steps(self.store, self.events, ctx, on_step)
+                    try:
+                        state, reply, error, usage = await self._loop(ctx, run, history, steps)
+                    except anyio.get_cancelled_exc_class():
+                        with anyio.CancelScope(shield=True):
+                            run = await self.store.finish_run(
+                                run.id, "interrupted", error="the run was stopped", step=steps.last
+                            )
+                            await steps.ended(run)
+                            self._finished(run)
+                        raise
+                    finally:
+                        self._runs.discard(scope)
+                if scope.cancelled_caught:
+                    return run
+                run = await self._end(run, state, reply, error, usage, steps)
+                return self._finished(run)
+            finally:
+                self.active[claw] -= 1
+
+    async def _end(
+        self,
+        run: Run,
+        state: RunState,
+        reply: str | None,
+        error: str | None,
+        usage: tuple[int | None, int | None],
+        steps: _Steps,
+    ) -> Run:
+        """One write ends the run: its last step, its history, its outcome and, unless it failed
+        (and will be tried again), its message done."""
+        note = reply if reply is not None else f"[no reply: {error}]"
+        end = functools.partial(
+            self.store.finish_run,
+            run.id,
+            state,
+            reply=reply,
+            error=error,
+            input_tokens=usage[0],
+            output_tokens=usage[1],
+            step=steps.last,
+            history=[("user", run.input), ("assistant", note)],
+            ack=state != "failed",
+        )
+        try:
+            run = await _stored(end, run.claw)
+        except StoreError as e:  # what the run produced cannot be stored: the run fails
+            log.exception(
+                "Claw '%s': run %d could not be recorded", run.claw, run.id, extra={"claw": run.claw}
             )
-            await steps.ended(run)
-            return self._finished(run)
+            error = f"internal error: the run's outcome could not be stored: {e}"
+            run = await _stored(
+                functools.partial(self.store.finish_run, run.id, "failed", error=error), run.claw
+            )
+        await steps.ended(run)
+        return run
 
     def _finished(self, run: Run) -> Run:
         assert run.ended_at is not None
@@ -362,6 +389,25 @@ class _Steps:
             )
         if self.on_step is not None:
             await self.on_step(step)
+
+
+async def _stored(write: Callable[[], Awaitable[T]], claw: str) -> T:
+    """A write a run cannot do without (its end: the model's reply cost time and tokens). While
+    the store cannot commit (a full disk), wait and try again, the run held where it is."""
+    wait = 0.5
+    while True:
+        try:
+            return await write()
+        except StoreUnavailable as e:
+            log.warning(
+                "Claw '%s': the state store cannot commit (%s); trying again in %gs",
+                claw,
+                e,
+                wait,
+                extra={"claw": claw},
+            )
+            await anyio.sleep(wait)
+            wait = min(30.0, wait * 2)
 
 
 def _call_data(call: ToolRequest) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clawmcp.errors import ClawError, UserError
+from clawmcp.errors import ClawError, StoreUnavailable, UserError
 from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host, split_listen
@@ -409,6 +409,8 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         return _error(404, f"no such path '{request.url.path}'")
 
     async def fault(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StoreUnavailable):  # nothing was accepted; the same request may work soon
+            return _error(503, f"cannot accept this now: {exc}", headers={"Retry-After": "5"})
         if isinstance(exc, ClawError):
             return _error(400 if isinstance(exc, UserError) else 500, str(exc))
         log.exception("%s %s failed", request.method, request.url.path)

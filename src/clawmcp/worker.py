@@ -29,7 +29,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.server.mcpserver import Context, MCPServer
 
-from clawmcp.errors import RuntimeFault
+from clawmcp.errors import WorkerLost
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest
 from clawmcp.models import Providers
@@ -39,14 +39,10 @@ from clawmcp.store import Event, Run, RunTrigger, Step, Store
 from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
 
-__all__ = ["HEALTH_INTERVAL", "Worker", "WorkerLost", "serve_worker"]
+__all__ = ["HEALTH_INTERVAL", "Worker", "serve_worker"]
 
 HEALTH_INTERVAL = 5.0
 """Seconds between pings of an idle worker, so a dead one is noticed before the next message."""
-
-
-class WorkerLost(RuntimeFault):
-    """The worker process of a Claw ended or stopped answering."""
 
 
 class Worker:

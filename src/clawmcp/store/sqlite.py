@@ -48,7 +48,7 @@ from clawmcp.store import (
     ToolCall,
     ToolOutcome,
 )
-from clawmcp.store.writer import Operation, Writer
+from clawmcp.store.writer import Operation, Writer, store_error
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "migrate"]
 
@@ -290,7 +290,7 @@ class SqliteStore(Store):
         try:
             return await _rows(self._read_conn, sql, params)
         except sqlite3.Error as e:
-            raise StoreError(f"state store {self.path}: {e}") from e
+            raise store_error(e, f"state store {self.path}") from e
 
     # -- mailboxes and messages -----------------------------------------------------------------
 

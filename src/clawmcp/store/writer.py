@@ -27,9 +27,9 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 
-from clawmcp.errors import StoreError
+from clawmcp.errors import StoreError, StoreUnavailable
 
-__all__ = ["BATCH_MAX", "Operation", "Writer"]
+__all__ = ["BATCH_MAX", "Operation", "Writer", "store_error"]
 
 T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], T]
@@ -171,17 +171,30 @@ class Writer:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             message = f"{self._name}: the commit failed, nothing of it was written: {e}"
-            outcomes = [(None, StoreError(message)) for _ in operations]
+            kind = StoreUnavailable if _passing(e) else StoreError
+            outcomes = [(None, kind(message)) for _ in operations]
         return outcomes
 
     def _translate(self, error: Exception) -> Exception:
-        if not isinstance(error, sqlite3.Error):
-            return error
-        translated = StoreError(f"{self._name}: {error}")
-        translated.__cause__ = error
-        return translated
+        return store_error(error, self._name) if isinstance(error, sqlite3.Error) else error
 
 
 def _answer(batch: list[_Pending[Any]], outcomes: list[tuple[Any, BaseException | None]]) -> None:
     for pending, (result, error) in zip(batch, outcomes, strict=True):
         pending.finish(result, error)
+
+
+_PASSING = {5, 6, 7, 10, 13, 14}  # SQLITE_BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN
+
+
+def _passing(error: BaseException) -> bool:
+    """Whether a SQLite error is a state of the disk or of other processes, which may pass."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _PASSING
+
+
+def store_error(error: sqlite3.Error, name: str) -> StoreError:
+    """A SQLite error as ours: `StoreUnavailable` when it may pass."""
+    translated = (StoreUnavailable if _passing(error) else StoreError)(f"{name}: {error}")
+    translated.__cause__ = error
+    return translated

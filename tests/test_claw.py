@@ -1,0 +1,109 @@
+"""A Claw's mailbox consumer under faults: a full disk, and faults of ours while handling one message."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from clawmcp.host import Host
+from tests.fakes import Answer, FakeAPI, hosting, openai_text
+from tests.test_web import host_and_url
+
+pytestmark = pytest.mark.anyio
+
+BIG = "x" * 200_000  # a reply that needs new pages in the database
+
+
+def manifest(url: str) -> str:
+    return f"""
+models:
+  brain: {{provider: openai, base_url: "{url}", model: m}}
+claws:
+  c: {{model: brain}}
+"""
+
+
+async def disk_full(host: Host, full: bool) -> None:
+    """Let the database grow no more (SQLite then fails writes with SQLITE_FULL), or again."""
+
+    def limit(conn: sqlite3.Connection) -> None:
+        [(pages,)] = conn.execute("PRAGMA page_count").fetchall()
+        conn.execute(f"PRAGMA max_page_count = {pages if full else 2**30}")
+
+    await host.store._write(limit)  # type: ignore[attr-defined]
+
+
+@contextmanager
+def logged(text: str) -> Iterator[anyio.Event]:
+    """An event set when the host logs a line holding `text` (logging runs on the event loop)."""
+    seen = anyio.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()
+
+    handler = Handler()
+    logging.getLogger("clawmcp").addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logging.getLogger("clawmcp").removeHandler(handler)
+
+
+async def test_a_full_disk_holds_a_run_until_it_can_be_stored_and_tell_answers_503(tmp_path: Path) -> None:
+    answering, asked = anyio.Event(), anyio.Event()
+
+    async def answer(n: int, body: Any) -> Answer:
+        asked.set()
+        await answering.wait()
+        return openai_text(BIG)
+
+    api = FakeAPI(answer)
+    async with api.serving() as url, host_and_url(tmp_path, manifest=manifest(url)) as (host, base):
+        async with httpx2.AsyncClient() as http:
+            told = await http.post(f"{base}/api/claws/c/tell", json={"message": "go"})
+            message_id = told.json()["message_id"]
+            await asked.wait()  # the run is waiting for the model
+            await disk_full(host, True)
+            refused = await http.post(f"{base}/api/claws/c/tell", json={"message": BIG})
+            assert refused.status_code == 503
+            assert "database or disk is full" in refused.json()["error"]
+            assert refused.headers["retry-after"] == "5"
+            with logged("the state store cannot commit (") as stuck, anyio.fail_after(20):
+                answering.set()  # the run ends, and cannot store its end
+                await stuck.wait()
+            [status] = (await http.get(f"{base}/api/claws")).json()
+            assert (status["state"], status["restarts"]) == ("running", 0)
+            await disk_full(host, False)
+            with anyio.fail_after(30):
+                while (m := await host.store.get_message(message_id)) is None or m.state != "done":
+                    await host.claws.settled.wait()
+        [run] = await host.store.runs("c")
+    assert (run.state, run.reply, len(api.requests)) == ("done", BIG, 1)  # the reply kept, not asked again
+
+
+async def test_a_message_that_breaks_its_handling_is_dead_lettered_and_the_claw_goes_on(
+    tmp_path: Path,
+) -> None:
+    body = "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
+    async with hosting(tmp_path, body) as host:
+        host.claws.retry_base = 0.001
+        bad, _ = await host.store.enqueue("c", "{not json", kind="fire")  # a row no clawmcp writes
+        good = await host.claws.tell("c", "hello")
+        with anyio.fail_after(20):
+            while (m := await host.store.get_message(good.id)) is None or m.state != "done":
+                await host.claws.settled.wait()
+        dead = await host.store.get_message(bad.id)
+        status = await host.claws.status("c")
+    assert dead is not None and (dead.state, dead.attempts) == ("dead", 5)
+    assert dead.last_error is not None and dead.last_error.startswith("internal error: JSONDecodeError")
+    assert (status["state"], status["restarts"]) == ("idle", 0)
