@@ -21,8 +21,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).parent
 README = BENCH.parent / "README.md"
-ARGS = {"toolhub": ["1000"], "messaging": ["10000"], "scale": ["1000", "65"]}
-QUICK = {"toolhub": ["100"], "messaging": ["1000"], "scale": ["20", "3"]}
+ARGS = {"toolhub": ["1000"], "messaging": ["10000"], "scale": ["1000", "65"], "mcphttp": ["500"]}
+QUICK = {"toolhub": ["100"], "messaging": ["1000"], "scale": ["20", "3"], "mcphttp": ["30"]}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -66,6 +66,7 @@ def main() -> int:
     sizes = QUICK if args.quick else ARGS
     benches = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
     commands = []
+    load_before = os.getloadavg()
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
         for bench in benches:
             command = [sys.executable, str(bench.relative_to(BENCH.parent)), *sizes.get(bench.stem, [])]
@@ -75,8 +76,10 @@ def main() -> int:
             subprocess.run(command, check=True, env=env, cwd=BENCH.parent)
         rows = [json.loads(line) for line in out.read().splitlines()]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    loads = " → ".join("/".join(f"{x:.2f}" for x in load) for load in (load_before, os.getloadavg()))
     summary = (
-        f"Measured on {when} by `scripts/bench{' --quick' if args.quick else ''}`. Machine: {machine()}."
+        f"Measured on {when} by `scripts/bench{' --quick' if args.quick else ''}`. Machine: {machine()}. "
+        f"Load average (1/5/15 min) before → after: {loads}."
     )
     body = f"{summary}\n\n{table(rows)}\n"
     ran = "\n".join(f"    {c}" for c in commands)

@@ -50,11 +50,15 @@ async def baseline(path: Path, messages: int, batch: int) -> float:
         return messages / (time.perf_counter() - start)
 
 
-def write_manifest(folder: Path) -> Path:
-    claws = "\n".join(f"  c{i}: {{model: m}}" for i in range(MAILBOXES))
+def write_manifest(folder: Path, claws: int = MAILBOXES) -> Path:
+    """Scripted Claws c0, c1, ... with their data_dir in `folder`."""
+    names = "\n".join(f"  c{i}: {{model: m}}" for i in range(claws))
     folder.mkdir()
     path = folder / "m.yaml"
-    path.write_text(f"models: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}\nclaws:\n{claws}\n")
+    path.write_text(
+        f"host: {{data_dir: {folder}}}\nmodels: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}\n"
+        f"claws:\n{names}\n"
+    )
     return path
 
 
@@ -104,20 +108,14 @@ async def drain(folder: Path, messages: int) -> float:
     """Messages per second one Claw (a scripted model, the default 40 entries of history) handles
     from its mailbox: each a run (claimed, started, its reply committed with its history and
     acknowledgement), in a whole host."""
-    folder.mkdir()
-    path = folder / "m.yaml"
-    path.write_text(
-        f"host: {{data_dir: {folder}}}\nmodels: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}\n"
-        "claws: {c: {model: m}}\n"
-    )
-    host = Host(load([path]))
+    host = Host(load([write_manifest(folder, claws=1)]))
     async with anyio.create_task_group() as tg:
         await tg.start(host.run)
         start = time.perf_counter()
         async with anyio.create_task_group() as senders:
             for i in range(messages):
-                senders.start_soon(host.claws.tell, "c", str(i))
-        while await host.store.depth("c"):
+                senders.start_soon(host.claws.tell, "c0", str(i))
+        while await host.store.depth("c0"):
             await host.claws.settled.wait()
         rate = messages / (time.perf_counter() - start)
         host.runtime.stop()
