@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from clawmcp.host import Host
-from tests.fakes import Answer, FakeAPI, hosting, openai_text
+from tests.fakes import Answer, FakeAPI, hosting, openai_error, openai_text
 from tests.test_web import host_and_url
 
 pytestmark = pytest.mark.anyio
@@ -107,3 +107,21 @@ async def test_a_message_that_breaks_its_handling_is_dead_lettered_and_the_claw_
     assert dead is not None and (dead.state, dead.attempts) == ("dead", 5)
     assert dead.last_error is not None and dead.last_error.startswith("internal error: JSONDecodeError")
     assert (status["state"], status["restarts"]) == ("idle", 0)
+
+
+async def test_a_message_tried_five_times_is_in_its_thread_once_at_its_final_outcome(
+    tmp_path: Path,
+) -> None:
+    api = FakeAPI(lambda n, body: openai_error(401, "invalid key"))
+    async with api.serving() as url, hosting(tmp_path, manifest(url)) as host:
+        host.claws.retry_base = 0.001
+        message = await host.claws.tell("c", "hello")
+        with anyio.fail_after(20):
+            while (m := await host.store.get_message(message.id)) is None or m.state != "dead":
+                await host.claws.settled.wait()
+        history = await host.store.history("c", "default", 50)
+    assert len(api.requests) == 5
+    assert [(h.role, h.content) for h in history] == [
+        ("user", "hello"),
+        ("assistant", "[no reply: model 'brain' (openai, m): 401 Unauthorized: invalid key]"),
+    ]

@@ -180,6 +180,7 @@ class Claws:
                     thread=message.thread,
                     trigger="schedule" if fire else "message",
                     message_id=message.id,
+                    will_retry=message.attempts < MAX_ATTEMPTS,
                     chain=self.router.chain_of(message.id),
                 )
                 state, reply, error, run_id = run.state, run.reply, run.error, run.id

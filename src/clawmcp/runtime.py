@@ -46,7 +46,14 @@ class Remote(Protocol):
     """Where the runs of a Claw with `isolation: process` happen (its worker process)."""
 
     async def run(
-        self, input: str, *, thread: str, trigger: RunTrigger, message_id: int | None, on_step: OnStep | None
+        self,
+        input: str,
+        *,
+        thread: str,
+        trigger: RunTrigger,
+        message_id: int | None,
+        will_retry: bool,
+        on_step: OnStep | None,
     ) -> Run: ...
 
 
@@ -105,6 +112,7 @@ class Runtime:
         thread: str = "default",
         trigger: RunTrigger = "ask",
         message_id: int | None = None,
+        will_retry: bool = False,
         parent_run_id: int | None = None,
         on_step: OnStep | None = None,
         chain: tuple[str, ...] = (),
@@ -115,7 +123,9 @@ class Runtime:
 
         The outcome is the run's state: `done` with a reply, `limit` (max_steps or run_timeout)
         or `failed` (the model provider failed), each with its error. A cancelled run is recorded
-        as `interrupted`. `on_step` hears of each step once it is committed (MCP progress).
+        as `interrupted`. With `will_retry` (a message before its last try), a failed run adds
+        nothing to the thread's history: a message is in it once, at its final outcome. `on_step`
+        hears of each step once it is committed (MCP progress).
         `chain` names the Claws waiting on this run through `claw__ask`; `tools` and `instructions`
         are a sub-agent's (`claw__spawn`).
         """
@@ -131,7 +141,12 @@ class Runtime:
             self.active[claw] += 1
             try:
                 return await remote.run(
-                    input, thread=thread, trigger=trigger, message_id=message_id, on_step=on_step
+                    input,
+                    thread=thread,
+                    trigger=trigger,
+                    message_id=message_id,
+                    will_retry=will_retry,
+                    on_step=on_step,
                 )
             finally:
                 self.active[claw] -= 1
@@ -168,7 +183,7 @@ class Runtime:
                         self._runs.discard(scope)
                 if scope.cancelled_caught:
                     return run
-                run = await self._end(run, state, reply, error, usage, steps)
+                run = await self._end(run, state, reply, error, usage, steps, will_retry)
                 return self._finished(run)
             finally:
                 self.active[claw] -= 1
@@ -181,10 +196,12 @@ class Runtime:
         error: str | None,
         usage: tuple[int | None, int | None],
         steps: _Steps,
+        will_retry: bool,
     ) -> Run:
-        """One write ends the run: its last step, its history, its outcome and, unless it failed
-        (and will be tried again), its message done."""
+        """One write ends the run: its last step, its history (unless it failed and will be tried
+        again), its outcome and, unless it failed, its message done."""
         note = reply if reply is not None else f"[no reply: {error}]"
+        history = [] if state == "failed" and will_retry else [("user", run.input), ("assistant", note)]
         end = functools.partial(
             self.store.finish_run,
             run.id,
@@ -194,7 +211,7 @@ class Runtime:
             input_tokens=usage[0],
             output_tokens=usage[1],
             step=steps.last,
-            history=[("user", run.input), ("assistant", note)],
+            history=history,
             ack=state != "failed",
         )
         try:

@@ -78,6 +78,7 @@ class Worker:
         thread: str,
         trigger: RunTrigger,
         message_id: int | None,
+        will_retry: bool,
         on_step: OnStep | None,
     ) -> Run:
         async def forward(progress: float, total: float | None, message: str | None) -> None:
@@ -87,7 +88,13 @@ class Worker:
             elif on_step is not None and "step" in sent:
                 await on_step(Step(**sent["step"]))
 
-        arguments = {"input": input, "thread": thread, "trigger": trigger, "message_id": message_id}
+        arguments = {
+            "input": input,
+            "thread": thread,
+            "trigger": trigger,
+            "message_id": message_id,
+            "will_retry": will_retry,
+        }
         try:
             result = await self.client.call_tool("run", arguments, progress_callback=forward)
         except Exception as e:
@@ -127,6 +134,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
         thread: str = "default",
         trigger: str = "message",
         message_id: int | None = None,
+        will_retry: bool = False,
     ) -> dict[str, Any]:
         """Run the Claw once; progress carries each step and each event; the result is the run's id."""
         sent = itertools.count(1)
@@ -151,6 +159,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
                 thread=thread,
                 trigger=cast(RunTrigger, trigger),
                 message_id=message_id,
+                will_retry=will_retry,
                 on_step=step,
             )
             await events.flush()
