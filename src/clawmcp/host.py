@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from clawmcp.claw import Claws
-from clawmcp.errors import UserError
+from clawmcp.errors import StoreError, UserError
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest
 from clawmcp.metrics import Metrics
@@ -80,35 +80,54 @@ class Host:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with DataDirLock(self.manifest.data_dir) as lock:
             lock.set_info(listen=self.manifest.host.listen)
-            async with self.store, self.providers, anyio.create_task_group() as tg:
-                runs = await self.store.interrupt_running()
-                messages = await self.store.requeue_running()
-                if runs or messages:
+            async with self.store, self.providers:
+                try:
+                    await self._run(task_status)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._stopped()
+
+    async def _stopped(self) -> None:
+        """After a clean stop: the messages whose runs were interrupted are queued again now, so
+        the next start has nothing to recover and says so only after a crash."""
+        try:
+            queued = await self.store.requeue_running()
+        except StoreError as e:
+            log.warning("stopping: the messages being handled stay for the next start (%s)", e)
+            return
+        if queued:
+            log.info("stopping: %d message(s) being handled are queued again for the next start", queued)
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+            runs = await self.store.interrupt_running()
+            messages = await self.store.requeue_running()
+            if runs or messages:
+                log.warning(
+                    "recovered after a crash: %d runs interrupted, %d messages queued again",
+                    runs,
+                    messages,
+                )
+            await tg.start(self.events.run)
+            await tg.start(self.hub.run)
+            for name, status in self.hub.status().items():
+                if status.state != "up":
                     log.warning(
-                        "recovered after a crash: %d runs interrupted, %d messages queued again",
-                        runs,
-                        messages,
+                        "tool server '%s' is down: %s; reconnecting",
+                        name,
+                        status.error,
+                        extra={"server": name},
                     )
-                await tg.start(self.events.run)
-                await tg.start(self.hub.run)
-                for name, status in self.hub.status().items():
-                    if status.state != "up":
-                        log.warning(
-                            "tool server '%s' is down: %s; reconnecting",
-                            name,
-                            status.error,
-                            extra={"server": name},
-                        )
-                for warning in self.hub.unmatched_patterns():
-                    log.warning("%s", warning)
-                await tg.start(self.claws.run)
-                await tg.start(self.scheduler.run)
-                self.ready = True
-                # What start-up made lives as long as the host: keep it out of the collector's
-                # full passes, which otherwise stall the event loop (and the schedules) for
-                # ~100 ms on a host with thousands of Claws and schedules.
-                gc.freeze()
-                task_status.started()
+            for warning in self.hub.unmatched_patterns():
+                log.warning("%s", warning)
+            await tg.start(self.claws.run)
+            await tg.start(self.scheduler.run)
+            self.ready = True
+            # What start-up made lives as long as the host: keep it out of the collector's
+            # full passes, which otherwise stall the event loop (and the schedules) for
+            # ~100 ms on a host with thousands of Claws and schedules.
+            gc.freeze()
+            task_status.started()
 
     def readiness(self) -> dict[str, Any]:
         return {

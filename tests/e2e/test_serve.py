@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -131,3 +132,50 @@ async def test_sigterm_during_a_run_stops_within_10s_and_records_the_run_as_inte
     async with SqliteStore(tmp_path / "state" / "state.db") as store:
         [run] = await store.runs("a")
     assert (run.state, run.error) == ("interrupted", "the run was stopped")
+
+
+@pytest.mark.anyio
+async def test_after_a_clean_stop_the_next_start_recovers_nothing_and_runs_the_message_again(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    path = tmp_path / "m.yaml"
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)  # the tool waits until something is written to it
+    path.write_text(
+        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        "models: {m: {provider: scripted, rules: [{steps: [{tool: tools__wait}], reply: done}]}}\n"
+        f"tools: {{wait: {{command: [cat, '{gate}'], timeout: 120s}}}}\n"
+        "claws: {a: {model: m, tools: ['tools.wait']}}\n"
+    )
+    async with serving(path, mcp_config=False) as (process, _), httpx2.AsyncClient() as http:
+        base = f"http://127.0.0.1:{port}"
+        told = (await http.post(f"{base}/api/claws/a/tell", json={"message": "go"})).json()["message_id"]
+        with anyio.fail_after(20):
+            async with http.stream("GET", f"{base}/api/events?follow=1") as events:
+                async for line in events.aiter_lines():
+                    if "tools__wait" in line:  # the run is waiting in its tool
+                        break
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            assert await process.wait() == 0
+        assert process.stderr is not None
+        stopped = b"".join([chunk async for chunk in process.stderr]).decode().splitlines()
+    assert stopped == [
+        "clawmcp: SIGTERM: stopping",
+        "clawmcp: stopping: 1 message(s) being handled are queued again for the next start",
+        "clawmcp: stopped",
+    ]
+    async with serving(path, mcp_config=False) as (process, started), httpx2.AsyncClient() as http:
+        assert not any("recovered" in line for line in started)
+        await anyio.to_thread.run_sync(gate.write_text, "open")  # once the run is back at the gate
+        with anyio.fail_after(20):
+            async with http.stream("GET", f"http://127.0.0.1:{port}/api/events?follow=1") as events:
+                async for line in events.aiter_lines():
+                    if '"delivery"' in line and '"done"' in line:
+                        break
+    async with SqliteStore(tmp_path / "state" / "state.db") as store:
+        message = await store.get_message(told)
+        runs = await store.runs("a")
+    assert message is not None and (message.state, message.attempts) == ("done", 2)
+    assert [r.state for r in runs] == ["done", "interrupted"]
