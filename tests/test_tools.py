@@ -223,3 +223,55 @@ async def test_a_refused_connection_is_an_error_naming_the_host() -> None:
         result = await run("down", t, {})
     assert result.is_error
     assert text(result).startswith("tools.down: cannot reach 127.0.0.1: ")
+
+
+ARGV = [PY, "-c", "import json, pathlib, sys; pathlib.Path('ran').touch(); print(json.dumps(sys.argv[1:]))"]
+
+
+@pytest.mark.anyio
+async def test_an_argument_that_would_be_read_as_an_option_is_refused(tmp_path: Path) -> None:
+    t = tool(input={"file": {"type": "string"}}, command=[*ARGV, "{file}"], cwd=str(tmp_path))
+    result = await run("sort", t, {"file": "-o/etc/passwd"})
+    assert result.is_error and not (tmp_path / "ran").exists()
+    assert text(result).startswith("tools.sort: argument 'file' may not start with '-'")
+    inside = tool(input={"file": {"type": "string"}}, command=[*ARGV, "--file={file}"], cwd=str(tmp_path))
+    assert json.loads(text(await run("sort", inside, {"file": "-x"}))) == ["--file=-x"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("command", "schema"),
+    [
+        (["--", "{flag}"], {"type": "string"}),
+        (["{flag}"], {"type": "string", "enum": ["-r", "-n"]}),
+        (["{flag}"], {"type": "string", "pattern": "^-[rn]$"}),
+    ],
+    ids=["after-double-dash", "enum", "pattern"],
+)
+async def test_a_leading_dash_passes_where_the_manifest_allows_it(
+    tmp_path: Path, command: list[str], schema: dict[str, Any]
+) -> None:
+    t = tool(input={"flag": schema}, command=[*ARGV, *command], cwd=str(tmp_path))
+    result = await run("sort", t, {"flag": "-r"})
+    assert not result.is_error
+    assert json.loads(text(result))[-1] == "-r"
+
+
+@pytest.mark.anyio
+async def test_a_nul_or_a_non_ascii_header_is_an_error_naming_it(echo_url: str) -> None:
+    t = tool(input={"file": {"type": "string"}}, command=["echo", "{file}"])
+    assert text(await run("echo", t, {"file": "a\0b"})) == "tools.echo: argument 'file' holds a NUL character"
+    h = tool(input={"who": {"type": "string"}}, http={"url": f"{echo_url}/x", "headers": {"X-Who": "{who}"}})
+    result = await run("hello", h, {"who": "José"})
+    assert result.is_error and "header 'X-Who' would hold non-ASCII characters" in text(result)
+
+
+@pytest.mark.anyio
+async def test_a_command_gets_a_minimal_environment_plus_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOST_SECRET", "sk-of-the-host")
+    script = "import json, os; print(json.dumps(dict(os.environ)))"
+    t = tool(command=[PY, "-c", script], env={"COLOUR": "blue"})
+    seen = json.loads(text(await run("env", t, {})))
+    assert "HOST_SECRET" not in seen and seen["COLOUR"] == "blue" and seen["PATH"] == os.environ["PATH"]

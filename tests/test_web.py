@@ -170,6 +170,14 @@ async def test_schedule_tools_keep_schedules_in_the_store(tmp_path: Path) -> Non
         ]
         bad = await client.call_tool("schedule", {"name": "x", "every": "soon", "prompt": "p"})
         assert bad.is_error and "every" in bad.content[0].text  # type: ignore[union-attr]
+        for far, said in [
+            ({"every": "99999999999999999999d"}, "bad schedule: every: from 1s to 36500d"),
+            ({"at": "0001-01-01T00:00:00+14:00"}, "is out of range (years 1970 to 9999)"),
+        ]:
+            refused = await client.call_tool("schedule", {"name": "x", "prompt": "p", **far})
+            assert refused.is_error and said in refused.content[0].text  # type: ignore[union-attr]
+        async with httpx2.AsyncClient() as http:
+            assert (await http.get(f"{base}/api/claws")).status_code == 200  # still answers for everyone
         gone = await client.call_tool("unschedule", {"id": listed[0]["id"]})
         assert not gone.is_error
         assert json.loads((await client.call_tool("schedules", {})).content[0].text) == []  # type: ignore[union-attr]

@@ -48,8 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
     from clawmcp.manifest import load
     from clawmcp.web import serve
 
-    configure_logging(args.log_format)
-    anyio.run(serve, load(args.paths, mcp_config=args.mcp_config))
+    manifest = load(args.paths, mcp_config=args.mcp_config)
+    configure_logging(args.log_format, manifest)
+    anyio.run(serve, manifest)
     return 0
 
 
@@ -60,8 +61,9 @@ def _worker(args: argparse.Namespace) -> int:
     from clawmcp.manifest import load
     from clawmcp.worker import serve_worker
 
-    configure_logging(args.log_format)
-    anyio.run(serve_worker, load(args.paths), args.claw)
+    manifest = load(args.paths)
+    configure_logging(args.log_format, manifest)
+    anyio.run(serve_worker, manifest, args.claw)
     return 0
 
 
@@ -72,8 +74,9 @@ def _stdio(args: argparse.Namespace) -> int:
     from clawmcp.manifest import load
     from clawmcp.stdio import run_stdio
 
-    configure_logging(args.log_format)
-    anyio.run(run_stdio, load(args.paths), args.claw)
+    manifest = load(args.paths)
+    configure_logging(args.log_format, manifest)
+    anyio.run(run_stdio, manifest, args.claw)
     return 0
 
 

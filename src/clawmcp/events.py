@@ -44,8 +44,14 @@ def excerpt(text: str | None, size: int = 200) -> str | None:
 class Events:
     """The host's activity log. Start it with `tg.start(events.run)`."""
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
-        self.store, self.clock = store, clock
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+        redact: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        self.store, self.clock, self.redact = store, clock, redact
+        """`redact` (`Manifest.redact`) hides in every text what came from a variable."""
         self._pending: list[tuple[float, EventKind, str | None, dict[str, Any]]] = []
         self._wake = anyio.Event()
         self._listeners: list[Callable[[Event], None]] = []
@@ -53,7 +59,7 @@ class Events:
 
     def emit(self, kind: EventKind, claw: str | None, **data: Any) -> None:
         """Record that something happened now; it is stored and published soon after."""
-        self._pending.append((self.clock(), kind, claw, data))
+        self._pending.append((self.clock(), kind, claw, _redacted(data, self.redact)))
         self._wake.set()
 
     def listen(self, listener: Callable[[Event], None]) -> None:
@@ -111,6 +117,16 @@ class Events:
             return
         for event in stored:
             self.publish(event)
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redacted(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v, redact) for k, v in value.items()}
+    return value
 
 
 def line(event: Event) -> str:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -61,7 +62,7 @@ class Host:
             )
         self.clock = clock or SystemClock()
         self.store = SqliteStore(manifest.data_dir / "state.db", clock=self.clock.now)
-        self.events = Events(self.store, self.clock.now)
+        self.events = Events(self.store, self.clock.now, manifest.redact)
         self.metrics = Metrics(self.events)
         self.hub = ToolHub(manifest, self.store, self.events)
         self.providers = Providers(manifest.models)
@@ -155,13 +156,29 @@ class JsonLogFormatter(logging.Formatter):
         }
         entry |= {k: v for k, v in vars(record).items() if k not in self._PLAIN}
         if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
+            entry["traceback"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-def configure_logging(log_format: str | None = None) -> None:
+class _Redacting(logging.Filter):
+    """Every line shows the variable instead of a value that came from it (`Manifest.redact`)."""
+
+    def __init__(self, redact: Callable[[str], str]) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        record.msg, record.args = self.redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def configure_logging(log_format: str | None = None, manifest: Manifest | None = None) -> None:
     """Our messages on stderr at INFO; libraries (httpx2, the SDK) only from WARNING. The format
-    (`text` or `json`) defaults to $CLAWMCP_LOG_FORMAT and is passed on to worker processes there."""
+    (`text` or `json`) defaults to $CLAWMCP_LOG_FORMAT and is passed on to worker processes there.
+    With the manifest, values that came from its variables are never printed."""
     log_format = log_format or os.environ.get("CLAWMCP_LOG_FORMAT") or "text"
     if log_format not in LOG_FORMATS:
         raise UserError(f"CLAWMCP_LOG_FORMAT: '{log_format}' is not one of {', '.join(LOG_FORMATS)}")
@@ -170,5 +187,7 @@ def configure_logging(log_format: str | None = None) -> None:
     handler.setFormatter(
         JsonLogFormatter() if log_format == "json" else logging.Formatter("clawmcp: %(message)s")
     )
+    if manifest is not None:
+        handler.addFilter(_Redacting(manifest.redact))
     logging.basicConfig(handlers=[handler], level=logging.WARNING)
     log.setLevel(logging.INFO)

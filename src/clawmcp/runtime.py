@@ -200,6 +200,7 @@ class Runtime:
     ) -> Run:
         """One write ends the run: its last step, its history (unless it failed and will be tried
         again), its outcome and, unless it failed, its message done."""
+        error = self.manifest.redact(error) if error is not None else None
         note = reply if reply is not None else f"[no reply: {error}]"
         history = [] if state == "failed" and will_retry else [("user", run.input), ("assistant", note)]
         end = functools.partial(
@@ -349,6 +350,8 @@ class Runtime:
                 text, is_error = await self.hub.call_text(
                     ctx.claw, call.name, call.arguments, run_id=ctx.run_id
                 )
+            if is_error:  # an error may name a server's URL, whose key came from a variable
+                text = self.manifest.redact(text)
             results[i] = ToolResult(call.id, call.name, text, is_error)
             data = {"id": call.id, "name": call.name, "text": text, "is_error": is_error}
             await steps.add("tool_result", data | {"duration": time.perf_counter() - started})

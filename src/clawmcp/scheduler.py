@@ -400,4 +400,7 @@ async def describe(store: Store, claw: str) -> list[dict[str, Any]]:
 
 
 def _iso(moment: float | None) -> str | None:
-    return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
+    try:
+        return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):  # stored by an older clawmcp, which let it through
+        return f"out of range ({moment:g})"

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit
 import anyio
 import httpx2
 from anyio.abc import ByteReceiveStream, Process
+from mcp.client.stdio import get_default_environment
 from mcp.types import CallToolResult, TextContent
 
 from clawmcp.arguments import invalid_arguments
@@ -52,7 +53,7 @@ async def run_tool(
     """
     args = {k: copy.deepcopy(p["default"]) for k, p in tool.input.items() if "default" in p}
     args.update(arguments)
-    if problem := invalid_arguments(input_schema(tool), args):
+    if problem := invalid_arguments(input_schema(tool), args) or _unsafe(tool, args):
         return _error(name, problem)
     if tool.command is not None:
         return await _run_command(name, tool, tool.command, args)
@@ -61,6 +62,32 @@ async def run_tool(
         return await _call_http(name, tool, args, http)
     async with httpx2.AsyncClient() as client:
         return await _call_http(name, tool, args, client)
+
+
+_OPTIONS_OK = {"enum", "const", "pattern"}
+
+
+def _unsafe(tool: Tool, args: dict[str, Any]) -> str | None:
+    """What an argument must not do where it is placed: be read as an option of a command (a
+    value at the start of an argv element that begins with `-`, unless a `--` comes before it or
+    the input's schema says exactly what it may be: `enum`, `const` or `pattern`), hold a NUL (no
+    argv or header can), or put non-ASCII characters into an HTTP header."""
+    for key, value in args.items():
+        if "\0" in _text(value):
+            return f"argument '{key}' holds a NUL character"
+    for part in tool.command or ():
+        if part == "--":  # what follows is never an option
+            break
+        first = PLACEHOLDER.match(part)
+        if first and _fill(part, args).startswith("-") and not _OPTIONS_OK & tool.input[first[1]].keys():
+            return (
+                f"argument '{first[1]}' may not start with '-': the command would read it as an "
+                "option (put '--' before it in the command, or give it an enum, const or pattern)"
+            )
+    for header, template in (tool.http.headers if tool.http else {}).items():
+        if not _fill(template, args).isascii():
+            return f"header '{header}' would hold non-ASCII characters (from {template})"
+    return None
 
 
 def _text(value: Any) -> str:
@@ -143,6 +170,7 @@ async def _run_command(name: str, tool: Tool, command: list[str], args: dict[str
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=tool.cwd,
+            env=get_default_environment() | tool.env,  # not the host's keys and tokens
             start_new_session=True,
         )
     except OSError as e:

@@ -333,7 +333,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
                 "servers": {
                     name: {
                         "state": s.state,
-                        "error": s.error,
+                        "error": s.error and host.manifest.redact(s.error),
                         "reconnects": s.reconnects,
                         "tools": len(s.tools),
                     }
@@ -409,10 +409,11 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         return _error(404, f"no such path '{request.url.path}'")
 
     async def fault(request: Request, exc: Exception) -> JSONResponse:
+        text = host.manifest.redact(str(exc))
         if isinstance(exc, StoreUnavailable):  # nothing was accepted; the same request may work soon
-            return _error(503, f"cannot accept this now: {exc}", headers={"Retry-After": "5"})
+            return _error(503, f"cannot accept this now: {text}", headers={"Retry-After": "5"})
         if isinstance(exc, ClawError):
-            return _error(400 if isinstance(exc, UserError) else 500, str(exc))
+            return _error(400 if isinstance(exc, UserError) else 500, text)
         log.exception("%s %s failed", request.method, request.url.path)
         return _error(500, "internal error; see the host's log")
 

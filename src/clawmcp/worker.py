@@ -120,7 +120,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
     manifest.check_claw(claw)
     manifest = _servers_of(manifest, claw)
     store = SqliteStore(manifest.data_dir / "state.db")
-    events = Events(store)
+    events = Events(store, redact=manifest.redact)
     hub = ToolHub(manifest, store, events)
     providers = Providers(manifest.models)
     router = Router(manifest, store, events, max_depth=MAX_DEPTH, asks=False)

@@ -179,3 +179,36 @@ async def test_after_a_clean_stop_the_next_start_recovers_nothing_and_runs_the_m
         runs = await store.runs("a")
     assert message is not None and (message.state, message.attempts) == ("done", 2)
     assert [r.state for r in runs] == ["done", "interrupted"]
+
+
+@pytest.mark.anyio
+async def test_a_value_from_a_variable_is_never_printed_or_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes import FakeAPI
+
+    secret = "sekrit-0123456789"
+    monkeypatch.setenv("KEY", secret)
+    port = free_port()
+    api = FakeAPI(lambda n, body: (200, {}, {"choices": "not a list"}))
+    async with api.serving() as url:
+        path = tmp_path / "m.yaml"
+        path.write_text(
+            f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+            f"models: {{m: {{provider: openai, base_url: '{url}/v1/${{KEY}}', model: x}}}}\n"
+            "servers: {legacy: {url: 'http://127.0.0.1:9/sse?api_key=${KEY}', transport: sse}}\n"
+            "claws: {c: {model: m, tools: ['legacy.*']}}\n"
+        )
+        async with serving(path, mcp_config=False) as (process, lines), httpx2.AsyncClient() as http:
+            base = f"http://127.0.0.1:{port}"
+            asked = (await http.post(f"{base}/api/claws/c/ask", json={"message": "hi"})).json()
+            assert asked["state"] == "failed" and f"{url}/v1/${{KEY}}/chat/completions" in asked["error"]
+            shown = [
+                (await http.get(f"{base}{p}")).text for p in ("/api/events", "/api/dashboard", "/api/claws")
+            ]
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+            assert process.stderr is not None
+            lines += b"".join([chunk async for chunk in process.stderr]).decode().splitlines()
+    assert not any(secret in text for text in [*lines, *shown])
+    assert secret.encode() not in (tmp_path / "state" / "state.db").read_bytes()

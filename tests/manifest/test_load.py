@@ -62,6 +62,23 @@ def test_a_secret_never_appears_in_an_error(tmp_path: Path) -> None:
     assert "sk-very-secret" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "host: {listen: '${V}'}",
+        "claws: {c: {model: m, schedules: [{name: s, cron: '${V}', prompt: x}]}}",
+        "claws: {c: {model: m, schedules: [{name: s, every: '${V}', prompt: x}]}}",
+        "servers: {s: {url: '${V}'}}",
+    ],
+)
+def test_a_value_from_a_variable_is_shown_as_the_variable_in_errors(tmp_path: Path, line: str) -> None:
+    models = "models: {m: {provider: scripted, rules: [{reply: hi}]}}\n"
+    path = write(tmp_path / "m.yaml", models + line + "\n")
+    with pytest.raises(ManifestError) as e:
+        load([path], env={"V": "not-valid-sekrit-value"})
+    assert "not-valid-sekrit-value" not in str(e.value)
+
+
 def test_relative_paths_are_relative_to_the_manifest_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,9 +6,11 @@ problem found, each as FILE:LINE:COL: message.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,16 +66,32 @@ class Manifest:
     tools: dict[str, Tool]
     claws: dict[str, Claw]
     files: tuple[str, ...]
+    secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Values that came from environment variables, by variable name: see `redact`."""
 
     def check_claw(self, name: str) -> None:
         """Raise `UserError` naming the Claw and the Claws there are, unless the manifest has it."""
         if name not in self.claws:
             raise UserError(f"no Claw '{name}' (Claws: {', '.join(sorted(self.claws)) or 'none'})")
 
+    def redact(self, text: str) -> str:
+        """`text` with every value that came from an environment variable (it may be a secret: a
+        key in a URL, a token) shown as the variable instead: `${NAME}`."""
+        return _redactor(tuple(self.secrets.items()))(text)
+
     @property
     def data_dir(self) -> Path:
         given = self.host.data_dir or os.environ.get("CLAWMCP_HOME") or "~/.clawmcp"
         return Path(given).expanduser()
+
+
+@functools.cache
+def _redactor(secrets: tuple[tuple[str, str], ...]) -> Callable[[str], str]:
+    if not secrets:
+        return lambda text: text
+    names = dict(secrets)
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(names, key=len, reverse=True)))
+    return lambda text: pattern.sub(lambda m: f"${{{names[m[0]]}}}", text)
 
 
 def json_schema() -> dict[str, Any]:
@@ -95,12 +113,14 @@ def load(
     problems: list[Problem] = []
     tables: dict[str, dict[str, Entry]] = {table: {} for table in _TABLES}
     host: Entry | None = None
+    sources: list[Source] = []
     files = discover([str(p) for p in paths], problems)
     for shown, path in files:
         doc = read(shown, path, env, problems)
         if doc is None:
             continue
         src = doc.source
+        sources.append(src)
         if not isinstance(doc.data, dict):
             problems.append(
                 src.problem((), f"a manifest is a mapping with the keys {', '.join(_TOP)}", "value")
@@ -124,10 +144,12 @@ def load(
             else:
                 _read_table(key, raw, src, tables, problems)
     if mcp_config is not None:
-        _read_mcp_config(str(mcp_config), env, tables, problems)
+        _read_mcp_config(str(mcp_config), env, tables, problems, sources)
     problems += check(tables, host)
+    secrets = {value: name for src in sources for value, name in src.secrets.items()}
     if problems:
-        raise ManifestError(problems)
+        redact = _redactor(tuple(secrets.items()))
+        raise ManifestError([dataclasses.replace(p, message=redact(p.message)) for p in problems])
     valid = {t: {name: e.value for name, e in entries.items()} for t, entries in tables.items()}
     return Manifest(
         host=host.value if host else Host(),
@@ -136,11 +158,16 @@ def load(
         tools=valid["tools"],
         claws=valid["claws"],
         files=tuple(shown for shown, _ in files),
+        secrets=secrets,
     )
 
 
 def _read_mcp_config(
-    file: str, env: Mapping[str, str], tables: dict[str, dict[str, Entry]], problems: list[Problem]
+    file: str,
+    env: Mapping[str, str],
+    tables: dict[str, dict[str, Entry]],
+    problems: list[Problem],
+    sources: list[Source],
 ) -> None:
     path = Path(file)
     if not path.is_file():
@@ -149,6 +176,7 @@ def _read_mcp_config(
     doc = read(file, path, env, problems)
     if doc is None:
         return
+    sources.append(doc.source)
     if not isinstance(doc.data, dict) or "mcpServers" not in doc.data:
         problems.append(
             doc.source.problem((), "a Claude Desktop config has an 'mcpServers' mapping", "value")

@@ -49,6 +49,11 @@ def dotted(loc: Loc) -> str:
     return out
 
 
+SECRET_MIN = 8
+"""A value from a variable this long or longer is never printed or stored; shorter ones (a port, a
+flag) would hide too much of everything else they also appear in."""
+
+
 @dataclass
 class Source:
     """Where each key and value of one file was written (1-based line and column)."""
@@ -58,6 +63,8 @@ class Source:
     keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     from_env: set[Loc] = field(default_factory=set)
+    secrets: dict[str, str] = field(default_factory=dict)
+    """Values taken from the environment (at least `SECRET_MIN` characters), by variable name."""
 
     def problem(self, loc: Loc, message: str, where: Literal["key", "value"] = "key") -> Problem:
         first, second = (self.keys, self.values) if where == "key" else (self.values, self.keys)
@@ -161,7 +168,9 @@ class _Builder:
                 return m[0]
             self.source.from_env.add(loc)
             if name in self.env:
-                return self.env[name]
+                if len(value := self.env[name]) >= SECRET_MIN:
+                    self.source.secrets[value] = name
+                return value
             if default is not None:
                 return default
             self._bad(loc, f"environment variable {name} is not set (or write ${{{name}:-default}})")

@@ -248,6 +248,9 @@ class Tool(_Strict):
     )
     command: list[str] | None = Field(default=None, min_length=1, description="argv, never a shell")
     cwd: str | None = Field(default=None, description="for command; default: the manifest's folder")
+    env: dict[str, str] = Field(
+        default={}, description="for command: its environment beyond HOME, LOGNAME, PATH, SHELL, TERM, USER"
+    )
     http: HttpCall | None = None
     timeout: Duration = 30.0
 
@@ -277,6 +280,10 @@ class Call(_Strict):
 class Send(_Strict):
     to: Name
     content: str
+
+
+EVERY_MIN, EVERY_MAX = 1.0, 36_500 * 86_400.0
+"""The shortest and longest `every`: once a second, once a hundred years."""
 
 
 class Schedule(_Strict):
@@ -310,6 +317,25 @@ class Schedule(_Strict):
                 ZoneInfo(v)
             except (ZoneInfoNotFoundError, ValueError):
                 raise _fail(f"unknown timezone '{v}' (use an IANA name such as Europe/Lisbon)") from None
+        return v
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: float | None) -> float | None:
+        if v is not None and not EVERY_MIN <= v <= EVERY_MAX:
+            raise _fail(f"from 1s to {EVERY_MAX / 86400:.0f}d, got {v:g}s")
+        return v
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, v: datetime | None) -> datetime | None:
+        if v is not None:
+            try:
+                ok = 1970 <= datetime.fromtimestamp(v.timestamp(), UTC).year <= 9999
+            except (OverflowError, OSError, ValueError):
+                ok = False
+            if not ok:
+                raise _fail(f"{v} is out of range (years 1970 to 9999)")
         return v
 
     @model_validator(mode="after")
