@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +292,29 @@ async def test_answers_are_not_held_back_waiting_for_the_clients_ack(tmp_path: P
             assert (await http.get(f"{base}/healthz")).status_code == 200
             times.append(anyio.current_time() - started)
     assert sorted(times)[10] < 0.02
+
+
+@pytest.mark.anyio
+async def test_half_sent_requests_are_dropped_and_cannot_lock_others_out(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "m.yaml").write_text(
+        f"host: {{listen: '127.0.0.1:{port}', data_dir: data}}\n"
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
+    )
+    host = Host(load([tmp_path / "m.yaml"]))
+    async with serving(host, head=0.5, body=0.5, cap=20), AsyncExitStack() as streams:
+        slow = []
+        for _ in range(30):  # half a request line each: more than the cap allows
+            stream = await streams.enter_async_context(await anyio.connect_tcp("127.0.0.1", port))
+            await stream.send(b"GET /api/claws HTT")
+            slow.append(stream)
+        body = await streams.enter_async_context(await anyio.connect_tcp("127.0.0.1", port))
+        # a whole head, half of its body
+        await body.send(b"POST /api/claws/c/tell HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n\r\n{")
+        with anyio.fail_after(10):
+            for stream in [*slow, body]:
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await stream.receive()  # the host closed it
+            async with httpx2.AsyncClient() as http:  # and everyone else is served
+                assert (await http.get(f"http://127.0.0.1:{port}/api/claws")).status_code == 200
+        assert await host.store.depth("c") == 0  # the half-sent tell was not taken

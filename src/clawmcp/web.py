@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import hmac
 import importlib.resources
@@ -21,7 +22,6 @@ import json
 import logging
 import re
 import signal
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -46,6 +46,7 @@ from clawmcp.errors import ClawError, StoreUnavailable, UserError
 from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host, split_listen
+from clawmcp.listener import BODY_TIMEOUT, HEAD_TIMEOUT, Deadlines, listen_socket, max_connections
 from clawmcp.manifest import Manifest
 from clawmcp.store import Event, Step
 
@@ -429,36 +430,30 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _listen_socket(listen: str) -> socket.socket:
-    """The listening socket. Its protocol is named (`IPPROTO_TCP`, where `create_server` leaves 0)
-    because asyncio sets TCP_NODELAY only on accepted sockets of that protocol: without it, Nagle's
-    algorithm holds each response's last segment until the client's delayed ACK, ~40 ms."""
-    address, port = split_listen(listen)
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-        sock.listen(1024)
-    except OSError as e:
-        sock.close()
-        raise UserError(f"cannot listen on {listen}: {e.strerror}") from None
-    return sock
-
-
 @contextlib.asynccontextmanager
-async def serving(host: Host) -> AsyncIterator[Endpoints]:
+async def serving(
+    host: Host, *, head: float = HEAD_TIMEOUT, body: float = BODY_TIMEOUT, cap: int | None = None
+) -> AsyncIterator[Endpoints]:
     """Run the host and its HTTP surface for the block; then stop cleanly: no new requests, the
-    runs in flight recorded as interrupted, tool servers closed."""
+    runs in flight recorded as interrupted, tool servers closed. `head`, `body` and `cap` are the
+    deadlines and the connection cap of `clawmcp.listener`."""
     endpoints = Endpoints(host)
     app = create_app(host, endpoints)
+    protocol = functools.partial(Deadlines, head=head, body=body, cap=cap or max_connections())
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=3
+        app,
+        http=protocol,  # type: ignore[arg-type]
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_graceful_shutdown=3,
     )
     server = _Server(config)
     async with anyio.create_task_group() as tg:
         await tg.start(host.run)
-        with _listen_socket(host.manifest.host.listen) as sock:  # after the lock: a second host stops there
+        with listen_socket(
+            *split_listen(host.manifest.host.listen)
+        ) as sock:  # after the lock: a second host stops there
             # What uses the host stops before the host does: a run cut short is still recorded.
             async with anyio.create_task_group() as users:
                 await users.start(endpoints.run)
