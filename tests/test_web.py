@@ -318,3 +318,22 @@ async def test_half_sent_requests_are_dropped_and_cannot_lock_others_out(tmp_pat
             async with httpx2.AsyncClient() as http:  # and everyone else is served
                 assert (await http.get(f"http://127.0.0.1:{port}/api/claws")).status_code == 200
         assert await host.store.depth("c") == 0  # the half-sent tell was not taken
+
+
+@pytest.mark.anyio
+async def test_bad_input_to_the_api_is_a_clear_4xx_and_runs_nothing(tmp_path: Path) -> None:
+    manifest = "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
+    async with host_and_url(tmp_path, manifest=manifest) as (host, base), httpx2.AsyncClient() as http:
+        deep = "[" * 100_000 + "]" * 100_000
+        cases = [
+            ("POST", "/api/claws/c/tell", {"content": deep}, 400, "nested too deeply"),
+            ("POST", "/api/claws/c/anything", {"json": {"message": "hi"}}, 404, "a Claw has ask and tell"),
+            ("GET", f"/api/events?after={2**64}", {}, 400, "'after'"),
+            ("GET", "/api/events", {"headers": {"Last-Event-ID": str(2**70)}}, 400, "'after'"),
+            ("GET", "/api/events?limit=-1", {}, 400, "'limit' from 1 to 10000"),
+            ("GET", "/api/events?limit=x", {}, 400, "'limit' from 1 to 10000"),
+        ]
+        for method, path, extra, status, said in cases:
+            response = await http.request(method, f"{base}{path}", **extra)
+            assert (response.status_code, said in response.json()["error"]) == (status, True), path
+        assert await host.store.runs() == []

@@ -78,6 +78,12 @@ class Events:
             self._subscribers.discard(send)
             send.close()
 
+    def end_streams(self) -> None:
+        """End every subscription now (the host is stopping): their readers see the stream end."""
+        for send in self._subscribers:
+            send.close()
+        self._subscribers.clear()
+
     def publish(self, event: Event) -> None:
         """Hand a stored event to the listeners and subscribers (`run` does this for what is
         emitted here; a worker's events arrive already stored)."""

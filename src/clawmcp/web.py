@@ -152,14 +152,32 @@ class Endpoints:
         self._mounted: dict[str | None, _Mounted] = {}
         self._opening: dict[str | None, anyio.Event] = {}
         self._tg: TaskGroup | None = None
-        self.closing = anyio.Event()
-        """Set when the host stops: streams end at once instead of holding up the stop."""
+        self._closed = False
+        self._open: set[anyio.CancelScope] = set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             task_status.started()
             await anyio.sleep_forever()
+
+    @contextlib.contextmanager
+    def until_closing(self) -> Iterator[None]:
+        """Run the block (a session held by a request, such as an SSE session) until `close`."""
+        with anyio.CancelScope() as scope:
+            if self._closed:
+                scope.cancel()
+            self._open.add(scope)
+            try:
+                yield
+            finally:
+                self._open.discard(scope)
+
+    def close(self) -> None:
+        """The host stops: end what `until_closing` runs (at once, not holding up the stop)."""
+        self._closed = True
+        for scope in self._open:
+            scope.cancel()
 
     async def get(self, claw: str | None) -> _Mounted:
         """The endpoints of a Claw, or of the host for None. Opening one waits for no other Claw's."""
@@ -213,7 +231,8 @@ class _McpEndpoint:
             server = mounted.server.server
             with contextlib.suppress(ValueError):  # raised after the transport answered a bad request
                 async with mounted.sse.connect_sse(scope, receive, send) as (read, write):
-                    await server.run(read, write, server.create_initialization_options())
+                    with self.endpoints.until_closing():  # then the session ends, and its stream
+                        await server.run(read, write, server.create_initialization_options())
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -229,6 +248,8 @@ async def _body(request: Request) -> dict[str, Any]:
         data = json.loads(body or b"{}")
     except ValueError:
         raise _Refused(400, "the body is not JSON") from None
+    except RecursionError:
+        raise _Refused(400, "the body is nested too deeply") from None
     message = data.get("message") if isinstance(data, dict) else None
     if not isinstance(message, str) or not message:
         raise _Refused(400, "the body needs 'message', a non-empty string")
@@ -295,6 +316,8 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
 
     async def api_send(request: Request) -> JSONResponse:
         claw, verb = request.path_params["name"], request.path_params["verb"]
+        if verb not in ("ask", "tell"):
+            return _error(404, f"no such path '{request.url.path}' (a Claw has ask and tell)")
         try:
             host.manifest.check_claw(claw)
         except UserError as e:
@@ -361,9 +384,13 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
                 return _error(403, f"this token does not reach Claw '{claw}'")
         try:  # a browser that reconnects sends the id of the last event it got
             after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
-            limit = min(int(request.query_params.get("limit", 100)), 10_000)
+            limit = int(request.query_params.get("limit", 100))
         except ValueError:
-            return _error(400, "'after' and 'limit' must be whole numbers")
+            after = limit = -1
+        if not (0 <= after < 2**63 and 1 <= limit <= 10_000):
+            return _error(
+                400, "'after' (Last-Event-ID) must be a whole number from 0, 'limit' from 1 to 10000"
+            )
 
         def wanted(e: Event) -> bool:
             return e.id > after and (claw is None or e.claw == claw) and _shown(request, e)
@@ -384,7 +411,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
                     if wanted(e):
                         yield {"id": str(e.id), "data": json.dumps(_event(e))}
 
-        return EventSourceResponse(stream(), ping=15, shutdown_event=endpoints.closing)
+        return EventSourceResponse(stream(), ping=15)
 
     def mcp(kind: str) -> _McpEndpoint:
         return _McpEndpoint(host, endpoints, kind)
@@ -449,23 +476,30 @@ async def serving(
         timeout_graceful_shutdown=3,
     )
     server = _Server(config)
+    sessions = anyio.CancelScope()
+
+    async def run_sessions(*, task_status: TaskStatus[None]) -> None:
+        with sessions:
+            await endpoints.run(task_status=task_status)
+
     async with anyio.create_task_group() as tg:
         await tg.start(host.run)
-        with listen_socket(
-            *split_listen(host.manifest.host.listen)
-        ) as sock:  # after the lock: a second host stops there
+        listen = split_listen(host.manifest.host.listen)
+        with listen_socket(*listen) as sock:  # after the lock: a second host stops there
             # What uses the host stops before the host does: a run cut short is still recorded.
-            async with anyio.create_task_group() as users:
-                await users.start(endpoints.run)
-                async with anyio.create_task_group() as web:
-                    web.start_soon(server.serve, [sock])  # the socket listens already: no wait for startup
-                    try:
-                        yield endpoints
-                    finally:
-                        host.runtime.stop()
-                        endpoints.closing.set()
-                        server.should_exit = True
-                users.cancel_scope.cancel()
+            async with anyio.create_task_group() as web:
+                await web.start(run_sessions)
+                web.start_soon(server.serve, [sock])  # the socket listens already: no wait for startup
+                try:
+                    yield endpoints
+                finally:
+                    # Every open stream ends now (MCP sessions, the activity log's followers), so
+                    # that the server has no connection left to wait for.
+                    host.runtime.stop()
+                    endpoints.close()
+                    sessions.cancel()
+                    host.events.end_streams()
+                    server.should_exit = True
         tg.cancel_scope.cancel()
 
 

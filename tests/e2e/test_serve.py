@@ -212,3 +212,29 @@ async def test_a_value_from_a_variable_is_never_printed_or_stored(
             lines += b"".join([chunk async for chunk in process.stderr]).decode().splitlines()
     assert not any(secret in text for text in [*lines, *shown])
     assert secret.encode() not in (tmp_path / "state" / "state.db").read_bytes()
+
+
+@pytest.mark.anyio
+async def test_sigterm_with_streams_open_ends_them_and_stops_without_a_traceback(tmp_path: Path) -> None:
+    from mcp.client.sse import sse_client
+
+    port = free_port()
+    path = manifest(tmp_path, f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    async with (
+        serving(path) as (process, _),
+        httpx2.AsyncClient(timeout=30) as http,
+        http.stream("GET", f"{base}/api/events?follow=1") as events,
+        Client(sse_client(f"{base}/claws/a/sse")) as over_sse,
+        Client(f"{base}/claws/a/mcp", mode="legacy") as over_http,
+    ):
+        await over_sse.list_tools()
+        await over_http.list_tools()
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            assert await process.wait() == 0
+            async for _ in events.aiter_lines():  # to its end, which the host sent: no broken stream
+                pass
+        assert process.stderr is not None
+        rest = b"".join([chunk async for chunk in process.stderr]).decode().splitlines()
+    assert rest == ["clawmcp: SIGTERM: stopping", "clawmcp: stopped"]
