@@ -25,6 +25,7 @@ from tests.test_toolhub import PEERS, TIME, free_port
 
 TOKEN_A = "token-for-scout-only-0123"
 TOKEN_ALL = "token-for-every-claw-0123"
+TOKEN_GLOBS = "token-for-cout-claws-0123"
 
 MANIFEST = f"""
 models:
@@ -199,7 +200,8 @@ async def test_the_host_endpoint_lists_claws_and_asks_any(tmp_path: Path, mode: 
 @pytest.mark.anyio
 async def test_the_guard_checks_host_origin_and_tokens(tmp_path: Path) -> None:
     a, every = f"{{name: a, token: {TOKEN_A}, claws: [scout]}}", f"{{name: all, token: {TOKEN_ALL}}}"
-    tokens = f", auth: {{tokens: [{a}, {every}]}}"
+    globs = f"{{name: globs, token: {TOKEN_GLOBS}, claws: ['*cout']}}"
+    tokens = f", auth: {{tokens: [{a}, {every}, {globs}]}}"
     async with host_on_http(tmp_path, tokens) as base, httpx2.AsyncClient(base_url=base) as http:
         ask = {"message": "hi"}
 
@@ -225,12 +227,16 @@ async def test_the_guard_checks_host_origin_and_tokens(tmp_path: Path) -> None:
         assert origin.status_code == 403 and "evil.example" in origin.json()["error"]
         same = await post("/api/claws/scout/ask", TOKEN_A, origin=base)
         assert same.status_code == 200
+        other_port = f"http://127.0.0.1:{int(base.rsplit(':', 1)[1]) + 1}"  # another local web app
+        assert (await post("/api/claws/scout/ask", TOKEN_A, origin=other_port)).status_code == 403
         unknown = await post("/api/claws/ghost/ask", TOKEN_ALL)
         assert (unknown.status_code, unknown.json()["error"]) == (
             404,
             "no Claw 'ghost' (Claws: editor, scout)",
         )
         assert (await post("/claws/ghost/mcp", TOKEN_ALL)).status_code == 404
+        unknown = await post("/api/claws/xcout/ask", TOKEN_GLOBS)  # '*cout' reaches it, and scout only
+        assert (unknown.status_code, unknown.json()["error"]) == (404, "no Claw 'xcout' (Claws: scout)")
         big = await http.post(
             "/api/claws/scout/ask",
             content=b'{"message": "' + b"x" * 2_000_000 + b'"}',

@@ -69,8 +69,20 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def reaches(request: Request | None, claw: str) -> bool:
     """Whether the request's token (if tokens are in use) reaches the Claw."""
-    patterns = request.scope.get("state", {}).get("claws") if request is not None else None
+    return request is None or _reaches(request.scope, claw)
+
+
+def _reaches(scope: Scope, claw: str) -> bool:
+    patterns = scope.get("state", {}).get("claws")
     return patterns is None or any(fnmatchcase(claw, p) for p in patterns)
+
+
+def _no_claw(scope: Scope, manifest: Manifest, claw: str) -> JSONResponse | None:
+    """A 404 for a Claw the manifest lacks, naming only the Claws the request's token reaches."""
+    if claw in manifest.claws:
+        return None
+    shown = ", ".join(c for c in sorted(manifest.claws) if _reaches(scope, c)) or "none"
+    return _error(404, f"no Claw '{claw}' (Claws: {shown})")
 
 
 class Guard:
@@ -80,6 +92,10 @@ class Guard:
         self.app = app
         host = manifest.host
         self.hosts = {*_LOOPBACK, split_listen(host.listen)[0], *host.allowed_hosts}
+        port = split_listen(host.listen)[1]
+        # A page's origin must be this host's own, port included: another local web app (another
+        # port of localhost) is another origin.
+        self.origins = {host.listen, *(f"{name}:{port}" for name in _LOOPBACK), *host.allowed_hosts}
         self.tokens = [(t.token.get_secret_value().encode(), t.claws) for t in host.auth.tokens]
 
     def _allowed(self, netloc: str) -> bool:
@@ -102,7 +118,7 @@ class Guard:
         if not self._allowed(host):
             return _error(421, f"Host '{host}' is not allowed (add it to host.allowed_hosts)")
         origin = headers.get("origin")
-        if origin and not self._allowed(urlsplit(origin).netloc):
+        if origin and urlsplit(origin).netloc not in self.origins:
             return _error(403, f"Origin '{origin}' is not allowed (add it to host.allowed_hosts)")
         path: str = scope["path"]
         if not self.tokens or path in _OPEN_PATHS:
@@ -215,11 +231,8 @@ class _McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         claw = scope.get("path_params", {}).get("name")
-        if claw is not None:
-            try:
-                self.host.manifest.check_claw(claw)
-            except UserError as e:
-                return await _error(404, str(e))(scope, receive, send)
+        if claw is not None and (missing := _no_claw(scope, self.host.manifest, claw)):
+            return await missing(scope, receive, send)
         mounted = await self.endpoints.get(claw)
         if self.kind == "mcp":
             await mounted.http.handle_request(scope, receive, send)
@@ -318,10 +331,8 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         claw, verb = request.path_params["name"], request.path_params["verb"]
         if verb not in ("ask", "tell"):
             return _error(404, f"no such path '{request.url.path}' (a Claw has ask and tell)")
-        try:
-            host.manifest.check_claw(claw)
-        except UserError as e:
-            return _error(404, str(e))
+        if missing := _no_claw(request.scope, host.manifest, claw):
+            return missing
         try:
             args = await _body(request)
         except _Refused as e:
@@ -376,10 +387,8 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         of server-sent events that goes on with each new event."""
         claw = request.query_params.get("claw") or None
         if claw is not None:
-            try:
-                host.manifest.check_claw(claw)
-            except UserError as e:
-                return _error(404, str(e))
+            if missing := _no_claw(request.scope, host.manifest, claw):
+                return missing
             if not reaches(request, claw):
                 return _error(403, f"this token does not reach Claw '{claw}'")
         try:  # a browser that reconnects sends the id of the last event it got
