@@ -77,16 +77,24 @@ class Host:
             isolate=lambda claw: Worker.started(manifest, claw, self.store, self.router),
         )
         self.ready = False
+        self.listen = manifest.host.listen
+        """Where the host listens: `host.listen`, with the port it got when that asks for 0."""
+        self._lock: DataDirLock | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        with DataDirLock(self.manifest.data_dir) as lock:
-            lock.set_info(listen=self.manifest.host.listen)
+        with DataDirLock(self.manifest.data_dir) as self._lock:
             async with self.store, self.providers:
                 try:
                     await self._run(task_status)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await self._stopped()
+
+    def listening(self, listen: str) -> None:
+        """The host listens at `listen` now: the lock file tells the CLI and stdio bridges."""
+        self.listen = listen
+        assert self._lock is not None, "Host.run is not running"
+        self._lock.set_info(listen=listen)
 
     async def _stopped(self) -> None:
         """After a clean stop: the messages whose runs were interrupted are queued again now, so

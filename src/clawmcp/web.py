@@ -88,14 +88,14 @@ def _no_claw(scope: Scope, manifest: Manifest, claw: str) -> JSONResponse | None
 class Guard:
     """Host, Origin and token checks in front of the whole app."""
 
-    def __init__(self, app: ASGIApp, manifest: Manifest) -> None:
+    def __init__(self, app: ASGIApp, manifest: Manifest, listen: str) -> None:
         self.app = app
         host = manifest.host
-        self.hosts = {*_LOOPBACK, split_listen(host.listen)[0], *host.allowed_hosts}
-        port = split_listen(host.listen)[1]
+        address, port = split_listen(listen)
+        self.hosts = {*_LOOPBACK, address, *host.allowed_hosts}
         # A page's origin must be this host's own, port included: another local web app (another
         # port of localhost) is another origin.
-        self.origins = {host.listen, *(f"{name}:{port}" for name in _LOOPBACK), *host.allowed_hosts}
+        self.origins = {listen, *(f"{name}:{port}" for name in _LOOPBACK), *host.allowed_hosts}
         self.tokens = [(t.token.get_secret_value().encode(), t.claws) for t in host.auth.tokens]
 
     def _allowed(self, netloc: str) -> bool:
@@ -455,7 +455,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         return _error(500, "internal error; see the host's log")
 
     app = Starlette(routes=routes, exception_handlers={404: not_found, Exception: fault})
-    return Guard(app, host.manifest)
+    return Guard(app, host.manifest, host.listen)
 
 
 class _Server(uvicorn.Server):
@@ -474,17 +474,6 @@ async def serving(
     runs in flight recorded as interrupted, tool servers closed. `head`, `body` and `cap` are the
     deadlines and the connection cap of `clawmcp.listener`."""
     endpoints = Endpoints(host)
-    app = create_app(host, endpoints)
-    protocol = functools.partial(Deadlines, head=head, body=body, cap=cap or max_connections())
-    config = uvicorn.Config(
-        app,
-        http=protocol,  # type: ignore[arg-type]
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=3,
-    )
-    server = _Server(config)
     sessions = anyio.CancelScope()
 
     async def run_sessions(*, task_status: TaskStatus[None]) -> None:
@@ -493,8 +482,19 @@ async def serving(
 
     async with anyio.create_task_group() as tg:
         await tg.start(host.run)
-        listen = split_listen(host.manifest.host.listen)
-        with listen_socket(*listen) as sock:  # after the lock: a second host stops there
+        with listen_socket(*split_listen(host.listen)) as sock:  # after the lock: a second host stops there
+            address, port = sock.getsockname()[:2]
+            host.listening(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+            protocol = functools.partial(Deadlines, head=head, body=body, cap=cap or max_connections())
+            config = uvicorn.Config(
+                create_app(host, endpoints),
+                http=protocol,  # type: ignore[arg-type]
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                timeout_graceful_shutdown=3,
+            )
+            server = _Server(config)
             # What uses the host stops before the host does: a run cut short is still recorded.
             async with anyio.create_task_group() as web:
                 await web.start(run_sessions)
@@ -518,12 +518,7 @@ async def serve(manifest: Manifest) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with serving(host):
             claws = ", ".join(sorted(manifest.claws)) or "none"
-            log.info(
-                "listening on http://%s (Claws: %s)",
-                manifest.host.listen,
-                claws,
-                extra={"listen": manifest.host.listen},
-            )
+            log.info("listening on http://%s (Claws: %s)", host.listen, claws, extra={"listen": host.listen})
             async for signum in signals:
                 log.info("%s: stopping", signal.Signals(signum).name)
                 break

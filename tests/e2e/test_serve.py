@@ -238,3 +238,20 @@ async def test_sigterm_with_streams_open_ends_them_and_stops_without_a_traceback
         assert process.stderr is not None
         rest = b"".join([chunk async for chunk in process.stderr]).decode().splitlines()
     assert rest == ["clawmcp: SIGTERM: stopping", "clawmcp: stopped"]
+
+
+@pytest.mark.anyio
+async def test_a_host_on_port_0_says_which_port_it_got_and_the_cli_finds_it(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "host: {listen: '127.0.0.1:0', data_dir: state}\n"
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {a: {model: m}}\n"
+    )
+    async with serving(path, mcp_config=False) as (process, lines):
+        [listening] = [line for line in lines if "listening on" in line]
+        assert listening.startswith("clawmcp: listening on http://127.0.0.1:") and ":0 " not in listening
+        claws = await anyio.run_process([sys.executable, "-m", "clawmcp", "claws", "-p", str(path)])
+        assert claws.stdout.decode().splitlines()[1].split()[:2] == ["a", "idle"]
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(10):
+            assert await process.wait() == 0

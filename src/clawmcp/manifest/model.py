@@ -129,8 +129,8 @@ class Host(_Strict):
     @classmethod
     def _listen(cls, v: str) -> str:
         host, _, port = v.rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise _fail(f"expected HOST:PORT such as 127.0.0.1:8765 (port 1 to 65535), got '{v}'")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise _fail(f"expected HOST:PORT such as 127.0.0.1:8765 (port 0: any free one), got '{v}'")
         return v
 
 
