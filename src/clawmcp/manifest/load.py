@@ -116,7 +116,15 @@ def read(shown: str, path: Path, env: Mapping[str, str], problems: list[Problem]
         if node is None:
             problems.append(Problem(shown, 1, 1, "the file is empty; a manifest starts with 'version: 1'"))
             return None
-        return Doc(_Builder(loader, source, env, problems).build(node, ()), source)
+        return Doc(
+            _Builder(loader, source, env, problems, max(10_000, 2 * len(text))).build(node, ()), source
+        )
+    except RecursionError:
+        problems.append(Problem(shown, 1, 1, "the file is nested too deeply"))
+        return None
+    except _TooBig as e:
+        problems.append(Problem(shown, 1, 1, str(e)))
+        return None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -126,14 +134,24 @@ def read(shown: str, path: Path, env: Mapping[str, str], problems: list[Problem]
         loader.dispose()
 
 
+class _TooBig(Exception):
+    """The file expands to far more values than it has characters: aliases inside aliases."""
+
+
 @dataclass
 class _Builder:
     loader: Any  # _FastLoader or _Loader
     source: Source
     env: Mapping[str, str]
     problems: list[Problem]
+    budget: int
+    """Values the file may expand to: about its size, so that nested aliases (a "billion laughs")
+    cannot grow without bound."""
 
     def build(self, node: yaml.Node, loc: Loc) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooBig("the file expands to too many values (aliases of aliases?)")
         self.source.values[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.MappingNode):
             self.loader.flatten_mapping(node)
@@ -155,8 +173,15 @@ class _Builder:
                 self.source.keys[(*loc, i)] = (item.start_mark.line + 1, item.start_mark.column + 1)
                 items.append(self.build(item, (*loc, i)))
             return items
-        value = self.loader.construct_object(node)
-        return self._substitute(value, loc) if isinstance(value, str) else value
+        try:
+            value = self.loader.construct_object(node)
+        except ValueError:  # an integer of more than 4,300 digits: the text, which the model refuses
+            value = node.value
+        if isinstance(value, str):
+            value = self._substitute(value, loc)
+            if "\0" in value:
+                self._bad(loc, "a NUL character cannot be part of a value")
+        return value
 
     def _substitute(self, text: str, loc: Loc) -> str:
         def one(m: re.Match[str]) -> str:
@@ -189,6 +214,7 @@ _EXPECTED = {
     "int_type": "expected a whole number",
     "int_parsing": "expected a whole number",
     "int_from_float": "expected a whole number",
+    "int_parsing_size": "expected a whole number of at most 4,300 digits",
     "float_type": "expected a number",
     "float_parsing": "expected a number",
     "bool_type": "expected true or false",

@@ -156,7 +156,7 @@ class Rule(_Strict):
         if self.when is not None:
             try:
                 groups = set(re.compile(self.when).groupindex)
-            except re.error as e:
+            except (re.error, OverflowError, RecursionError) as e:
                 raise _fail(f"when: bad regular expression: {e}") from None
         texts = [self.reply, *(repr(s.arguments) for s in self.steps)]
         for expr in (m[1] for t in texts for m in _TEMPLATE.finditer(t)):
@@ -315,7 +315,7 @@ class Schedule(_Strict):
         if v is not None:
             try:
                 ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, a name too long
                 raise _fail(f"unknown timezone '{v}' (use an IANA name such as Europe/Lisbon)") from None
         return v
 
