@@ -123,12 +123,13 @@ async def test_servers_that_hang_or_print_garbage_are_reported_and_the_hub_stays
     )
     async with running(tmp_path, body, connect_timeout=1.5) as hub:
         status = hub.status()
-        assert status["time"].state == "up"
         assert status["hangs"].error == "no answer to the handshake within 1.5s"
         assert status["garbage"].error is not None
         assert status["missing"].error is not None
         with pytest.raises(ToolServerError, match="tool server 'hangs' is down; reconnecting, attempt"):
             await hub.call("a", "hangs__anything", {})
+        with anyio.fail_after(60):  # a good server comes up, also if a loaded machine made it miss 1.5 s
+            await hub.wait_up("time")
         assert not (await hub.call("a", "time__get_current_time", {"timezone": "UTC"})).is_error
 
 

@@ -14,7 +14,7 @@ import anyio
 import anyio.to_thread
 import httpx2
 import pytest
-from anyio.streams.text import TextReceiveStream
+from anyio.streams.buffered import BufferedByteReceiveStream
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -157,12 +157,12 @@ async def test_logs_follow_shows_a_run_while_it_happens_and_the_host_logs_json(t
     ):
         assert logs.stdout is not None
         lines: list[str] = []
-        reading = TextReceiveStream(logs.stdout)
+        reading = BufferedByteReceiveStream(logs.stdout)
 
         async def until(text: str) -> None:
             with anyio.fail_after(20):
-                while not any(text in line for line in lines):
-                    lines.extend((await reading.receive()).splitlines())
+                while not any(text in line for line in lines):  # whole lines, however they arrive
+                    lines.append((await reading.receive_until(b"\n", 1_000_000)).decode())
 
         told = await clawmcp("tell", "a", "go", "-p", str(path))
         await until("run 1 model turn 1: calls tools__gate")
