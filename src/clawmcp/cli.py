@@ -71,12 +71,11 @@ def _stdio(args: argparse.Namespace) -> int:
     import anyio
 
     from clawmcp.host import configure_logging
-    from clawmcp.manifest import load
+    from clawmcp.manifest import outline
     from clawmcp.stdio import run_stdio
 
-    manifest = load(args.paths)
-    configure_logging(args.log_format, manifest)
-    anyio.run(run_stdio, manifest, args.claw)
+    configure_logging(args.log_format)
+    anyio.run(run_stdio, outline(args.paths), args.claw)
     return 0
 
 
@@ -183,15 +182,21 @@ def _logs(args: argparse.Namespace) -> int:
 def _desktop_config(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clawmcp.manifest import load
+    from clawmcp.manifest import outline
 
-    manifest = load(args.paths)
+    found = outline(args.paths)
     for claw in args.claws:
-        manifest.check_claw(claw)
+        if claw not in found.claws:
+            raise UserError(f"no Claw '{claw}' (Claws: {', '.join(found.claws) or 'none'})")
     paths = [str(Path(p).resolve()) for p in args.paths]
+    # What the host needs from the environment, as placeholders: a bridge that starts the host
+    # passes its env on. Never the values.
+    needs = [*found.needs, *(["CLAWMCP_TOKEN"] if found.tokens else [])]
+    env = {name: f"<{name}>" for name in needs}
     servers = {
         claw: {"command": sys.executable, "args": ["-m", "clawmcp", "stdio", claw, *paths]}
-        for claw in args.claws or sorted(manifest.claws)
+        | ({"env": env} if env else {})
+        for claw in args.claws or found.claws
     }
     print(json.dumps({"mcpServers": servers}, indent=2))
     return 0

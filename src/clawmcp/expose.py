@@ -132,6 +132,14 @@ class _Server(Server[Any]):
         return super().create_initialization_options(options, *args, **kw)
 
 
+async def _set_level_in_every_era(ctx: Any, call_next: Any) -> Any:
+    """`logging/setLevel` is answered in the 2026 era too (it dropped the method, but clients of
+    both eras send it), as in the handshake era: a Claw sends no log notifications either way."""
+    if ctx.method == "logging/setLevel" and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return types.EmptyResult()
+    return await call_next(ctx)
+
+
 class ServerBase:
     """What every server of ours shares: tool dispatch, errors as results, and change
     notifications to clients of both eras. Subclasses give `tools` and `call`."""
@@ -150,6 +158,7 @@ class ServerBase:
                 on_subscriptions_listen=ListenHandler(self.bus),
                 **self._resource_handlers(),
             )
+        self.server.middleware.append(_set_level_in_every_era)
 
     def _resource_handlers(self) -> dict[str, Any]:
         return {}

@@ -1,115 +1,252 @@
-"""`clawmcp stdio CLAW`: one Claw over stdio, for Claude Desktop and other stdio clients.
+"""`clawmcp stdio CLAW`: one Claw over stdio, for Claude Desktop and other stdio clients (DESIGN §10).
 
-When a host already runs on the manifest's data_dir, this process is a bridge: it speaks MCP on
-stdio and forwards every request to `/claws/CLAW/mcp` of that host. Otherwise it runs the host
-itself (HTTP included, so that the next `clawmcp stdio` bridges to it) and serves the Claw on
-stdio. stdout carries the protocol only; logs go to stderr.
+This process never holds the host: Desktop starts, stops and restarts its entries as it likes, and
+one entry's process going away must not take the Claws of the others with it. It is a bridge
+that speaks MCP on stdio and forwards every request to `/claws/CLAW/mcp` of the data_dir's host.
+When no host runs, it starts one, detached (`clawmcp serve` in a session of its own, logging to
+`data_dir/host.log`), and waits for it; two bridges starting at once end with one host, since
+the data_dir's lock lets only one start. While connected it checks the host every second; when
+the host is gone, calls in flight and calls until a host answers again fail with one line, and
+the bridge finds or starts a new host and reconnects. stdout carries the protocol only.
+
+The bridge reads the manifests only for the data_dir (`clawmcp.manifest.outline`): the model
+secrets are the host's business.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+import subprocess
+import sys
+import warnings
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 import httpx2
 import mcp_types as types
+from anyio.abc import TaskStatus
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.stdio import stdio_server
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp_types import CONNECTION_CLOSED
 
-from clawmcp.errors import HostBusy, UserError, unwrap
-from clawmcp.expose import ClawServer, ServerBase
-from clawmcp.host import Host, split_listen
-from clawmcp.manifest import Manifest
+from clawmcp.errors import UserError, unwrap
+from clawmcp.expose import ServerBase
+from clawmcp.host import split_listen
+from clawmcp.manifest import Outline
 from clawmcp.store.lock import read_lock_info
-from clawmcp.web import serving
 
-__all__ = ["BRIDGE_WAIT", "host_url", "run_stdio"]
+__all__ = ["BRIDGE_WAIT", "GONE", "host_url", "run_stdio"]
 
 BRIDGE_WAIT = 30.0
 """Seconds a bridge waits for a host that is starting to answer."""
+GONE = "the clawmcp host did not answer; restarting it"
+"""What a call gets while the host is away."""
+_CHECK = 1.0  # seconds between checks that the host is still there
+T = TypeVar("T")
+
+log = logging.getLogger("clawmcp")
 
 
-async def run_stdio(manifest: Manifest, claw: str) -> None:
+async def run_stdio(outline: Outline, claw: str) -> None:
     """Serve the Claw on stdin/stdout until the client closes stdin."""
-    manifest.check_claw(claw)
-    if read_lock_info(manifest.data_dir) is None:
-        try:
-            await _embedded(manifest, claw)
-            return
-        except BaseException as e:  # another host won the race for the data_dir: bridge to it
-            if not isinstance(unwrap(e), HostBusy):
-                raise
-    await _bridge(manifest, claw)
-
-
-async def _serve_stdio(server: ServerBase) -> None:
-    async with stdio_server() as (read, write):
-        await server.server.run(read, write, server.server.create_initialization_options())
-
-
-async def _embedded(manifest: Manifest, claw: str) -> None:
-    host = Host(manifest)
-    async with serving(host), anyio.create_task_group() as tg:
-        server = ClawServer(host, claw)
-        tg.start_soon(server.watch)
-        await _serve_stdio(server)
+    if outline.claws and claw not in outline.claws:
+        raise UserError(f"no Claw '{claw}' (Claws: {', '.join(outline.claws)})")
+    upstream = _Upstream(outline, claw)
+    async with anyio.create_task_group() as tg:
+        await tg.start(upstream.run)
+        bridge = _Bridge(claw, upstream)
+        upstream.changed = bridge.tools_changed
+        async with stdio_server() as (read, write):
+            await bridge.server.run(read, write, bridge.server.create_initialization_options())
         tg.cancel_scope.cancel()
 
 
-class _Bridge(ServerBase):
-    """A Claw's server whose every request is answered by the running host."""
+class _Upstream:
+    """The connection to the host, made again whenever the host goes away."""
 
-    def __init__(self, claw: str, upstream: Client) -> None:
+    def __init__(self, outline: Outline, claw: str) -> None:
+        self.outline, self.claw = outline, claw
+        self.client: Client | None = None
+        self.changed: Callable[[], Awaitable[None]] | None = None
+        """Told when the host says the tools changed, and after each reconnection."""
+        self._calls: set[anyio.CancelScope] = set()
+        token = os.environ.get("CLAWMCP_TOKEN")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect (the first time, or fail with one line), then keep connected."""
+        first = True
+        while True:
+            try:
+                url, pid = await self._host()
+            except UserError as e:
+                if first:
+                    raise
+                log.warning("%s; trying again", e)
+                continue
+            try:
+                async with (
+                    httpx2.AsyncClient(headers=self.headers, timeout=httpx2.Timeout(30, read=None)) as http,
+                    Client(
+                        streamable_http_client(f"{url}/claws/{self.claw}/mcp", http_client=http),
+                        mode="legacy",
+                        message_handler=self._on_message,
+                    ) as client,
+                ):
+                    self.client = client
+                    if first:
+                        task_status.started()
+                        first = False
+                    elif self.changed is not None:
+                        await self.changed()  # a new host: its tools may differ
+                    await self._watch(http, url, pid)
+            except Exception as e:  # the connection broke under the session: the host went away
+                if first:
+                    raise UserError(f"cannot connect to the clawmcp host at {url}: {unwrap(e)}") from None
+            finally:
+                self.client = None
+                for scope in self._calls:  # calls in flight went with the host
+                    scope.cancel()
+            log.info("the clawmcp host at %s went away; finding or starting another", url)
+
+    async def call(self, forward: Callable[[Client], Awaitable[T]]) -> T:
+        """`forward` with the host's client; `UserError(GONE)` at once when the host is away."""
+        client = self.client
+        if client is not None:
+            with anyio.CancelScope() as scope:
+                self._calls.add(scope)
+                try:
+                    return await forward(client)
+                except MCPError as e:
+                    if e.code != CONNECTION_CLOSED:
+                        raise
+                except (httpx2.TransportError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    pass
+                finally:
+                    self._calls.discard(scope)
+        raise UserError(GONE)
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification) and self.changed is not None:
+            await self.changed()
+
+    async def _watch(self, http: httpx2.AsyncClient, url: str, pid: int) -> None:
+        """Return once the host is gone: it no longer answers (twice in a row), or another host
+        holds the data_dir."""
+        misses = 0
+        while misses < 2:
+            await anyio.sleep(_CHECK)
+            info = read_lock_info(self.outline.data_dir)
+            if info is None or info.get("pid") != pid:
+                return
+            try:
+                with anyio.fail_after(_CHECK * 2):
+                    ok = (await http.get(f"{url}/healthz")).status_code == 200
+            except (httpx2.TransportError, TimeoutError):
+                ok = False
+            misses = 0 if ok else misses + 1
+
+    async def _host(self) -> tuple[str, int]:
+        """The URL and pid of the data_dir's host once it answers; one is started when none runs."""
+        data_dir = self.outline.data_dir
+        started: subprocess.Popen[bytes] | None = None
+        with anyio.move_on_after(BRIDGE_WAIT):
+            async with httpx2.AsyncClient(headers=self.headers, timeout=2) as http:
+                while True:
+                    info = read_lock_info(data_dir)
+                    if info is None and started is None:
+                        started = _start_host(self.outline)
+                    elif info is None and started is not None and started.poll() is not None:
+                        raise UserError(f"the clawmcp host did not start: {_last_line(data_dir)}")
+                    elif info and (listen := info.get("listen")):
+                        url = host_url(listen)
+                        try:
+                            status = (await http.get(f"{url}/api/claws")).status_code
+                        except httpx2.TransportError:
+                            status = 0
+                        if status == 401:
+                            raise UserError(
+                                "the clawmcp host needs a token: set CLAWMCP_TOKEN in this entry's env "
+                                "(clawmcp desktop-config shows where)"
+                            )
+                        if 200 <= status < 500:
+                            return url, info["pid"]
+                    await anyio.sleep(0.1)  # a host is starting: nothing to wait on but its port
+        raise UserError(f"the clawmcp host on {data_dir} did not answer within {BRIDGE_WAIT:g}s")
+
+
+def _start_host(outline: Outline) -> subprocess.Popen[bytes]:
+    """`clawmcp serve` for the same manifests, detached: a session of its own, so that it outlives
+    this process (and Desktop's handling of it), logging to `data_dir/host.log`."""
+    outline.data_dir.mkdir(parents=True, exist_ok=True)
+    with open(outline.data_dir / "host.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "clawmcp", "serve", *outline.files],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+
+
+def _last_line(data_dir: Path) -> str:
+    try:
+        lines = (data_dir / "host.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no host.log)"
+    return lines[-1].removeprefix("clawmcp: ") if lines else "(host.log is empty)"
+
+
+class _Bridge(ServerBase):
+    """A Claw's server whose every request is answered by the host."""
+
+    def __init__(self, claw: str, upstream: _Upstream) -> None:
         self.upstream = upstream
-        super().__init__(f"clawmcp-{claw}", f"The Claw '{claw}', through the running clawmcp host.")
+        super().__init__(f"clawmcp-{claw}", f"The Claw '{claw}', through the clawmcp host.")
 
     def _resource_handlers(self) -> dict[str, Any]:
+        call = self.upstream.call
+
         async def resources(ctx: Any, params: Any) -> types.ListResourcesResult:
-            return await self.upstream.list_resources()
+            return await call(lambda c: c.list_resources())
 
         async def templates(ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
-            return await self.upstream.list_resource_templates()
+            return await call(lambda c: c.list_resource_templates())
 
         async def read(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-            return await self.upstream.read_resource(str(params.uri))
+            return await call(lambda c: c.read_resource(str(params.uri)))
+
+        async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
+            argument = {"name": params.argument.name, "value": params.argument.value}
+            context = params.context.arguments if params.context else None
+            return await call(lambda c: c.complete(params.ref, argument, context))
+
+        async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+            with warnings.catch_warnings():  # deprecated in the 2026 era; the client asked all the same
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                return await call(lambda c: c.set_logging_level(params.level))
 
         return {
             "on_list_resources": resources,
             "on_list_resource_templates": templates,
             "on_read_resource": read,
+            "on_completion": complete,
+            "on_set_logging_level": set_level,
         }
 
     async def tools(self) -> list[types.Tool]:
-        return (await self.upstream.list_tools()).tools
+        return (await self.upstream.call(lambda c: c.list_tools(cache_mode="refresh"))).tools
 
     async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         async def forward(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
 
-        try:
-            return await self.upstream.call_tool(name, arguments, progress_callback=forward)
-        except MCPError as e:
-            text = f"the clawmcp host did not answer: {e.error.message}"
-            return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
-
-
-async def _bridge(manifest: Manifest, claw: str) -> None:
-    headers = {"Authorization": f"Bearer {token}"} if (token := os.environ.get("CLAWMCP_TOKEN")) else {}
-    bridge: _Bridge | None = None
-
-    async def on_message(message: Any) -> None:
-        if bridge is not None and isinstance(message, types.ToolListChangedNotification):
-            await bridge.tools_changed()
-
-    url = await _host_url(manifest)
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None)) as http:
-        transport = streamable_http_client(f"{url}/claws/{claw}/mcp", http_client=http)
-        async with Client(transport, mode="legacy", message_handler=on_message) as upstream:
-            bridge = _Bridge(claw, upstream)
-            await _serve_stdio(bridge)
+        return await self.upstream.call(lambda c: c.call_tool(name, arguments, progress_callback=forward))
 
 
 def host_url(listen: str) -> str:
@@ -117,22 +254,3 @@ def host_url(listen: str) -> str:
     address, port = split_listen(listen)
     address = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address, address)
     return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
-
-
-async def _host_url(manifest: Manifest) -> str:
-    """The URL of the host that holds the data_dir, once it answers (it may still be starting)."""
-    with anyio.move_on_after(BRIDGE_WAIT):
-        async with httpx2.AsyncClient(timeout=2) as http:
-            while True:
-                info = read_lock_info(manifest.data_dir)
-                if info is None:
-                    raise UserError(f"the clawmcp host on {manifest.data_dir} stopped before it answered")
-                if listen := info.get("listen"):
-                    url = host_url(listen)
-                    try:
-                        if (await http.get(f"{url}/healthz")).status_code == 200:
-                            return url
-                    except httpx2.TransportError:
-                        pass
-                await anyio.sleep(0.1)  # another process is starting: nothing to wait on but its port
-    raise UserError(f"the clawmcp host on {manifest.data_dir} did not answer within {BRIDGE_WAIT:g}s")

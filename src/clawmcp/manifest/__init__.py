@@ -41,6 +41,7 @@ __all__ = [
     "Host",
     "Manifest",
     "Model",
+    "Outline",
     "Rule",
     "Schedule",
     "Send",
@@ -48,6 +49,7 @@ __all__ = [
     "Tool",
     "json_schema",
     "load",
+    "outline",
     "parse_duration",
     "tool_allowed",
 ]
@@ -92,6 +94,47 @@ def _redactor(secrets: tuple[tuple[str, str], ...]) -> Callable[[str], str]:
     names = dict(secrets)
     pattern = re.compile("|".join(re.escape(v) for v in sorted(names, key=len, reverse=True)))
     return lambda text: pattern.sub(lambda m: f"${{{names[m[0]]}}}", text)
+
+
+@dataclass(frozen=True)
+class Outline:
+    """What a stdio bridge and `desktop-config` need of manifests, read without checking them (the
+    model keys they may lack are the host's business): see `outline`."""
+
+    files: tuple[str, ...]
+    data_dir: Path
+    claws: tuple[str, ...]
+    needs: tuple[str, ...]
+    """Variables used without a default, sorted."""
+    tokens: bool
+    """Whether `host.auth.tokens` has any."""
+
+
+def outline(paths: Sequence[str | Path] = ("manifests",)) -> Outline:
+    """The data_dir, Claws, needed variables and whether tokens are on, of manifest files and
+    folders, read leniently: only files that cannot be found or parsed at all are an error."""
+    problems: list[Problem] = []
+    files = discover([str(p) for p in paths], problems)
+    docs = [doc for shown, path in files if (doc := read(shown, path, os.environ, [])) is not None]
+    if problems:
+        raise ManifestError(problems)
+    host: dict[str, Any] = {}
+    claws: set[str] = set()
+    for doc in docs:
+        data = doc.data if isinstance(doc.data, dict) else {}
+        if isinstance(data.get("host"), dict):
+            host = _relative(data["host"], "data_dir", doc.source.folder, default=False)
+        if isinstance(data.get("claws"), dict):
+            claws |= {str(name) for name in data["claws"]}
+    given = host.get("data_dir") if isinstance(host.get("data_dir"), str) else None
+    auth = host["auth"] if isinstance(host.get("auth"), dict) else {}
+    return Outline(
+        files=tuple(shown for shown, _ in files),
+        data_dir=Path(given or os.environ.get("CLAWMCP_HOME") or "~/.clawmcp").expanduser(),
+        claws=tuple(sorted(claws)),
+        needs=tuple(sorted({name for doc in docs for name in doc.source.needs})),
+        tokens=bool(auth.get("tokens")),
+    )
 
 
 def json_schema() -> dict[str, Any]:

@@ -63,6 +63,8 @@ class Source:
     keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     from_env: set[Loc] = field(default_factory=set)
+    needs: set[str] = field(default_factory=set)
+    """Variables used without a default: what the environment must give."""
     secrets: dict[str, str] = field(default_factory=dict)
     """Values taken from the environment (at least `SECRET_MIN` characters), by variable name."""
 
@@ -192,6 +194,8 @@ class _Builder:
                 self._bad(loc, f"bad variable reference '{m[0]}': write ${{NAME}} or ${{NAME:-default}}")
                 return m[0]
             self.source.from_env.add(loc)
+            if default is None:
+                self.source.needs.add(name)
             if name in self.env:
                 if len(value := self.env[name]) >= SECRET_MIN:
                     self.source.secrets[value] = name
