@@ -343,3 +343,29 @@ async def test_bad_input_to_the_api_is_a_clear_4xx_and_runs_nothing(tmp_path: Pa
             response = await http.request(method, f"{base}{path}", **extra)
             assert (response.status_code, said in response.json()["error"]) == (status, True), path
         assert await host.store.runs() == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_exposed_tools_check_their_arguments_and_pass_on_upstream_progress(
+    tmp_path: Path, mode: str
+) -> None:
+    manifest = (
+        f"servers:\n  adder: {{command: python, args: ['{PEERS / 'adder.py'}', stdio]}}\n"
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\n"
+        "claws: {c: {model: m, tools: ['adder.*'], expose: {tools: true}}}\n"
+    )
+    heard: list[str | None] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        heard.append(message)
+
+    async with (
+        host_and_url(tmp_path, manifest=manifest) as (_, base),
+        Client(f"{base}/claws/c/mcp", mode=mode) as client,  # type: ignore[arg-type]
+    ):
+        bad = await client.call_tool("adder__add", {"a": "one", "b": 2})
+        assert bad.is_error and "invalid arguments: a: 'one' is not of type 'integer'" in bad.content[0].text  # type: ignore[union-attr]
+        counted = await client.call_tool("adder__count", {"to": 3}, progress_callback=progress)
+        assert counted.content[0].text == "counted to 3"  # type: ignore[union-attr]
+    assert heard == ["at 1", "at 2", "at 3"]

@@ -230,8 +230,14 @@ class ClawServer(ServerBase):
 
     async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         claws, claw = self.host.claws, self.claw
-        if name in self._shown:
-            return await self.host.hub.call(claw, name, arguments)
+        if (exposed := self._shown.get(name)) is not None:  # checked like every call, progress passed on
+            if problem := invalid_arguments(exposed.input_schema, arguments):
+                raise ClawError(f"{name}: {problem}")
+
+            async def forward(progress: float, total: float | None, message: str | None) -> None:
+                await ctx.session.report_progress(progress, total, message)
+
+            return await self.host.hub.call(claw, name, arguments, progress=forward)
         tool = next((t for t in _CLAW_TOOLS if t.name == name), None)
         if tool is None:
             raise ClawError(f"Claw '{claw}' has no tool '{name}'")

@@ -31,6 +31,7 @@ from anyio.abc import TaskStatus
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     AudioContent,
@@ -340,9 +341,16 @@ class ToolHub:
         return any(fnmatchcase(tool.qualified, p) for p in self.manifest.claws[claw].tools)
 
     async def call(
-        self, claw: str, wire: str, arguments: dict[str, Any], *, run_id: int | None = None
+        self,
+        claw: str,
+        wire: str,
+        arguments: dict[str, Any],
+        *,
+        run_id: int | None = None,
+        progress: ProgressFnT | None = None,
     ) -> CallToolResult:
-        """Call a tool for a Claw; raise `ToolRefused` or `ToolServerError`. Every call is audited."""
+        """Call a tool for a Claw; raise `ToolRefused` or `ToolServerError`. Every call is audited.
+        `progress` hears the upstream server's progress notifications."""
         started = time.perf_counter()
         outcome: Literal["ok", "error", "refused"] = "error"
         error: str | None = None
@@ -353,7 +361,7 @@ class ToolHub:
             if tool is None or not self.allowed(claw, tool):
                 outcome = "refused"
                 raise ToolRefused(f"Claw '{claw}' may not use tool '{wire}'" if tool else f"no tool '{wire}'")
-            result = await self._call(tool, arguments)
+            result = await self._call(tool, arguments, progress)
             outcome = "error" if result.is_error else "ok"
             return result
         except (ToolRefused, ToolServerError) as e:
@@ -429,7 +437,9 @@ class ToolHub:
             with anyio.CancelScope(shield=True):  # stopping: what was called is still recorded
                 await write([*pending, *waiting()])
 
-    async def _call(self, tool: HubTool, arguments: dict[str, Any]) -> CallToolResult:
+    async def _call(
+        self, tool: HubTool, arguments: dict[str, Any], progress: ProgressFnT | None = None
+    ) -> CallToolResult:
         if tool.server == "tools":
             return await manifest_tools.run_tool(
                 tool.name, self.manifest.tools[tool.name], arguments, http=self._http
@@ -439,7 +449,9 @@ class ToolHub:
         if client is None:
             raise self._down(upstream)
         try:
-            return await client.call_tool(tool.name, arguments, read_timeout_seconds=self.call_timeout)
+            return await client.call_tool(
+                tool.name, arguments, read_timeout_seconds=self.call_timeout, progress_callback=progress
+            )
         except MCPError as e:
             if e.code == _TIMEOUT:
                 raise ToolServerError(

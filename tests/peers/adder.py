@@ -25,6 +25,14 @@ async def wait(seconds: float) -> str:
 
 
 @server.tool()
+async def count(to: int, ctx: Context) -> str:
+    """Count to `to`, reporting each step as progress."""
+    for n in range(1, to + 1):
+        await ctx.report_progress(n, to, f"at {n}")
+    return f"counted to {to}"
+
+
+@server.tool()
 async def grow(ctx: Context) -> str:
     """Add a tool `fresh` and tell clients of both eras that the tool list changed."""
     server.add_tool(lambda: "fresh", name="fresh", description="Added at run time.")
