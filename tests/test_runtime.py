@@ -71,10 +71,13 @@ async def test_a_tool_error_or_refusal_goes_back_to_the_model_and_the_run_goes_o
         bad = await host.runtime.run("clock", "the time in Nowhere/Atlantis")
         refused = await host.runtime.run("clock", "forbidden conversion")
         bad_steps = await host.store.steps(bad.id)
+        refused_steps = await host.store.steps(refused.id)
     assert bad.state == "done" and "Nowhere/Atlantis" in (bad.reply or "")
     assert bad_steps[2].data["is_error"] is True
-    assert refused.state == "done"
-    assert refused.reply == "Claw 'clock' may not use tool 'time__convert_time'"
+    # the model heard of the refusal and replied; a run whose every tool call was refused fails
+    assert [s.kind for s in refused_steps] == ["model", "tool_call", "tool_result", "model"]
+    assert (refused.state, refused.reply) == ("failed", None)
+    assert refused.error == "every tool call was refused: Claw 'clock' may not use tool 'time__convert_time'"
 
 
 @pytest.mark.anyio

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from clawmcp.errors import StoreError, StoreUnavailable, UserError, WorkerLost
+from clawmcp.errors import StoreError, StoreUnavailable, ToolRefused, UserError, WorkerLost
 from clawmcp.manifest import Manifest
 from clawmcp.runtime import Remote, Runtime
 from clawmcp.scheduler import describe
@@ -211,7 +211,10 @@ class Claws:
         wire = next((t.wire for t in hub.tools_for(claw) if t.qualified == call["tool"]), None)
         if wire is None:
             return "failed", None, f"tool '{call['tool']}' is not available to Claw '{claw}' now"
-        text, is_error = await hub.call_text(claw, wire, call.get("arguments", {}))
+        try:
+            text, is_error = await hub.call_text(claw, wire, call.get("arguments", {}))
+        except ToolRefused as e:
+            text, is_error = str(e), True
         return ("failed", None, text) if is_error else ("done", text, None)
 
     async def _settle(

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import anyio
 
 from clawmcp.builtins import Builtins
-from clawmcp.errors import ClawError, ModelError, RuntimeFault, StoreError, StoreUnavailable, UserError
+from clawmcp.errors import (
+    ClawError,
+    ModelError,
+    RuntimeFault,
+    StoreError,
+    StoreUnavailable,
+    ToolRefused,
+    UserError,
+)
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
@@ -328,6 +336,9 @@ class Runtime:
                 state, error = "failed", f"internal error: {type(e).__name__}: {e}"
         if timer.cancelled_caught:
             state, error = "limit", f"stopped at run_timeout ({limits.run_timeout:g}s)"
+        elif state == "done" and steps.calls and len(steps.refused) == steps.calls:
+            # A reply made of refusals is no answer: say what was refused.
+            state, reply, error = "failed", None, f"every tool call was refused: {steps.refused[0]}"
         return state, reply, error, (used[0], used[1])
 
     async def _call_tools(
@@ -336,6 +347,7 @@ class Runtime:
         """Run one turn's tool calls at once; each call and each result is a step of the run."""
         for call in calls:
             await steps.add("tool_call", _call_data(call))
+        steps.calls += len(calls)
         results: list[ToolResult | None] = [None] * len(calls)
 
         async def one(i: int, call: ToolRequest) -> None:
@@ -346,10 +358,15 @@ class Runtime:
                 text, is_error = await self.builtins.call(ctx, call.name, call.arguments)
             elif ctx.tools is not None and call.name not in ctx.tools:
                 text, is_error = f"tool '{call.name}' was not given to this sub-agent", True
+                steps.refused.append(text)
             else:
-                text, is_error = await self.hub.call_text(
-                    ctx.claw, call.name, call.arguments, run_id=ctx.run_id
-                )
+                try:
+                    text, is_error = await self.hub.call_text(
+                        ctx.claw, call.name, call.arguments, run_id=ctx.run_id
+                    )
+                except ToolRefused as e:  # the model is told, and may try something else
+                    text, is_error = str(e), True
+                    steps.refused.append(text)
             if is_error:  # an error may name a server's URL, whose key came from a variable
                 text = self.manifest.redact(text)
             results[i] = ToolResult(call.id, call.name, text, is_error)
@@ -384,6 +401,9 @@ class _Steps:
         self.store, self.events, self.ctx, self.on_step = store, events, ctx, on_step
         self.turns = self.count = 0
         self.last: tuple[StepKind, Any] | None = None
+        self.calls = 0
+        self.refused: list[str] = []
+        """What refused the run's tool calls (not allowed, not there)."""
 
     async def add(self, kind: StepKind, data: Any) -> None:
         step = await self.store.add_step(self.ctx.run_id, kind, data)

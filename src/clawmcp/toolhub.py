@@ -401,11 +401,12 @@ class ToolHub:
     async def call_text(
         self, claw: str, wire: str, arguments: dict[str, Any], *, run_id: int | None = None
     ) -> tuple[str, bool]:
-        """`call` for a model: the result as text and whether it is an error. Refusals and server
-        failures are error results too, so a run goes on and the model can react."""
+        """`call` for a model: the result as text and whether it is an error. A server's failure
+        is an error result too, so a run goes on and the model can react; `ToolRefused` is raised
+        (the caller tells the model, and knows it was refused)."""
         try:
             result = await self.call(claw, wire, arguments, run_id=run_id)
-        except (ToolRefused, ToolServerError) as e:
+        except ToolServerError as e:
             return str(e), True
         return result_text(result), result.is_error
 
