@@ -85,8 +85,8 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
     errors."""
     import httpx2
 
+    from clawmcp.address import host_url
     from clawmcp.manifest import load
-    from clawmcp.stdio import host_url
     from clawmcp.store.lock import read_lock_info
 
     manifest = load(args.paths)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import anyio
 from anyio.abc import TaskStatus
 
+from clawmcp.address import split_listen
 from clawmcp.claw import Claws
 from clawmcp.errors import StoreError, UserError
 from clawmcp.events import Events
@@ -30,14 +31,9 @@ from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
 from clawmcp.worker import Worker
 
-__all__ = ["Host", "split_listen"]
+__all__ = ["Host"]
 
 log = logging.getLogger("clawmcp")
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def _loopback(host: str) -> bool:

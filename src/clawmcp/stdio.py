@@ -34,13 +34,13 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import CONNECTION_CLOSED
 
+from clawmcp.address import host_url
 from clawmcp.errors import UserError, unwrap
 from clawmcp.expose import ServerBase
-from clawmcp.host import split_listen
 from clawmcp.manifest import Outline
 from clawmcp.store.lock import read_lock_info
 
-__all__ = ["BRIDGE_WAIT", "GONE", "host_url", "run_stdio"]
+__all__ = ["BRIDGE_WAIT", "GONE", "run_stdio"]
 
 BRIDGE_WAIT = 30.0
 """Seconds a bridge waits for a host that is starting to answer."""
@@ -247,10 +247,3 @@ class _Bridge(ServerBase):
             await ctx.session.report_progress(progress, total, message)
 
         return await self.upstream.call(lambda c: c.call_tool(name, arguments, progress_callback=forward))
-
-
-def host_url(listen: str) -> str:
-    """The URL a local client uses for a host listening on `listen` (any address means loopback)."""
-    address, port = split_listen(listen)
-    address = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(address, address)
-    return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"

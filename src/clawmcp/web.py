@@ -42,10 +42,11 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from clawmcp.address import split_listen
 from clawmcp.errors import ClawError, StoreUnavailable, UserError
 from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
-from clawmcp.host import Host, split_listen
+from clawmcp.host import Host
 from clawmcp.listener import BODY_TIMEOUT, HEAD_TIMEOUT, Deadlines, listen_socket, max_connections
 from clawmcp.manifest import Manifest
 from clawmcp.store import Event, Step
