@@ -56,7 +56,8 @@ def test_schema_prints_a_json_schema() -> None:
 def test_commands_that_only_speak_http_do_not_load_the_mcp_sdk(tmp_path: Path) -> None:
     # Loading the SDK took 2 of the 3.4 s each command took on a loaded machine.
     (tmp_path / "m.yaml").write_text(
-        "host: {data_dir: state}\nmodels: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
+        "host: {data_dir: state}\n"
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
     )
     script = (
         "import sys\nfrom clawmcp.cli import main\n"
