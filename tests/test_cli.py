@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +73,26 @@ def test_commands_that_only_speak_http_do_not_load_the_mcp_sdk(tmp_path: Path) -
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.stdout.strip() == "[]", run.stderr
     assert run.stderr.count("no clawmcp host is running") == 4
+
+
+def test_output_cut_short_by_its_reader_is_no_error() -> None:
+    # `clawmcp schema | head -c 10`: the reader closes the pipe after what it wanted
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # smaller than the schema: the writer meets the close
+    with subprocess.Popen(
+        [sys.executable, "-m", "clawmcp", "schema"], stdout=write, stderr=subprocess.PIPE
+    ) as process:
+        os.close(write)
+        assert os.read(read, 10)
+        os.close(read)
+        assert process.stderr is not None
+        assert (process.wait(timeout=60), process.stderr.read()) == (0, b"")
+
+
+def test_a_wire_name_as_a_tool_pattern_gets_the_pattern_it_means(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text(
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\n"
+        "servers: {everything: {command: npx}}\nclaws: {c: {model: m, tools: [everything__echo]}}\n"
+    )
+    run = clawmcp("validate", str(tmp_path / "m.yaml"))
+    assert "patterns are SERVER.TOOL, e.g. 'everything.echo'" in run.stderr

@@ -294,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.paths = ["manifests"]
     try:
         code = args.run(args)
+        sys.stdout.flush()  # here, so that a closed pipe is met below and not at exit
     except (ClawError, BaseExceptionGroup) as e:
         error = unwrap(e)
         if not isinstance(error, ClawError):
@@ -302,4 +303,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `clawmcp schema | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     sys.exit(code)

@@ -102,7 +102,9 @@ def _servers(tables: Tables) -> list[str]:
 def _pattern_problem(pattern: str, tables: Tables) -> str | None:
     server, dot, tool = pattern.partition(".")
     if not any(fnmatchcase(s, server) for s in _servers(tables)):
-        hint = f"; patterns are SERVER.TOOL, e.g. '{server}.*'" if not dot else ""
+        wire, _, name = pattern.partition("__")  # a wire name, as a model sees it
+        example = f"{wire}.{name}" if name else f"{server}.*"
+        hint = f"; patterns are SERVER.TOOL, e.g. '{example}'" if not dot else ""
         return f"'{pattern}' matches no server (servers: {', '.join(_servers(tables)) or 'none'}){hint}"
     if server == "tools" and not any(fnmatchcase(t, tool) for t in tables["tools"]):
         return f"'{pattern}' matches no manifest tool (tools: {', '.join(sorted(tables['tools']))})"
