@@ -171,6 +171,12 @@ async def test_schedule_tools_keep_schedules_in_the_store(tmp_path: Path) -> Non
         ]
         bad = await client.call_tool("schedule", {"name": "x", "every": "soon", "prompt": "p"})
         assert bad.is_error and "every" in bad.content[0].text  # type: ignore[union-attr]
+        twice = await client.call_tool(
+            "schedule", {"name": "x", "every": "1h", "cron": "0 9 * * *", "prompt": "p"}
+        )
+        assert twice.content[0].text == (  # type: ignore[union-attr]
+            "bad schedule: give exactly one of 'every', 'cron', 'at' (found every, cron)"
+        )
         for far, said in [
             ({"every": "99999999999999999999d"}, "bad schedule: every: from 1s to 36500d"),
             ({"at": "0001-01-01T00:00:00+14:00"}, "is out of range (years 1970 to 9999)"),

@@ -332,7 +332,7 @@ class Scheduler:
             declared = model.Schedule.model_validate({k: v for k, v in fields.items() if v is not None})
         except ValidationError as e:
             problems = "; ".join(
-                f"{'.'.join(map(str, p['loc'])) or 'schedule'}: {p['msg']}" for p in e.errors()
+                f"{'.'.join(map(str, p['loc']))}: {p['msg']}" if p["loc"] else p["msg"] for p in e.errors()
             )
             raise UserError(f"bad schedule: {problems}") from None
         config = self.manifest.claws[claw]

@@ -74,12 +74,12 @@ def _fail(message: str) -> PydanticCustomError:
     return PydanticCustomError("manifest", message)
 
 
-def _one_of(model: BaseModel, keys: tuple[str, ...], what: str) -> str:
+def _one_of(model: BaseModel, keys: tuple[str, ...], what: str = "") -> str:
     given = [k for k in keys if getattr(model, k) is not None]
     if len(given) != 1:
         names = ", ".join(f"'{k}'" for k in keys)
         found = f" (found {', '.join(given)})" if given else ""
-        raise _fail(f"{what}: give exactly one of {names}{found}")
+        raise _fail(f"{what + ': ' if what else ''}give exactly one of {names}{found}")
     return given[0]
 
 
@@ -340,8 +340,8 @@ class Schedule(_Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> Schedule:
-        when = _one_of(self, ("every", "cron", "at"), "a schedule")
-        _one_of(self, ("prompt", "call", "send"), "a schedule's action")
+        when = _one_of(self, ("every", "cron", "at"))
+        _one_of(self, ("prompt", "call", "send"))
         if self.timezone and when == "every":
             raise _fail("'timezone' applies to cron and at, not every")
         return self
