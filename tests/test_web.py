@@ -18,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.types import ToolListChangedNotification
 
+from clawmcp.errors import unwrap
 from clawmcp.host import Host
 from clawmcp.manifest import load
 from clawmcp.web import serving
@@ -375,3 +376,16 @@ async def test_exposed_tools_check_their_arguments_and_pass_on_upstream_progress
         counted = await client.call_tool("adder__count", {"to": 3}, progress_callback=progress)
         assert counted.content[0].text == "counted to 3"  # type: ignore[union-attr]
     assert heard == ["at 1", "at 2", "at 3"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_an_mcp_client_at_an_unknown_claw_is_told_which_claws_there_are(
+    tmp_path: Path, mode: str
+) -> None:
+    async with host_on_http(tmp_path) as base:
+        with pytest.raises(BaseException) as raised:
+            async with Client(f"{base}/claws/ghost/mcp", mode=mode) as client:  # type: ignore[arg-type]
+                await client.list_tools()
+    error = unwrap(raised.value)
+    assert isinstance(error, MCPError) and str(error) == "no Claw 'ghost' (Claws: editor, scout)"

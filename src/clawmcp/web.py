@@ -78,12 +78,17 @@ def _reaches(scope: Scope, claw: str) -> bool:
     return patterns is None or any(fnmatchcase(claw, p) for p in patterns)
 
 
-def _no_claw(scope: Scope, manifest: Manifest, claw: str) -> JSONResponse | None:
-    """A 404 for a Claw the manifest lacks, naming only the Claws the request's token reaches."""
+def _no_claw(scope: Scope, manifest: Manifest, claw: str, *, jsonrpc: bool = False) -> JSONResponse | None:
+    """A 404 for a Claw the manifest lacks, naming only the Claws the request's token reaches; for
+    an MCP client, as a JSON-RPC error, which the SDK shows (instead of "Not Found")."""
     if claw in manifest.claws:
         return None
     shown = ", ".join(c for c in sorted(manifest.claws) if _reaches(scope, c)) or "none"
-    return _error(404, f"no Claw '{claw}' (Claws: {shown})")
+    message = f"no Claw '{claw}' (Claws: {shown})"
+    if jsonrpc:
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+        return JSONResponse(body, status_code=404)
+    return _error(404, message)
 
 
 class Guard:
@@ -232,7 +237,7 @@ class _McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         claw = scope.get("path_params", {}).get("name")
-        if claw is not None and (missing := _no_claw(scope, self.host.manifest, claw)):
+        if claw is not None and (missing := _no_claw(scope, self.host.manifest, claw, jsonrpc=True)):
             return await missing(scope, receive, send)
         mounted = await self.endpoints.get(claw)
         if self.kind == "mcp":
