@@ -15,9 +15,12 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import math
+import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from contextlib import AsyncExitStack
@@ -30,6 +33,7 @@ import httpx2
 from anyio.abc import TaskStatus
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
+from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -52,6 +56,8 @@ from clawmcp.store import Store
 from clawmcp.supervisor import Supervisor
 
 __all__ = ["AUDIT_WINDOW", "HubTool", "ServerState", "ToolHub", "result_text", "wire_names"]
+
+log = logging.getLogger("clawmcp")
 
 AUDIT_WINDOW = 0.05
 """Seconds audit records wait to share a commit; a crash loses at most this much of the audit."""
@@ -79,6 +85,14 @@ def wire_names(qualified: Iterable[tuple[str, str]]) -> dict[tuple[str, str], st
         taken.add(name)
         names[(server, tool)] = name
     return names
+
+
+def _relay(server: str, fd: int) -> None:
+    """In a thread: each line a stdio server writes to stderr, logged as its own (until EOF)."""
+    with os.fdopen(fd, "rb") as lines:
+        for line in lines:
+            text = line.decode(errors="replace").rstrip()
+            log.info("server '%s': %s", server, text, extra={"server": server})
 
 
 def result_text(result: CallToolResult) -> str:
@@ -143,7 +157,12 @@ class _Upstream:
             assert s.command is not None
             # "python" means the interpreter clawmcp runs on, so bundled servers work from a virtualenv.
             command = sys.executable if s.command in ("python", "python3") else s.command
-            return StdioServerParameters(command=command, args=s.args, env=s.env or None, cwd=s.cwd)
+            params = StdioServerParameters(command=command, args=s.args, env=s.env or None, cwd=s.cwd)
+            read, write = os.pipe()  # the server's stderr, relayed line by line with its name
+            errlog = os.fdopen(write, "w")
+            stack.callback(errlog.close)
+            threading.Thread(target=_relay, args=(self.name, read), daemon=True).start()
+            return stdio_client(params, errlog=errlog)
         assert s.url is not None
         if s.kind == "sse":
             return sse_client(s.url, headers=s.headers or None)

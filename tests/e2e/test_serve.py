@@ -255,3 +255,23 @@ async def test_a_host_on_port_0_says_which_port_it_got_and_the_cli_finds_it(tmp_
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(10):
             assert await process.wait() == 0
+
+
+@pytest.mark.anyio
+async def test_a_stdio_servers_stderr_lines_carry_its_name(tmp_path: Path) -> None:
+    port = free_port()
+    path = tmp_path / "m.yaml"
+    speak = "import sys; print('hello from noisy', file=sys.stderr)"  # and exit: down at once
+    path.write_text(
+        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        f'servers: {{noisy: {{command: python, args: ["-c", "{speak}"]}}}}\n'
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
+    )
+    async with serving(path, mcp_config=False) as (process, lines):
+        assert process.stderr is not None
+        with anyio.fail_after(20):
+            async for chunk in TextReceiveStream(process.stderr):
+                lines += chunk.splitlines()
+                if any("hello from noisy" in line for line in lines):
+                    break
+    assert "clawmcp: server 'noisy': hello from noisy" in lines
