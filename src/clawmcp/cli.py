@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -79,6 +80,15 @@ def _stdio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_host(args: argparse.Namespace) -> Path | None:
+    """The data_dir when no host runs on it; None when one does."""
+    from clawmcp.manifest import outline
+    from clawmcp.store.lock import read_lock_info
+
+    data_dir = outline(args.paths).data_dir
+    return data_dir if read_lock_info(data_dir) is None else None
+
+
 @contextlib.contextmanager
 def _request(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Iterator[httpx2.Response]:
     """A request to the running host (its response streamed); its errors become one-line user
@@ -86,13 +96,13 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
     import httpx2
 
     from clawmcp.address import host_url
-    from clawmcp.manifest import load
+    from clawmcp.manifest import outline
     from clawmcp.store.lock import read_lock_info
 
-    manifest = load(args.paths)
-    info = read_lock_info(manifest.data_dir)
+    data_dir = outline(args.paths).data_dir  # only where the host is: no model secrets needed
+    info = read_lock_info(data_dir)
     if not info or not info.get("listen"):
-        raise UserError(f"no clawmcp host is running on {manifest.data_dir}; start one with: clawmcp serve")
+        raise UserError(f"no clawmcp host is running on {data_dir}; start one with: clawmcp serve")
     headers = {"Authorization": f"Bearer {token}"} if (token := os.environ.get("CLAWMCP_TOKEN")) else {}
     url = host_url(info["listen"]) + path
     try:
@@ -138,10 +148,28 @@ def _claws(args: argparse.Namespace) -> int:
                 last,
             )
         )
+    _table(rows)
+    return 0
+
+
+def _tools(args: argparse.Namespace) -> int:
+    tools = [t for t in _api(args, "GET", "/api/tools") if args.server in (None, t["server"])]
+    if args.server is not None and not tools:
+        raise UserError(f"the running host has no tools of a server '{args.server}'")
+    if args.json:
+        print(json.dumps(tools, indent=2))
+        return 0
+    _table(
+        [("PATTERN", "WIRE NAME", "SERVER", "CLAWS")]
+        + [(t["pattern"], t["wire"], t["server_state"], ", ".join(t["claws"]) or "-") for t in tools]
+    )
+    return 0
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -167,6 +195,18 @@ def _logs(args: argparse.Namespace) -> int:
     def show(event: dict[str, Any]) -> None:
         print(json.dumps(event) if args.json else event["line"], flush=True)
 
+    if (data_dir := _no_host(args)) is not None:  # the log as the store keeps it
+        import dataclasses
+
+        from clawmcp.events import line
+        from clawmcp.store.sqlite import read_events
+
+        if (data_dir / "state.db").exists():
+            for event in read_events(data_dir / "state.db", args.claw, args.lines):
+                show(dataclasses.asdict(event) | {"line": line(event)})
+        if args.follow:
+            raise UserError(f"no clawmcp host is running on {data_dir}: nothing more will come")
+        return 0
     if not args.follow:
         for event in _api(args, "GET", f"/api/events?{urlencode(query)}"):
             show(event)
@@ -276,6 +316,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("message", metavar="MESSAGE")
         p.add_argument("--thread", default="default", help="conversation name (default: default)")
         against_host(p)
+    p = command("tools", _tools, "list the tools of the running host's servers: pattern and wire name")
+    p.add_argument("server", nargs="?", metavar="SERVER", help="only this server (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
     p = command("logs", _logs, "show what the Claws did: runs, model turns, tool calls, messages, fires")
     p.add_argument("claw", nargs="?", metavar="CLAW", help="only this Claw (default: all)")
     p.add_argument("-f", "--follow", action="store_true", help="go on showing events as they happen")

@@ -329,6 +329,28 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         state = host.readiness()
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
+    async def api_tools(request: Request) -> JSONResponse:
+        """The tool servers' tools: the pattern a manifest writes, the wire name a model sees, and
+        the Claws (of those the token reaches) that may use each."""
+        hub, names = host.hub, [c for c in sorted(host.manifest.claws) if reaches(request, c)]
+        states = hub.status()
+        tools = []
+        for t in sorted(hub.catalog.values(), key=lambda t: t.qualified):
+            claws = [c for c in names if hub.allowed(c, t)]
+            if claws or len(names) == len(host.manifest.claws):
+                tools.append(
+                    {
+                        "server": t.server,
+                        "tool": t.name,
+                        "pattern": t.qualified,
+                        "wire": t.wire,
+                        "description": t.description,
+                        "server_state": states[t.server].state if t.server in states else "up",
+                        "claws": claws,
+                    }
+                )
+        return JSONResponse(tools)
+
     async def api_claws(request: Request) -> JSONResponse:
         names = [c for c in sorted(host.manifest.claws) if reaches(request, c)]
         return JSONResponse([await host.claws.status(c) for c in names])
@@ -439,6 +461,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         Route("/api/dashboard", api_dashboard),
         Route("/api/events", api_events),
         Route("/api/claws", api_claws),
+        Route("/api/tools", api_tools),
         Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
         Route("/claws/{name}/mcp", mcp("mcp")),
         Route("/claws/{name}/sse", mcp("sse")),

@@ -214,3 +214,25 @@ def test_stdio_names_an_unknown_claw(tmp_path: Path) -> None:
     result = clawmcp("stdio", "ghost", str(manifest(tmp_path)))
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.strip() == "no Claw 'ghost' (Claws: editor, scout)"
+
+
+@pytest.mark.anyio
+async def test_tools_lists_patterns_and_wire_names_and_logs_reads_the_store_without_a_host(
+    tmp_path: Path,
+) -> None:
+    path = manifest(tmp_path)
+    async with serving(path, mcp_config=False):
+        listed = clawmcp("tools", "-p", str(path))
+        assert listed.returncode == 0, listed.stderr
+        rows = [line.split() for line in listed.stdout.splitlines()]
+        assert rows[0] == ["PATTERN", "WIRE", "NAME", "SERVER", "CLAWS"]
+        assert ["time.get_current_time", "time__get_current_time", "up", "scout"] in rows
+        as_json = json.loads(clawmcp("tools", "time", "--json", "-p", str(path)).stdout)
+        assert {t["wire"] for t in as_json} == {"time__get_current_time", "time__convert_time"}
+        assert "no tools of a server 'ghost'" in clawmcp("tools", "ghost", "-p", str(path)).stderr
+        assert clawmcp("ask", "scout", "hello", "-p", str(path)).returncode == 0
+    logged = clawmcp("logs", "scout", "-p", str(path))  # the host is gone; the log is not
+    assert logged.returncode == 0
+    assert any("run 1 done" in line for line in logged.stdout.splitlines())
+    followed = clawmcp("logs", "-f", "-p", str(path))
+    assert followed.returncode == 1 and "nothing more will come" in followed.stderr

@@ -109,6 +109,9 @@ def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...], now: float) -> t
     return Message(**dict(row)), False
 
 
+_EVENTS = """
+    SELECT * FROM events WHERE id > ? AND (? IS NULL OR claw = ?) ORDER BY id DESC LIMIT ?
+"""
 _HISTORY = """
     SELECT claw, thread, role, content, run_id, at FROM (
         SELECT * FROM history WHERE claw = ? AND thread = ? ORDER BY id DESC LIMIT ?
@@ -668,8 +671,17 @@ class SqliteStore(Store):
         return await self._write(add)
 
     async def events(self, claw: str | None = None, *, after: int = 0, limit: int = 100) -> list[Event]:
-        sql = """
-            SELECT * FROM events WHERE id > ? AND (? IS NULL OR claw = ?) ORDER BY id DESC LIMIT ?
-        """
-        rows = await self._read(sql, (after, claw, claw, limit))
+        rows = await self._read(_EVENTS, (after, claw, claw, limit))
         return [Event(**_decode(row, "data")) for row in reversed(rows)]
+
+
+def read_events(path: Path, claw: str | None = None, limit: int = 100) -> list[Event]:
+    """`SqliteStore.events` of a state store no host has open (`clawmcp logs` without a host), read
+    only: nothing is written, nothing migrated."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = _fetch(conn, _EVENTS, (0, claw, claw, limit))
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot read the activity log in {path}: {e}") from e
+    return [Event(**_decode(row, "data")) for row in reversed(rows)]
