@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,3 +127,40 @@ async def test_a_message_tried_five_times_is_in_its_thread_once_at_its_final_out
         ("user", "hello"),
         ("assistant", "[no reply: model 'brain' (openai, m): 401 Unauthorized: invalid key]"),
     ]
+
+
+async def clawmcp(*args: str) -> tuple[int, str, str]:
+    done = await anyio.run_process([sys.executable, "-m", "clawmcp", *args], check=False)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def test_dead_letters_are_listed_and_retried_or_discarded_from_the_cli(tmp_path: Path) -> None:
+    broken = True
+    api = FakeAPI(lambda n, body: openai_error(401, "invalid key") if broken else openai_text("fine"))
+    async with api.serving() as url, host_and_url(tmp_path, manifest=manifest(url)) as (host, _):
+        host.claws.retry_base = 0.001
+        path = str(tmp_path / "m.yaml")
+        told = [await host.claws.tell("c", text) for text in ("first", "second")]
+        with anyio.fail_after(20):
+            while len(await host.store.dead_letters("c")) < 2:
+                await host.claws.settled.wait()
+        code, out, _ = await clawmcp("dead", "-p", path)
+        rows = [line.split()[:3] for line in out.splitlines()]
+        assert code == 0 and rows == [
+            ["ID", "CLAW", "TRIES"],
+            [str(told[0].id), "c", "5"],
+            [str(told[1].id), "c", "5"],
+        ]
+        broken = False
+        assert (await clawmcp("retry", str(told[0].id), "-p", path))[
+            1
+        ] == f"message {told[0].id} (c): queued\n"
+        with anyio.fail_after(20):
+            while (m := await host.store.get_message(told[0].id)) is None or m.state != "done":
+                await host.claws.settled.wait()
+        assert (await clawmcp("discard", str(told[1].id), "-p", path))[
+            1
+        ] == f"message {told[1].id} (c): discarded\n"
+        code, _, error = await clawmcp("retry", str(told[1].id), "-p", path)
+        assert (code, error) == (1, f"message {told[1].id} is not a dead letter (HTTP 400)\n")
+        assert json.loads((await clawmcp("dead", "--json", "-p", path))[1]) == []

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
@@ -248,6 +248,18 @@ class Claws:
         await self.store.nack(message.id, error or "failed", retry_at=self.clock() + delay)
         emit("retry")
         return delay
+
+    async def settle_dead(self, message_id: int, action: Literal["retry", "discard"]) -> Message:
+        """A person's decision on a dead letter: queued again (its Claw woken) or discarded."""
+        try:
+            message = await self.store.settle_dead(message_id, action)
+        except StoreUnavailable:
+            raise
+        except StoreError as e:
+            raise UserError(str(e)) from None
+        if action == "retry" and (wake := self.router.wake.get(message.mailbox)) is not None:
+            wake.set()
+        return message
 
     def _state(self, claw: str) -> str:
         """failed (past its restart intensity), restarting, running (a run in flight) or idle."""

@@ -166,6 +166,39 @@ def _tools(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead(args: argparse.Namespace) -> int:
+    dead = _api(args, "GET", "/api/dead" + (f"?{urlencode({'claw': args.claw})}" if args.claw else ""))
+    if args.json:
+        print(json.dumps(dead, indent=2))
+        return 0
+    rows = [("ID", "CLAW", "TRIES", "ERROR", "MESSAGE")]
+    rows += [
+        (str(m["id"]), m["claw"], str(m["attempts"]), _cut(m["last_error"] or ""), _cut(m["content"]))
+        for m in dead
+    ]
+    _table(rows)
+    return 0
+
+
+def _settle(args: argparse.Namespace) -> int:
+    action = args.command
+    if action == "retry" and args.all:
+        ids = [m["id"] for m in _api(args, "GET", "/api/dead")]
+    elif args.id is None:
+        raise UserError("say which dead letter: clawmcp retry ID, or clawmcp retry --all")
+    else:
+        ids = [args.id]
+    for message_id in ids:
+        settled = _api(args, "POST", f"/api/dead/{message_id}/{action}")
+        print(f"message {settled['id']} ({settled['claw']}): {settled['state']}")
+    return 0
+
+
+def _cut(text: str, size: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
 def _table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -319,6 +352,17 @@ def _parser() -> argparse.ArgumentParser:
     p = command("tools", _tools, "list the tools of the running host's servers: pattern and wire name")
     p.add_argument("server", nargs="?", metavar="SERVER", help="only this server (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
+    p = command("dead", _dead, "list the dead letters: messages that failed every try")
+    p.add_argument("claw", nargs="?", metavar="CLAW", help="only this Claw's (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
+    p = command("retry", _settle, "queue a dead letter again (its tries counted from zero)")
+    p.add_argument("id", nargs="?", type=int, metavar="ID")
+    p.add_argument("--all", action="store_true", help="every dead letter")
+    against_host(p)
+    p = command("discard", _settle, "give up on a dead letter (it stays, marked discarded)")
+    p.add_argument("id", type=int, metavar="ID")
     against_host(p)
     p = command("logs", _logs, "show what the Claws did: runs, model turns, tool calls, messages, fires")
     p.add_argument("claw", nargs="?", metavar="CLAW", help="only this Claw (default: all)")

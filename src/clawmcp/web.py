@@ -49,7 +49,7 @@ from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host
 from clawmcp.listener import BODY_TIMEOUT, HEAD_TIMEOUT, Deadlines, listen_socket, max_connections
 from clawmcp.manifest import Manifest
-from clawmcp.store import Event, Step
+from clawmcp.store import Event, Message, Step
 
 __all__ = ["API_BODY_LIMIT", "Endpoints", "create_app", "serve"]
 
@@ -307,6 +307,11 @@ def _event(event: Event) -> dict[str, Any]:
     return dataclasses.asdict(event) | {"line": line(event)}
 
 
+def _dead(message: Message) -> dict[str, Any]:
+    fields = ("id", "mailbox", "state", "content", "thread", "sender", "attempts", "last_error", "created_at")
+    return {("claw" if k == "mailbox" else k): getattr(message, k) for k in fields}
+
+
 def _step(step: Step) -> dict[str, Any]:
     """A step for the dashboard, long texts cut short."""
     data = step.data
@@ -350,6 +355,26 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
                     }
                 )
         return JSONResponse(tools)
+
+    async def api_dead(request: Request) -> JSONResponse:
+        """Dead letters (`?claw=NAME`), oldest first."""
+        claw = request.query_params.get("claw") or None
+        if claw is not None and (missing := _no_claw(request.scope, host.manifest, claw)):
+            return missing
+        dead = [m for m in await host.store.dead_letters(claw) if reaches(request, m.mailbox)]
+        return JSONResponse([_dead(m) for m in dead])
+
+    async def api_settle_dead(request: Request) -> JSONResponse:
+        """`POST /api/dead/ID/retry` or `/discard`."""
+        action = request.path_params["action"]
+        try:
+            message_id = int(request.path_params["id"])
+        except ValueError:
+            return _error(404, f"no such path '{request.url.path}'")
+        message = await host.store.get_message(message_id)
+        if action not in ("retry", "discard") or message is None or not reaches(request, message.mailbox):
+            return _error(404, f"no dead letter {message_id} to {action}")
+        return JSONResponse(_dead(await host.claws.settle_dead(message_id, action)))
 
     async def api_claws(request: Request) -> JSONResponse:
         names = [c for c in sorted(host.manifest.claws) if reaches(request, c)]
@@ -462,6 +487,8 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         Route("/api/events", api_events),
         Route("/api/claws", api_claws),
         Route("/api/tools", api_tools),
+        Route("/api/dead", api_dead),
+        Route("/api/dead/{id}/{action}", api_settle_dead, methods=["POST"]),
         Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
         Route("/claws/{name}/mcp", mcp("mcp")),
         Route("/claws/{name}/sse", mcp("sse")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -613,3 +614,28 @@ async def test_only_the_newest_events_are_kept(store: Store, monkeypatch: pytest
     await store.add_events([(float(n), "run", "a", {"n": n}) for n in range(5)])
     await store.add_events([(5.0, "run", "a", {"n": 5})])
     assert [e.data["n"] for e in await store.events(limit=10)] == [3, 4, 5]
+
+
+async def test_a_dead_letter_is_queued_again_from_zero_tries_or_discarded(
+    store: Store, clock: FakeClock
+) -> None:
+    first, _ = await store.enqueue("a", "one")
+    second, _ = await store.enqueue("b", "two")
+    for m in (first, second):
+        await store.claim(m.mailbox)
+        await store.nack(m.id, "boom", retry_at=None)
+    assert [m.id for m in await store.dead_letters()] == [first.id, second.id]
+    assert [m.id for m in await store.dead_letters("b")] == [second.id]
+    clock.advance(10)
+    again = await store.settle_dead(first.id, "retry")
+    assert (again.state, again.attempts, again.available_at, again.last_error) == (
+        "queued",
+        0,
+        clock.now,
+        "boom",
+    )
+    assert (await store.claim("a")) == dataclasses.replace(again, state="running", attempts=1)
+    gone = await store.settle_dead(second.id, "discard")
+    assert gone.state == "discarded" and await store.dead_letters() == [] and await store.depth("b") == 0
+    with pytest.raises(StoreError, match=f"message {second.id} is not a dead letter"):
+        await store.settle_dead(second.id, "retry")

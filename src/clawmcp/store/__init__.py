@@ -41,7 +41,7 @@ __all__ = [
 
 Clock = Callable[[], float]
 MessageKind = Literal["message", "ask", "reply", "topic", "fire"]
-MessageState = Literal["queued", "running", "done", "dead"]
+MessageState = Literal["queued", "running", "done", "dead", "discarded"]
 RunTrigger = Literal["message", "ask", "schedule", "spawn"]
 RunState = Literal["running", "done", "failed", "limit", "interrupted"]
 StepKind = Literal["model", "tool_call", "tool_result"]
@@ -232,7 +232,14 @@ class Store(abc.ABC):
         """Messages of the mailbox not yet done or dead."""
 
     @abc.abstractmethod
-    async def dead_letters(self, mailbox: str) -> list[Message]: ...
+    async def dead_letters(self, mailbox: str | None = None) -> list[Message]:
+        """The dead letters of a mailbox (or of all), oldest first."""
+
+    @abc.abstractmethod
+    async def settle_dead(self, message_id: int, action: Literal["retry", "discard"]) -> Message:
+        """A person's decision on a dead letter: `retry` queues it again now with its attempts
+        counted from zero (its last error kept), `discard` marks it discarded. `StoreError` when
+        it is not a dead letter."""
 
     @abc.abstractmethod
     async def mailboxes(self) -> dict[str, tuple[int, int]]:

@@ -167,9 +167,21 @@ class MemoryStore(Store):
         await self._enter()
         return sum(m.mailbox == mailbox and m.state in ("queued", "running") for m in self._messages.values())
 
-    async def dead_letters(self, mailbox: str) -> list[Message]:
+    async def dead_letters(self, mailbox: str | None = None) -> list[Message]:
         await self._enter()
-        return [m for m in self._messages.values() if m.mailbox == mailbox and m.state == "dead"]
+        return [m for m in self._messages.values() if mailbox in (None, m.mailbox) and m.state == "dead"]
+
+    async def settle_dead(self, message_id: int, action: Literal["retry", "discard"]) -> Message:
+        await self._enter()
+        m = self._messages.get(message_id)
+        if m is None or m.state != "dead":
+            raise StoreError(f"message {message_id} is not a dead letter")
+        if action == "retry":
+            m = dataclasses.replace(m, state="queued", attempts=0, available_at=self._clock())
+        else:
+            m = dataclasses.replace(m, state="discarded")
+        self._messages[message_id] = m
+        return m
 
     async def mailboxes(self) -> dict[str, tuple[int, int]]:
         await self._enter()

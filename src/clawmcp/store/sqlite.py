@@ -350,9 +350,24 @@ class SqliteStore(Store):
         [(count,)] = await self._read(sql, (mailbox,))
         return int(count)
 
-    async def dead_letters(self, mailbox: str) -> list[Message]:
-        sql = "SELECT * FROM messages WHERE mailbox = ? AND state = 'dead' ORDER BY id"
-        return [Message(**dict(row)) for row in await self._read(sql, (mailbox,))]
+    async def dead_letters(self, mailbox: str | None = None) -> list[Message]:
+        sql = "SELECT * FROM messages WHERE (? IS NULL OR mailbox = ?) AND state = 'dead' ORDER BY id"
+        return [Message(**dict(row)) for row in await self._read(sql, (mailbox, mailbox))]
+
+    async def settle_dead(self, message_id: int, action: Literal["retry", "discard"]) -> Message:
+        sql = """
+            UPDATE messages
+            SET state = iif(:retry, 'queued', 'discarded'),
+                attempts = iif(:retry, 0, attempts),
+                available_at = iif(:retry, :now, available_at)
+            WHERE id = :id AND state = 'dead'
+            RETURNING *
+        """
+        params = {"id": message_id, "retry": action == "retry", "now": self._clock()}
+        rows = await self._write(lambda conn: _fetch(conn, sql, params))
+        if not rows:
+            raise StoreError(f"message {message_id} is not a dead letter")
+        return Message(**dict(rows[0]))
 
     async def mailboxes(self) -> dict[str, tuple[int, int]]:
         sql = """
