@@ -290,7 +290,12 @@ class Scheduler:
             message, outcome = self._message(schedule, slot)
             try:
                 claimed = await self.store.claim_fire(
-                    schedule.id, slot, next_fire=next_fire, message=message, outcome=outcome
+                    schedule.id,
+                    slot,
+                    next_fire=next_fire,
+                    message=message,
+                    outcome=outcome,
+                    merge=schedule.misfire != "all",  # `all` asked for a run per slot
                 )
             except StoreError:
                 if schedule.id in self._current:

@@ -639,3 +639,29 @@ async def test_a_dead_letter_is_queued_again_from_zero_tries_or_discarded(
     assert gone.state == "discarded" and await store.dead_letters() == [] and await store.depth("b") == 0
     with pytest.raises(StoreError, match=f"message {second.id} is not a dead letter"):
         await store.settle_dead(second.id, "retry")
+
+
+async def test_a_fire_merges_with_its_schedules_fire_still_queued(store: Store) -> None:
+    tick = await store.put_schedule(
+        "c",
+        "tick",
+        spec={"every": 5.0},
+        action={"prompt": "p"},
+        misfire="latest",
+        source="manifest",
+        next_fire=5,
+    )
+
+    def fire(slot: float) -> Outgoing:
+        return Outgoing("c", f"slot {slot}", kind="fire", key=f"schedule:{tick.id}:{slot}")
+
+    assert await store.claim_fire(tick.id, 5, next_fire=10, message=fire(5), merge=True)
+    assert await store.claim_fire(tick.id, 10, next_fire=15, message=fire(10), merge=True)
+    assert await store.claim_fire(tick.id, 15, next_fire=20, message=fire(15))  # no merge: queued too
+    assert [f.outcome for f in await store.fires(tick.id)] == ["running", "merged", "running"]
+    assert await store.depth("c") == 2
+    taken = await store.claim("c")
+    assert taken is not None and taken.content == "slot 5"
+    await store.claim("c")  # nothing of the schedule is queued now: the next fire queues again
+    assert await store.claim_fire(tick.id, 20, next_fire=25, message=fire(20), merge=True)
+    assert (await store.fires(tick.id, limit=1))[0].outcome == "running"

@@ -246,8 +246,8 @@ def _read_table(
         return
     for name, entry in raw.items():
         loc = (key, name)
-        if not re.match(NAME_PATTERN, name):
-            problems.append(src.problem(loc, f"'{name}' is not a valid name: {NAME_RULE}"))
+        if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):  # not "a\n"
+            problems.append(src.problem(loc, f"{name!r} is not a valid name: {NAME_RULE}"))
             continue
         if name in tables[table]:
             earlier = tables[table][name]

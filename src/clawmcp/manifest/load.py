@@ -45,7 +45,8 @@ _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{[^}]*\
 def dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        shown = part if isinstance(part, int) or part.isprintable() else repr(part)  # one line
+        out += f"[{shown}]" if isinstance(part, int) else (f".{shown}" if out else str(shown))
     return out
 
 

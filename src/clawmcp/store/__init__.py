@@ -45,7 +45,7 @@ MessageState = Literal["queued", "running", "done", "dead", "discarded"]
 RunTrigger = Literal["message", "ask", "schedule", "spawn"]
 RunState = Literal["running", "done", "failed", "limit", "interrupted"]
 StepKind = Literal["model", "tool_call", "tool_result"]
-FireOutcome = Literal["running", "ok", "failed", "skipped"]
+FireOutcome = Literal["running", "ok", "failed", "skipped", "merged"]
 ToolOutcome = Literal["ok", "error", "refused"]
 EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server"]
 
@@ -384,10 +384,13 @@ class Store(abc.ABC):
         next_fire: float | None,
         message: Outgoing | None = None,
         outcome: FireOutcome = "running",
+        merge: bool = False,
     ) -> bool:
         """In one transaction: record that the slot fires, queue its `message` and move the
         schedule's next fire on. False if the slot had already fired (each slot fires once): then
-        only next_fire moves."""
+        only next_fire moves. With `merge`, while an earlier fire's message of the schedule is
+        still queued, the slot is recorded as `merged` and queues nothing (a Claw that cannot keep
+        up gets one run for them, not a pile)."""
 
     @abc.abstractmethod
     async def finish_fire(

@@ -401,12 +401,24 @@ class MemoryStore(Store):
         next_fire: float | None,
         message: Outgoing | None = None,
         outcome: FireOutcome = "running",
+        merge: bool = False,
     ) -> bool:
         await self._enter()
         _check(self._schedules, schedule_id, "schedule")
         self._schedules[schedule_id] = dataclasses.replace(self._schedules[schedule_id], next_fire=next_fire)
         if (schedule_id, slot) in self._fires:
             return False
+        prefix = f"schedule:{schedule_id}:"
+        if (
+            merge
+            and message
+            and any(
+                m.state == "queued" and m.kind == "fire" and (m.key or "").startswith(prefix)
+                for m in self._messages.values()
+                if m.mailbox == message.mailbox
+            )
+        ):
+            message, outcome = None, "merged"
         self._fires[schedule_id, slot] = Fire(schedule_id, slot, outcome, None, None, self._clock())
         if message:
             await self.enqueue(

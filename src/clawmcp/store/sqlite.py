@@ -601,13 +601,21 @@ class SqliteStore(Store):
         next_fire: float | None,
         message: Outgoing | None = None,
         outcome: FireOutcome = "running",
+        merge: bool = False,
     ) -> bool:
         now = self._clock()
+        waiting = """
+            SELECT 1 FROM messages
+            WHERE mailbox = ? AND state = 'queued' AND kind = 'fire' AND key LIKE ? LIMIT 1
+        """
 
         def claim(conn: sqlite3.Connection) -> bool:
+            nonlocal message, outcome
             moved = "UPDATE schedules SET next_fire = ? WHERE id = ?"
             if conn.execute(moved, (next_fire, schedule_id)).rowcount == 0:
                 raise StoreError(f"no schedule {schedule_id}")
+            if merge and message and _fetch(conn, waiting, (message.mailbox, f"schedule:{schedule_id}:%")):
+                message, outcome = None, "merged"
             fire = """
                 INSERT INTO fires (schedule_id, slot, outcome, fired_at) VALUES (?, ?, ?, ?)
                 ON CONFLICT DO NOTHING RETURNING slot
