@@ -77,6 +77,37 @@ async def main(calls: int) -> None:
     print(f"audited  {audited} of {len(hub_ms) + 50} hub calls")
     record("tool call through the hub, median", h_median, d_median, "ms", "ratio ≤ 1.10")
     record("tool call through the hub, p99", h_p99, d_p99, "ms")
+    await big_results(8 if calls < 1000 else 16)
+
+
+async def big_results(megabytes: int) -> None:
+    """One result of `megabytes` MiB (tests/peers/big.py) through the hub, and with the SDK client
+    straight to the server: the SDK's stdio reader costs time that grows with the square of a
+    result's size; the hub's own transport does not."""
+    big = Path(__file__).parent.parent / "tests" / "peers" / "big.py"
+    args = {"megabytes": megabytes - 0.5}  # under the hub's cap
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "m.yaml").write_text(
+            f"models: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}\n"
+            f"servers: {{big: {{command: python, args: ['{big}']}}}}\n"
+            "claws: {bench: {model: m, tools: [big.big]}}\n"
+        )
+        store = SqliteStore(Path(tmp) / "state.db")
+        hub = ToolHub(load([Path(tmp) / "m.yaml"]), store)
+        params = StdioServerParameters(command=sys.executable, args=[str(big)])
+        async with store, Client(params) as client, anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            started = time.perf_counter()
+            await client.call_tool("big", args, read_timeout_seconds=600)
+            direct = time.perf_counter() - started
+            started = time.perf_counter()
+            await hub.call("bench", "big__big", args)
+            through = time.perf_counter() - started
+            tg.cancel_scope.cancel()
+    print(f"big      {megabytes - 0.5} MiB result: hub {through:.2f} s, SDK client {direct:.2f} s")
+    record(
+        f"a {megabytes - 0.5:g} MiB result through the hub (baseline: SDK stdio client)", through, direct, "s"
+    )
 
 
 async def _count(store: SqliteStore) -> list[object]:

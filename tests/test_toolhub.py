@@ -18,6 +18,7 @@ import pytest
 
 from clawmcp.errors import ToolRefused, ToolServerError
 from clawmcp.manifest import load
+from clawmcp.stdio_transport import LINE_CAP
 from clawmcp.store.memory import MemoryStore
 from clawmcp.toolhub import ToolHub, wire_names
 from tests.conftest import ROOT
@@ -265,3 +266,20 @@ async def test_a_server_that_keeps_dropping_its_connection_is_marked_failed_and_
         assert status["time"].state == "up"
         result = await hub.call("a", "time__get_current_time", {"timezone": "UTC"})
         assert not result.is_error
+
+
+@pytest.mark.anyio
+async def test_a_result_over_the_cap_is_an_error_for_its_call_and_the_server_stays_up(tmp_path: Path) -> None:
+    body = (
+        f"servers:\n  big: {{command: python, args: ['{PEERS / 'big.py'}']}}\n"
+        "claws:\n  a: {model: m, tools: ['big.*']}\n"
+    )
+    async with running(tmp_path, body) as hub:
+        with anyio.fail_after(60):
+            over = await hub.call("a", "big__big", {"megabytes": LINE_CAP / 1_048_576 + 1})
+            assert over.is_error and over.content[0].text == (  # type: ignore[union-attr]
+                "the result is over 16 MiB, more than a tool result may be"
+            )
+            fits = await hub.call("a", "big__big", {"megabytes": 8})
+        assert len(fits.content[0].text) == 8 * 1_048_576  # type: ignore[union-attr]
+        assert hub.status()["big"].state == "up"

@@ -33,7 +33,6 @@ import httpx2
 from anyio.abc import TaskStatus
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
-from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -52,6 +51,7 @@ from clawmcp import tools as manifest_tools
 from clawmcp.errors import ToolRefused, ToolServerError, unwrap
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest, Server
+from clawmcp.stdio_transport import stdio_transport
 from clawmcp.store import Store
 from clawmcp.supervisor import Supervisor
 
@@ -162,7 +162,7 @@ class _Upstream:
             errlog = os.fdopen(write, "w")
             stack.callback(errlog.close)
             threading.Thread(target=_relay, args=(self.name, read), daemon=True).start()
-            return stdio_client(params, errlog=errlog)
+            return stdio_transport(params, errlog)
         assert s.url is not None
         if s.kind == "sse":
             return sse_client(s.url, headers=s.headers or None)
