@@ -123,7 +123,7 @@ async def test_the_dashboard_shows_claws_runs_and_tool_calls_and_updates_without
             await shows(page, lambda p: p.find_element(By.ID, "live").text == "live")
 
             await clawmcp(
-                "ask", "scout", "relay what time is it?", "-p", str(path)
+                "ask", "scout", "relay the build is green", "-p", str(path)
             )  # run 2, and editor's run 3
             await shows(page, run_shown(2, "claw__send"))
             await shows(page, lambda p: "scout → editor" in p.find_element(By.ID, "messages").text)
