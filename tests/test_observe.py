@@ -4,6 +4,7 @@ and the token checks in front of them; on a real host over real HTTP."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import anyio
@@ -158,5 +159,11 @@ async def test_the_dashboard_needs_a_token_and_shows_what_it_reaches(tmp_path: P
         metrics = (await http.get("/metrics")).text
         assert 'claw="scout"' in metrics and 'claw="editor"' not in metrics
         assert (await http.get("/api/events?claw=editor")).status_code == 403
-        # The cookie stands for the token on reads only: a POST still needs the bearer header.
+        # The cookie stands for the token on reads only: a POST still needs the bearer header...
         assert (await http.post("/api/claws/scout/ask", json={"message": "hi"})).status_code == 401
+        # ...or the dashboard page's own token beside it, which only a page of this origin can read
+        [token] = re.findall(r'<meta name="clawmcp-page" content="([^"]+)">', page.text)
+        with_page = await http.post("/api/dead/999/retry", headers={"x-clawmcp-page": token})
+        assert (with_page.status_code, with_page.json()["error"]) == (404, "no dead letter 999 to retry")
+        wrong = await http.post("/api/dead/999/retry", headers={"x-clawmcp-page": token[:-1] + "x"})
+        assert wrong.status_code == 401

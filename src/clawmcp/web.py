@@ -6,7 +6,9 @@ listen address and `allowed_hosts`), the Origin when a browser sends one, and, w
 `host.auth.tokens` are set, a bearer token that must reach the Claw the path names. A browser,
 which cannot send a bearer header, opens `/?token=TOKEN` once: the guard checks the token, keeps
 it in an HttpOnly, SameSite=Strict cookie and redirects to `/`; the cookie then stands for the
-token on GET requests only (the dashboard and the API reads it makes).
+token on GET requests (the dashboard and the API reads it makes), and on a POST only beside the
+dashboard page's own token (`X-Clawmcp-Page`, which only a page of this origin can read), so that
+no other site can make a browser act.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import importlib.resources
 import json
 import logging
 import re
+import secrets
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -94,8 +97,8 @@ def _no_claw(scope: Scope, manifest: Manifest, claw: str, *, jsonrpc: bool = Fal
 class Guard:
     """Host, Origin and token checks in front of the whole app."""
 
-    def __init__(self, app: ASGIApp, manifest: Manifest, listen: str) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, manifest: Manifest, listen: str, page: str) -> None:
+        self.app, self.page = app, page.encode()
         host = manifest.host
         address, port = split_listen(listen)
         self.hosts = {*_LOOPBACK, address, *host.allowed_hosts}
@@ -134,7 +137,10 @@ class Guard:
         query = parse_qs(scope["query_string"].decode()).get("token", [""])[0] if path == "/" else ""
         if query:
             given = query
-        elif not given and scope["method"] in ("GET", "HEAD"):
+        elif not given and (
+            scope["method"] in ("GET", "HEAD")  # a POST needs the page's token beside the cookie
+            or hmac.compare_digest(headers.get("x-clawmcp-page", "").encode(), self.page)
+        ):
             given = cookie_parser(headers.get("cookie", "")).get(_COOKIE, "")
         found = None
         for token, claws in self.tokens:  # every token is compared, each in constant time
@@ -327,6 +333,8 @@ class _Refused(Exception):
 
 
 def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
+    page = secrets.token_urlsafe(24)  # the dashboard's, for its POSTs (see Guard)
+
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True})
 
@@ -397,7 +405,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         return JSONResponse({"run": run.id, "state": run.state, "reply": run.reply, "error": run.error})
 
     async def dashboard(request: Request) -> HTMLResponse:
-        return HTMLResponse(_DASHBOARD, headers=_PAGE_HEADERS)
+        return HTMLResponse(_DASHBOARD.replace("PAGE_TOKEN", page), headers=_PAGE_HEADERS)
 
     async def metrics(request: Request) -> Response:
         children = host.claws.supervisor.children
@@ -511,7 +519,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
         return _error(500, "internal error; see the host's log")
 
     app = Starlette(routes=routes, exception_handlers={404: not_found, Exception: fault})
-    return Guard(app, host.manifest, host.listen)
+    return Guard(app, host.manifest, host.listen, page)
 
 
 class _Server(uvicorn.Server):
