@@ -12,9 +12,10 @@ import httpx2
 import pydantic
 
 from clawmcp.errors import ModelError
+from clawmcp.manifest.model import Model
 from clawmcp.models import Provider
 
-__all__ = ["ATTEMPTS", "WireModel", "post_json"]
+__all__ = ["ATTEMPTS", "HttpProvider", "WireModel", "post_json"]
 
 log = logging.getLogger("clawmcp")
 
@@ -59,6 +60,29 @@ def _server_message(response: httpx2.Response) -> str:
 
 
 A = TypeVar("A", bound=pydantic.BaseModel)
+
+
+class HttpProvider(Provider):
+    """A provider reached over HTTP: one JSON POST a turn, to `url` with `headers` (which the
+    subclass sets), with the retries of `post_json`."""
+
+    url: str
+    headers: dict[str, str]
+
+    def __init__(self, name: str, model: Model, http: httpx2.AsyncClient, retry_base: float) -> None:
+        super().__init__(name, model)
+        self.http, self.retry_base = http, retry_base
+
+    async def post(self, body: dict[str, Any], answer: type[A]) -> A:
+        return await post_json(
+            self,
+            self.http,
+            self.url,
+            headers=self.headers,
+            body=body,
+            retry_base=self.retry_base,
+            answer=answer,
+        )
 
 
 class WireModel(pydantic.BaseModel):

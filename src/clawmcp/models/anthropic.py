@@ -8,8 +8,8 @@ from typing import Any
 import httpx2
 
 from clawmcp.manifest.model import Model
-from clawmcp.models import Msg, Provider, ToolRequest, ToolSpec, Turn
-from clawmcp.models._http import WireModel, post_json
+from clawmcp.models import Msg, ToolRequest, ToolSpec, Turn
+from clawmcp.models._http import HttpProvider, WireModel
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "Anthropic"]
 
@@ -20,10 +20,9 @@ DEFAULT_MAX_TOKENS = 4096
 _EMPTY = "(empty)"  # the API refuses empty text blocks
 
 
-class Anthropic(Provider):
+class Anthropic(HttpProvider):
     def __init__(self, name: str, model: Model, http: httpx2.AsyncClient, retry_base: float) -> None:
-        super().__init__(name, model)
-        self.http, self.retry_base = http, retry_base
+        super().__init__(name, model, http, retry_base)
         base = (model.base_url or DEFAULT_BASE_URL).rstrip("/")
         self.url = base + ("/messages" if base.endswith("/v1") else "/v1/messages")
         self.headers = {"anthropic-version": API_VERSION, **model.headers}
@@ -44,15 +43,7 @@ class Anthropic(Provider):
             ]
         if self.model.temperature is not None:
             body["temperature"] = self.model.temperature
-        answer = await post_json(
-            self,
-            self.http,
-            self.url,
-            headers=self.headers,
-            body=body,
-            retry_base=self.retry_base,
-            answer=_Answer,
-        )
+        answer = await self.post(body, _Answer)
         text = "".join(b.text for b in answer.content if b.type == "text")
         calls = tuple(ToolRequest(b.id, b.name, b.input) for b in answer.content if b.type == "tool_use")
         usage = answer.usage or _Usage()

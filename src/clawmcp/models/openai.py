@@ -11,18 +11,17 @@ import httpx2
 import pydantic
 
 from clawmcp.manifest.model import Model
-from clawmcp.models import Msg, Provider, ToolRequest, ToolSpec, Turn
-from clawmcp.models._http import WireModel, post_json
+from clawmcp.models import Msg, ToolRequest, ToolSpec, Turn
+from clawmcp.models._http import HttpProvider, WireModel
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAI"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class OpenAI(Provider):
+class OpenAI(HttpProvider):
     def __init__(self, name: str, model: Model, http: httpx2.AsyncClient, retry_base: float) -> None:
-        super().__init__(name, model)
-        self.http, self.retry_base = http, retry_base
+        super().__init__(name, model, http, retry_base)
         self.url = (model.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
         self.headers = dict(model.headers)
         if model.api_key and (key := model.api_key.get_secret_value()):
@@ -42,15 +41,7 @@ class OpenAI(Provider):
             body["temperature"] = self.model.temperature
         if self.model.max_tokens is not None:
             body["max_tokens"] = self.model.max_tokens
-        answer = await post_json(
-            self,
-            self.http,
-            self.url,
-            headers=self.headers,
-            body=body,
-            retry_base=self.retry_base,
-            answer=_Answer,
-        )
+        answer = await self.post(body, _Answer)
         message = answer.choices[0].message
         calls = tuple(
             ToolRequest(c.id or f"call_{i}", c.function.name, _arguments(c.function.arguments))
