@@ -1,11 +1,11 @@
-"""`Writer`: one task runs every write of a SQLite connection, many writes per commit.
+"""`Writer`: one thread runs every write of a SQLite connection, many writes per commit.
 
-A write is an operation, a plain function of the `sqlite3` connection. Callers hand operations to
-the writer task over a memory stream and wait. The writer takes the first waiting operation and
-every other one already queued and runs them, in one worker thread call, in one transaction, each
-inside its own savepoint; it commits once, and only then answers their callers. One fsync and one
-thread hop cover many writes, a failing operation takes only itself back, and no caller hears back
-before its change is on disk.
+A write is an operation, a plain function of the `sqlite3` connection. Callers hand operations
+straight to the writer's thread and wait. The thread takes the first waiting operation and every
+other one already queued and runs them in one transaction, each inside its own savepoint; it
+commits once, and only then answers their callers on the event loop. One fsync and one hop each
+way cover many writes, a failing operation takes only itself back, and no caller hears back before
+its change is on disk.
 
 A write that need not survive a power loss (`durable=False`: a claim, the start of a run, whose
 loss equals a crash just before them) is committed without an fsync when its whole batch is of
@@ -103,7 +103,9 @@ class Writer:
         finishes, so no caller is left unsure whether it was written)."""
         stopped = anyio.Event()
         token = anyio.lowlevel.current_token()
-        threading.Thread(target=self._work, args=(token, stopped), name=f"writer {self._name}").start()
+        threading.Thread(
+            target=self._work, args=(token, stopped), name=f"writer {self._name}", daemon=True
+        ).start()
         try:
             await stopped.wait()
         finally:
