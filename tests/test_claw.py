@@ -16,6 +16,8 @@ import httpx2
 import pytest
 
 from clawmcp.host import Host
+from clawmcp.store import Outgoing
+from clawmcp.store.sqlite import SqliteStore
 from tests.fakes import Answer, FakeAPI, hosting, openai_error, openai_text
 from tests.test_web import host_and_url
 
@@ -164,3 +166,37 @@ async def test_dead_letters_are_listed_and_retried_or_discarded_from_the_cli(tmp
         code, _, error = await clawmcp("retry", str(told[1].id), "-p", path)
         assert (code, error) == (1, f"message {told[1].id} is not a dead letter (HTTP 400)\n")
         assert json.loads((await clawmcp("dead", "--json", "-p", path))[1]) == []
+
+
+async def test_a_fire_delivered_again_after_its_run_ended_is_not_run_twice(tmp_path: Path) -> None:
+    # The state a crash leaves between a scheduled run's end and its fire's outcome: the run done,
+    # its message queued again by the recovery.
+    async with SqliteStore(tmp_path / "data" / "state.db") as store:
+        tick = await store.put_schedule(
+            "c",
+            "tick",
+            spec={"every": 3600.0},
+            action={"prompt": "hello"},
+            misfire="latest",
+            source="runtime",
+            next_fire=None,
+        )
+        body = json.dumps({"schedule": "tick", "id": tick.id, "slot": 1.0, "prompt": "hello"})
+        fire = Outgoing("c", body, thread="schedule:tick", kind="fire", key=f"schedule:{tick.id}:1.0")
+        assert await store.claim_fire(tick.id, 1.0, next_fire=None, message=fire)
+        message = await store.claim("c")
+        assert message is not None
+        run, _ = await store.start_run("c", "schedule:tick", "schedule", "hello", message_id=message.id)
+        await store.finish_run(run.id, "done", reply="echo: hello")
+        assert await store.requeue_running() == 1
+    body = (
+        "models: {m: {provider: scripted, rules: [{reply: 'echo: {{ input }}'}]}}\nclaws: {c: {model: m}}\n"
+    )
+    async with hosting(tmp_path, body) as host:
+        with anyio.fail_after(20):
+            while (m := await host.store.get_message(message.id)) is None or m.state != "done":
+                await host.claws.settled.wait()
+        runs = await host.store.runs("c")
+        [fired] = await host.store.fires(tick.id)
+    assert [r.id for r in runs] == [run.id]  # no second run
+    assert (fired.outcome, fired.run_id) == ("ok", run.id)

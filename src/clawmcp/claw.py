@@ -141,10 +141,10 @@ class Claws:
                 if message is None:
                     await wake.wait()
                     continue
-                state, reply, error, run_id = await self._handle(claw, message)
+                state, reply, error, acked = await self._handle(claw, message)
                 if state == "interrupted":  # the host is stopping: the message stays for the next start
                     return
-                delay = await self._settle(message, state, reply, error, acked=run_id is not None)
+                delay = await self._settle(message, state, reply, error, acked=acked)
             except UserError:  # stopping: the message stays for the next start
                 return
             except StoreUnavailable as e:
@@ -162,16 +162,19 @@ class Claws:
             if delay is not None:
                 await anyio.sleep(delay)  # the mailbox waits: its messages are handled in order
 
-    async def _handle(
-        self, claw: str, message: Message
-    ) -> tuple[RunState, str | None, str | None, int | None]:
+    async def _handle(self, claw: str, message: Message) -> tuple[RunState, str | None, str | None, bool]:
         """Handle one message: a run, or for a schedule's fire its prompt or its tool call.
-        Returns the state, the reply, the error and the run (which acknowledged the message as it
-        ended, unless it failed)."""
-        fire, run_id = None, None
+        Returns the state, the reply, the error and whether the message is done already: a run
+        marks its message done as it ends (one commit), a fire as its outcome is recorded."""
+        fire, run_id, acked = None, None, False
+        state: RunState
         try:
             fire = json.loads(message.content) if message.kind == "fire" else None
-            if fire and "call" in fire:
+            earlier = await self.store.message_run(message.id) if message.attempts > 1 else None
+            if earlier is not None and earlier.state in ("done", "limit"):
+                # Delivered again after a crash that came after its run ended: not run twice.
+                state, reply, error, run_id = earlier.state, earlier.reply, earlier.error, earlier.id
+            elif fire and "call" in fire:
                 state, reply, error = await self._call(claw, fire["call"])
             else:
                 run = await self.runtime.run(
@@ -181,29 +184,47 @@ class Claws:
                     trigger="schedule" if fire else "message",
                     message_id=message.id,
                     will_retry=message.attempts < MAX_ATTEMPTS,
+                    acknowledge=fire is None,  # a fire's message is done with the fire's outcome
                     chain=self.router.chain_of(message.id),
                 )
                 state, reply, error, run_id = run.state, run.reply, run.error, run.id
+                acked = fire is None and state != "failed"
         except (UserError, StoreUnavailable, WorkerLost):  # stopping, an outage, a worker to restart
             raise
         except Exception as e:  # a fault of ours with this message: it fails, the Claw goes on
             log.exception("Claw '%s': message %d failed", claw, message.id, extra={"claw": claw})
             state, reply, error = "failed", None, f"internal error: {type(e).__name__}: {e}"
         if fire and state != "interrupted":
-            outcome: FireOutcome = "ok" if state == "done" else "failed"
-            if outcome == "failed":
-                fields = {"claw": claw, "schedule": fire["schedule"], "run": run_id}
-                log.warning(
-                    "Claw '%s': schedule '%s' failed: %s", claw, fire["schedule"], error, extra=fields
-                )
-            try:
-                await self.store.finish_fire(fire["id"], fire["slot"], outcome, run_id=run_id, error=error)
-            except StoreUnavailable:
-                raise
-            except StoreError:  # the schedule was removed since, taking its fires with it; or a fault
-                if any(s.id == fire["id"] for s in await self.store.schedules(claw)):
-                    log.exception("Claw '%s': a fire of '%s' was not recorded", claw, fire["schedule"])
-        return state, reply, error, run_id
+            acked = await self._fired(claw, message, fire, state, run_id, error)
+        return state, reply, error, acked
+
+    async def _fired(
+        self,
+        claw: str,
+        message: Message,
+        fire: dict[str, Any],
+        state: RunState,
+        run_id: int | None,
+        error: str | None,
+    ) -> bool:
+        """Record a fire's outcome and, unless it failed (it is tried again), its message done
+        with it: one commit, so a crash never makes it fire twice. Whether the message is done."""
+        outcome: FireOutcome = "ok" if state == "done" else "failed"
+        if outcome == "failed":
+            fields = {"claw": claw, "schedule": fire["schedule"], "run": run_id}
+            log.warning("Claw '%s': schedule '%s' failed: %s", claw, fire["schedule"], error, extra=fields)
+        ack = message.id if state != "failed" else None  # a failure is tried again
+        try:
+            await self.store.finish_fire(
+                fire["id"], fire["slot"], outcome, run_id=run_id, error=error, ack=ack
+            )
+        except StoreUnavailable:
+            raise
+        except StoreError:  # the schedule was removed since, taking its fires with it; or a fault
+            if any(s.id == fire["id"] for s in await self.store.schedules(claw)):
+                log.exception("Claw '%s': a fire of '%s' was not recorded", claw, fire["schedule"])
+            return False
+        return ack is not None
 
     async def _call(self, claw: str, call: dict[str, Any]) -> tuple[RunState, str | None, str | None]:
         """A schedule's `call`: the tool is called directly, no model involved."""

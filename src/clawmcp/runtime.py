@@ -61,6 +61,7 @@ class Remote(Protocol):
         trigger: RunTrigger,
         message_id: int | None,
         will_retry: bool,
+        acknowledge: bool,
         on_step: OnStep | None,
     ) -> Run: ...
 
@@ -121,6 +122,7 @@ class Runtime:
         trigger: RunTrigger = "ask",
         message_id: int | None = None,
         will_retry: bool = False,
+        acknowledge: bool = True,
         parent_run_id: int | None = None,
         on_step: OnStep | None = None,
         chain: tuple[str, ...] = (),
@@ -133,7 +135,8 @@ class Runtime:
         or `failed` (the model provider failed), each with its error. A cancelled run is recorded
         as `interrupted`. With `will_retry` (a message before its last try), a failed run adds
         nothing to the thread's history: a message is in it once, at its final outcome. `on_step`
-        hears of each step once it is committed (MCP progress).
+        hears of each step once it is committed (MCP progress). A run of a message marks it done
+        as it ends (unless it failed), in the same commit, unless `acknowledge` is false.
         `chain` names the Claws waiting on this run through `claw__ask`; `tools` and `instructions`
         are a sub-agent's (`claw__spawn`).
         """
@@ -154,6 +157,7 @@ class Runtime:
                     trigger=trigger,
                     message_id=message_id,
                     will_retry=will_retry,
+                    acknowledge=acknowledge,
                     on_step=on_step,
                 )
             finally:
@@ -191,7 +195,7 @@ class Runtime:
                         self._runs.discard(scope)
                 if scope.cancelled_caught:
                     return run
-                run = await self._end(run, state, reply, error, usage, steps, will_retry)
+                run = await self._end(run, state, reply, error, usage, steps, will_retry, acknowledge)
                 return self._finished(run)
             finally:
                 self.active[claw] -= 1
@@ -205,6 +209,7 @@ class Runtime:
         usage: tuple[int | None, int | None],
         steps: _Steps,
         will_retry: bool,
+        acknowledge: bool,
     ) -> Run:
         """One write ends the run: its last step, its history (unless it failed and will be tried
         again), its outcome and, unless it failed, its message done."""
@@ -221,7 +226,7 @@ class Runtime:
             output_tokens=usage[1],
             step=steps.last,
             history=history,
-            ack=state != "failed",
+            ack=acknowledge and state != "failed",
         )
         try:
             run = await _stored(end, run.claw)

@@ -79,6 +79,7 @@ class Worker:
         trigger: RunTrigger,
         message_id: int | None,
         will_retry: bool,
+        acknowledge: bool,
         on_step: OnStep | None,
     ) -> Run:
         async def forward(progress: float, total: float | None, message: str | None) -> None:
@@ -94,6 +95,7 @@ class Worker:
             "trigger": trigger,
             "message_id": message_id,
             "will_retry": will_retry,
+            "acknowledge": acknowledge,
         }
         try:
             result = await self.client.call_tool("run", arguments, progress_callback=forward)
@@ -135,6 +137,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
         trigger: str = "message",
         message_id: int | None = None,
         will_retry: bool = False,
+        acknowledge: bool = True,
     ) -> dict[str, Any]:
         """Run the Claw once; progress carries each step and each event; the result is the run's id."""
         sent = itertools.count(1)
@@ -160,6 +163,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
                 trigger=cast(RunTrigger, trigger),
                 message_id=message_id,
                 will_retry=will_retry,
+                acknowledge=acknowledge,
                 on_step=step,
             )
             await events.flush()

@@ -665,3 +665,27 @@ async def test_a_fire_merges_with_its_schedules_fire_still_queued(store: Store) 
     await store.claim("c")  # nothing of the schedule is queued now: the next fire queues again
     assert await store.claim_fire(tick.id, 20, next_fire=25, message=fire(20), merge=True)
     assert (await store.fires(tick.id, limit=1))[0].outcome == "running"
+
+
+async def test_a_fires_outcome_and_its_message_done_are_one_write_and_a_message_knows_its_run(
+    store: Store,
+) -> None:
+    tick = await store.put_schedule(
+        "c",
+        "tick",
+        spec={"every": 5.0},
+        action={"prompt": "p"},
+        misfire="latest",
+        source="manifest",
+        next_fire=5,
+    )
+    fire = Outgoing("c", "p", kind="fire", key=f"schedule:{tick.id}:5")
+    assert await store.claim_fire(tick.id, 5, next_fire=10, message=fire)
+    message = await store.claim("c")
+    assert message is not None and await store.message_run(message.id) is None
+    await store.start_run("c", "t", "schedule", "p", message_id=message.id)  # an earlier run
+    second, _ = await store.start_run("c", "t", "schedule", "p", message_id=message.id)
+    assert await store.message_run(message.id) == second
+    await store.finish_fire(tick.id, 5, "ok", run_id=second.id, ack=message.id)
+    assert (await store.get_message(message.id)).state == "done"  # type: ignore[union-attr]
+    assert [(f.outcome, f.run_id) for f in await store.fires(tick.id)] == [("ok", second.id)]

@@ -293,6 +293,10 @@ class Store(abc.ABC):
     async def get_run(self, run_id: int) -> Run | None: ...
 
     @abc.abstractmethod
+    async def message_run(self, message_id: int) -> Run | None:
+        """The latest run started for a message, if any."""
+
+    @abc.abstractmethod
     async def steps(self, run_id: int) -> list[Step]: ...
 
     @abc.abstractmethod
@@ -401,7 +405,9 @@ class Store(abc.ABC):
         *,
         run_id: int | None = None,
         error: str | None = None,
-    ) -> None: ...
+        ack: int | None = None,
+    ) -> None:
+        """Record a fire's outcome and, in the same transaction, mark the message `ack` done."""
 
     @abc.abstractmethod
     async def fires(self, schedule_id: int, limit: int = 20) -> list[Fire]:

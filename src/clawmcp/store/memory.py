@@ -283,6 +283,10 @@ class MemoryStore(Store):
         await self._enter()
         return self._runs.get(run_id)
 
+    async def message_run(self, message_id: int) -> Run | None:
+        await self._enter()
+        return next((r for r in reversed(self._runs.values()) if r.message_id == message_id), None)
+
     async def steps(self, run_id: int) -> list[Step]:
         await self._enter()
         return [dataclasses.replace(s, data=_json(s.data)) for s in self._steps.get(run_id, [])]
@@ -439,15 +443,19 @@ class MemoryStore(Store):
         *,
         run_id: int | None = None,
         error: str | None = None,
+        ack: int | None = None,
     ) -> None:
         await self._enter()
         fire = self._fires.get((schedule_id, slot))
         if fire is None:
             raise StoreError(f"no fire of schedule {schedule_id} at slot {slot}")
         _check(self._runs, run_id, "run")
+        _check(self._messages, ack, "message")
         self._fires[schedule_id, slot] = dataclasses.replace(
             fire, outcome=outcome, run_id=run_id, error=error
         )
+        if ack is not None:
+            self._messages[ack] = dataclasses.replace(self._messages[ack], state="done")
 
     async def fires(self, schedule_id: int, limit: int = 20) -> list[Fire]:
         await self._enter()

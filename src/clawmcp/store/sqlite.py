@@ -463,6 +463,11 @@ class SqliteStore(Store):
         rows = await self._read("SELECT * FROM runs WHERE id = ?", (run_id,))
         return Run(**dict(rows[0])) if rows else None
 
+    async def message_run(self, message_id: int) -> Run | None:
+        sql = "SELECT * FROM runs WHERE message_id = ? ORDER BY id DESC LIMIT 1"
+        rows = await self._read(sql, (message_id,))
+        return Run(**dict(rows[0])) if rows else None
+
     async def steps(self, run_id: int) -> list[Step]:
         sql = 'SELECT run_id, idx AS "index", kind, data, at FROM run_steps WHERE run_id = ? ORDER BY idx'
         return [Step(**_decode(row, "data")) for row in await self._read(sql, (run_id,))]
@@ -637,10 +642,18 @@ class SqliteStore(Store):
         *,
         run_id: int | None = None,
         error: str | None = None,
+        ack: int | None = None,
     ) -> None:
         sql = "UPDATE fires SET outcome = ?, run_id = ?, error = ? WHERE schedule_id = ? AND slot = ?"
         params = (outcome, run_id, error, schedule_id, slot)
-        await self._change(sql, params, f"no fire of schedule {schedule_id} at slot {slot}")
+
+        def finish(conn: sqlite3.Connection) -> None:
+            if conn.execute(sql, params).rowcount == 0:
+                raise StoreError(f"no fire of schedule {schedule_id} at slot {slot}")
+            if ack is not None:
+                conn.execute("UPDATE messages SET state = 'done' WHERE id = ?", (ack,))
+
+        await self._write(finish)
 
     async def fires(self, schedule_id: int, limit: int = 20) -> list[Fire]:
         sql = "SELECT * FROM fires WHERE schedule_id = ? ORDER BY slot DESC LIMIT ?"
