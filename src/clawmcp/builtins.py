@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError
-from clawmcp.models import ToolSpec
+from clawmcp.models.base import ToolSpec
 from clawmcp.scheduler import SCHEDULE_SCHEMA
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from clawmcp.errors import StoreError, UserError
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest
 from clawmcp.metrics import Metrics
-from clawmcp.models import Providers
+from clawmcp.models.providers import Providers
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, Runtime
 from clawmcp.scheduler import Clock, Scheduler, SystemClock

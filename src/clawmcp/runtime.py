@@ -33,7 +33,7 @@ from clawmcp.errors import (
 )
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
-from clawmcp.models import Msg, Provider, ToolRequest, ToolResult, ToolSpec
+from clawmcp.models.base import Msg, Provider, ToolRequest, ToolResult, ToolSpec
 from clawmcp.store import HistoryEntry, Run, RunState, RunTrigger, Step, StepKind, Store
 
 if TYPE_CHECKING:

@@ -32,7 +32,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from clawmcp.errors import WorkerLost
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest
-from clawmcp.models import Providers
+from clawmcp.models.providers import Providers
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, OnStep, Runtime
 from clawmcp.store import Event, Run, RunTrigger, Step, Store

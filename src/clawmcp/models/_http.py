@@ -13,7 +13,7 @@ import pydantic
 
 from clawmcp.errors import ModelError
 from clawmcp.manifest.model import Model
-from clawmcp.models import Provider
+from clawmcp.models.base import Provider
 
 __all__ = ["ATTEMPTS", "HttpProvider", "WireModel", "post_json"]
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx2
 
 from clawmcp.manifest.model import Model
-from clawmcp.models import Msg, ToolRequest, ToolSpec, Turn
 from clawmcp.models._http import HttpProvider, WireModel
+from clawmcp.models.base import Msg, ToolRequest, ToolSpec, Turn
 
 __all__ = ["API_VERSION", "DEFAULT_BASE_URL", "DEFAULT_MAX_TOKENS", "Anthropic"]
 

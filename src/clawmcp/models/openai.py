@@ -11,8 +11,8 @@ import httpx2
 import pydantic
 
 from clawmcp.manifest.model import Model
-from clawmcp.models import Msg, ToolRequest, ToolSpec, Turn
 from clawmcp.models._http import HttpProvider, WireModel
+from clawmcp.models.base import Msg, ToolRequest, ToolSpec, Turn
 
 __all__ = ["DEFAULT_BASE_URL", "OpenAI"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from clawmcp.errors import ModelError
 from clawmcp.manifest.model import Model, Rule
-from clawmcp.models import Msg, Provider, ToolRequest, ToolSpec, Turn
+from clawmcp.models.base import Msg, Provider, ToolRequest, ToolSpec, Turn
 
 __all__ = ["Scripted"]
 
