@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 
+from clawmcp.errors import Stopping
 from clawmcp.store.sqlite import SqliteStore
 from tests.fakes import FakeAPI, hosting, openai_text
 from tests.test_toolhub import TIME
@@ -186,3 +187,12 @@ async def test_a_run_cancelled_by_a_stopping_host_is_recorded_as_interrupted(tmp
             [run] = await host.store.runs("c")
         release.set()
     assert (run.state, run.error) == ("interrupted", "the run was stopped")
+
+
+@pytest.mark.anyio
+async def test_a_stopping_host_starts_no_run_and_says_so_with_its_own_error(tmp_path: Path) -> None:
+    async with hosting(tmp_path, SCRIPTED) as host:
+        host.runtime.stop()
+        with pytest.raises(Stopping, match="the host is stopping; try again once it is back"):
+            await host.runtime.run("clock", "what time is it?")
+        assert await host.store.runs() == []

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from clawmcp.errors import StoreError, StoreUnavailable, ToolRefused, UserError, WorkerLost
+from clawmcp.errors import Stopping, StoreError, StoreUnavailable, ToolRefused, UserError, WorkerLost
 from clawmcp.manifest import Manifest
 from clawmcp.runtime import Remote, Runtime
 from clawmcp.scheduler import describe
@@ -145,7 +145,7 @@ class Claws:
                 if state == "interrupted":  # the host is stopping: the message stays for the next start
                     return
                 delay = await self._settle(message, state, reply, error, acked=acked)
-            except UserError:  # stopping: the message stays for the next start
+            except Stopping:  # the message stays for the next start
                 return
             except StoreUnavailable as e:
                 outage = min(_RETRY_CAP, outage * 2 or self.retry_base)
@@ -189,7 +189,7 @@ class Claws:
                 )
                 state, reply, error, run_id = run.state, run.reply, run.error, run.id
                 acked = fire is None and state != "failed"
-        except (UserError, StoreUnavailable, WorkerLost):  # stopping, an outage, a worker to restart
+        except (Stopping, StoreUnavailable, WorkerLost):  # stopping, an outage, a worker to restart
             raise
         except Exception as e:  # a fault of ours with this message: it fails, the Claw goes on
             log.exception("Claw '%s': message %d failed", claw, message.id, extra={"claw": claw})

@@ -10,6 +10,8 @@ ClawError                    root: everything clawmcp raises on purpose
     ├── ToolRefused          a Claw called a tool it may not use, or one that does not exist
     ├── ToolServerError      a tool server could not run a call
     ├── ModelError           a model provider refused a request or could not be reached
+    ├── MessageRefused       a message a Claw may not send, or an ask that cannot be answered
+    ├── Stopping             the host is stopping: no new run starts
     └── WorkerLost           the worker process of a Claw ended or stopped answering
 """
 
@@ -21,9 +23,11 @@ __all__ = [
     "ClawError",
     "HostBusy",
     "ManifestError",
+    "MessageRefused",
     "ModelError",
     "Problem",
     "RuntimeFault",
+    "Stopping",
     "StoreError",
     "StoreUnavailable",
     "ToolRefused",
@@ -90,6 +94,14 @@ class ToolServerError(RuntimeFault):
 
 class ModelError(RuntimeFault):
     """A model provider refused a request (bad key, bad request) or gave no usable answer."""
+
+
+class MessageRefused(RuntimeFault):
+    """A message a Claw may not send, or an ask that cannot be answered (loop, depth, timeout)."""
+
+
+class Stopping(RuntimeFault):
+    """The host is stopping: a run asked for now does not start (it may be asked again later)."""
 
 
 class WorkerLost(RuntimeFault):

@@ -15,16 +15,12 @@ from fnmatch import fnmatchcase
 
 import anyio
 
-from clawmcp.errors import RuntimeFault
+from clawmcp.errors import MessageRefused
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.store import Message, MessageKind, Store
 
-__all__ = ["MessageRefused", "Router"]
-
-
-class MessageRefused(RuntimeFault):
-    """A message a Claw may not send, or an ask that cannot be answered (loop, depth, timeout)."""
+__all__ = ["Router"]
 
 
 @dataclass

@@ -26,10 +26,10 @@ from clawmcp.errors import (
     ClawError,
     ModelError,
     RuntimeFault,
+    Stopping,
     StoreError,
     StoreUnavailable,
     ToolRefused,
-    UserError,
 )
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
@@ -142,7 +142,7 @@ class Runtime:
         """
         self.manifest.check_claw(claw)
         if self.stopping:
-            raise UserError("the host is stopping; try again once it is back")
+            raise Stopping("the host is stopping; try again once it is back")
         if self.remotes is not None and self.manifest.claws[claw].isolation == "process":
             remote = self.remotes.get(claw)
             if remote is None:

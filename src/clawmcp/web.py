@@ -46,7 +46,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clawmcp.address import split_listen
-from clawmcp.errors import ClawError, StoreUnavailable, UserError
+from clawmcp.errors import ClawError, Stopping, StoreUnavailable, UserError
 from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host
@@ -511,7 +511,7 @@ def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
 
     async def fault(request: Request, exc: Exception) -> JSONResponse:
         text = host.manifest.redact(str(exc))
-        if isinstance(exc, StoreUnavailable):  # nothing was accepted; the same request may work soon
+        if isinstance(exc, StoreUnavailable | Stopping):  # nothing was accepted; try again soon
             return _error(503, f"cannot accept this now: {text}", headers={"Retry-After": "5"})
         if isinstance(exc, ClawError):
             return _error(400 if isinstance(exc, UserError) else 500, text)
