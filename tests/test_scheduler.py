@@ -13,9 +13,11 @@ import anyio
 import pytest
 
 from clawmcp.host import Host
+from clawmcp.scheduler import RETRY
 from clawmcp.store import Schedule
 from clawmcp.store.sqlite import SqliteStore
 from tests.fakes import FakeClock, hosting
+from tests.test_claw import disk_full, logged
 
 pytestmark = pytest.mark.anyio
 
@@ -266,3 +268,22 @@ async def test_a_claw_schedules_its_own_work_which_survives_a_restart(tmp_path: 
             "ok",
             "echo: ding",
         )
+
+
+async def test_a_fire_the_store_cannot_take_is_fired_once_it_can(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    long = "x" * 300_000  # the fire's message needs new pages in the database
+    async with host_at(tmp_path, manifest(f"{{name: tick, every: 1h, prompt: '{long}'}}"), clock) as (
+        host,
+        tick,
+    ):
+        await disk_full(host, True)
+        assert tick.next_fire is not None
+        with logged("cannot fire now") as stuck:
+            await move(host, clock, tick.next_fire)
+            with anyio.fail_after(10):
+                await stuck.wait()
+        assert await slots(host, tick) == []  # not fired, not lost, and the host goes on
+        await disk_full(host, False)
+        await move(host, clock, tick.next_fire + RETRY)
+        assert await slots(host, tick) == [tick.next_fire]

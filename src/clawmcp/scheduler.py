@@ -33,7 +33,7 @@ from anyio.abc import TaskStatus
 from cronsim import CronSim
 from pydantic import ValidationError
 
-from clawmcp.errors import StoreError, UserError
+from clawmcp.errors import StoreError, StoreUnavailable, UserError
 from clawmcp.manifest import Manifest, model
 from clawmcp.manifest.check import tool_allowed
 from clawmcp.router import Router
@@ -42,6 +42,7 @@ from clawmcp.store import FireOutcome, Outgoing, Schedule, Store
 __all__ = [
     "GRACE",
     "MAX_CATCH_UP",
+    "RETRY",
     "SCHEDULE_SCHEMA",
     "Clock",
     "Scheduler",
@@ -54,6 +55,8 @@ __all__ = [
 
 log = logging.getLogger("clawmcp")
 
+RETRY = 1.0
+"""Seconds before a fire the store could not take (a full disk) is tried again."""
 GRACE = 1.0
 MAX_CATCH_UP = 100
 
@@ -265,7 +268,10 @@ class Scheduler:
                     tg.start_soon(self._fire_due, schedule, now)
         while self._heap and not self._valid(*self._heap[0]):
             heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
+        if not self._heap:
+            return None
+        due_next = self._heap[0][0]
+        return due_next if due_next > now else now + RETRY  # still due: the store could not take it
 
     def _valid(self, slot: float, schedule_id: int) -> bool:
         schedule = self._current.get(schedule_id)
@@ -284,7 +290,7 @@ class Scheduler:
                 count - len(chosen),
                 schedule.misfire,
             )
-        after = next_slot(schedule, now)
+        after: float | None = next_slot(schedule, now)
         for i, slot in enumerate(chosen):
             next_fire = chosen[i + 1] if i + 1 < len(chosen) else after
             message, outcome = self._message(schedule, slot)
@@ -297,6 +303,16 @@ class Scheduler:
                     outcome=outcome,
                     merge=schedule.misfire != "all",  # `all` asked for a run per slot
                 )
+            except StoreUnavailable as e:  # the disk is full: this slot is fired once it is not
+                log.warning(
+                    "schedule '%s' of Claw '%s': cannot fire now (%s); trying again in %gs",
+                    schedule.name,
+                    schedule.claw,
+                    e,
+                    RETRY,
+                )
+                chosen, after = [], slot  # this slot stays next; nothing is stored meanwhile
+                break
             except StoreError:
                 if schedule.id in self._current:
                     raise
@@ -310,7 +326,7 @@ class Scheduler:
             )
             if wake := self.router.wake.get(message.mailbox):  # none for a Claw no longer in the manifest
                 wake.set()
-        if not chosen:
+        if not chosen and after != schedule.next_fire:
             await self.store.set_next_fire(schedule.id, after)
         if self._current.get(schedule.id) is schedule:  # not changed meanwhile
             self._track(dataclasses.replace(schedule, next_fire=after))
