@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -146,7 +147,8 @@ class FakeClock:
         return self._now
 
     async def sleep_until(self, deadline: float) -> None:
-        while self._now < deadline:
+        await anyio.lowlevel.checkpoint()  # a sleep always yields, as a real one does: a loop
+        while self._now < deadline:  # that sleeps until a past deadline cannot starve the others
             await self._moved.wait()
 
     def set(self, now: float) -> None:
