@@ -1,0 +1,59 @@
+"""Asks between Claws on the router alone, in memory: the depth limit at its boundary and what a
+failed ask says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from clawmcp.errors import MessageRefused
+from clawmcp.events import Events
+from clawmcp.manifest import load
+from clawmcp.router import Router
+from clawmcp.store.memory import MemoryStore
+
+pytestmark = pytest.mark.anyio
+
+CLAWS = "abcde"
+
+
+def router(tmp_path: Path, store: MemoryStore) -> Router:
+    claws = "\n".join(f"  {c}: {{model: m, talks_to: ['*']}}" for c in CLAWS)
+    (tmp_path / "m.yaml").write_text(
+        f"models: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}\nclaws:\n{claws}\n"
+    )
+    return Router(load([tmp_path / "m.yaml"]), store, Events(store), max_depth=4)
+
+
+async def answered(r: Router, store: MemoryStore, to: str, *, reply: str | None, error: str | None) -> None:
+    """Wait for the ask's message to reach `to`, then settle it as its run would."""
+    await r.wake[to].wait()
+    message = await store.claim(to)
+    assert message is not None and message.kind == "ask"
+    r.handled(message.id, reply=reply, error=error)
+
+
+async def test_an_ask_chain_holds_up_to_max_depth_claws_and_no_more(tmp_path: Path) -> None:
+    async with MemoryStore() as store:
+        r = router(tmp_path, store)
+        with pytest.raises(MessageRefused, match=r"ask chain too deep \(a → b → c → d\); the limit is 4"):
+            await r.ask("d", "e", "x", chain=("a", "b", "c", "d"), within=1)
+        assert await store.depth("e") == 0  # refused before anything was queued
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: answered(r, store, "d", reply="fine", error=None))
+                assert await r.ask("c", "d", "x", chain=("a", "b", "c"), within=5) == "fine"
+
+
+async def test_an_ask_whose_recipient_could_not_answer_says_why(tmp_path: Path) -> None:
+    async with MemoryStore() as store:
+        r = router(tmp_path, store)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: answered(r, store, "b", reply=None, error="boom"))
+                with pytest.raises(MessageRefused, match=r"'b' could not answer message \d+: boom"):
+                    await r.ask("a", "b", "x", chain=("a",), within=5)
+        with pytest.raises(MessageRefused, match=r"'c' did not answer within 0.01s"):
+            await r.ask("a", "c", "x", chain=("a",), within=0.01)
