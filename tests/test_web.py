@@ -68,16 +68,14 @@ async def host_on_http(tmp_path: Path, extra: str = "") -> AsyncIterator[str]:
 async def host_and_url(
     tmp_path: Path, extra: str = "", manifest: str = MANIFEST
 ) -> AsyncIterator[tuple[Host, str]]:
-    port = free_port()
-    (tmp_path / "m.yaml").write_text(
-        f"host: {{listen: '127.0.0.1:{port}', data_dir: data{extra}}}\n" + manifest
-    )
+    # Port 0: the host binds a free port and says which (no race for a port picked beforehand).
+    (tmp_path / "m.yaml").write_text(f"host: {{listen: '127.0.0.1:0', data_dir: data{extra}}}\n" + manifest)
     host = Host(load([tmp_path / "m.yaml"]))
     with anyio.fail_after(60):
         async with serving(host):
             for server in host.manifest.servers:
                 await host.hub.wait_up(server)
-            yield host, f"http://127.0.0.1:{port}"
+            yield host, f"http://{host.listen}"
 
 
 def transport(base: str, claw: str, kind: str) -> Any:
