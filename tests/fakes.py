@@ -106,7 +106,7 @@ def openai_error(status: int, message: str, headers: dict[str, str] | None = Non
 
 
 def anthropic_tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> Answer:
-    blocks = [
+    blocks: list[dict[str, Any]] = [
         {"type": "text", "text": "Let me look."},
         {"type": "tool_use", "id": call_id, "name": name, "input": arguments},
     ]

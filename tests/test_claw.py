@@ -42,7 +42,7 @@ async def disk_full(host: Host, full: bool) -> None:
         [(pages,)] = conn.execute("PRAGMA page_count").fetchall()
         conn.execute(f"PRAGMA max_page_count = {pages if full else 2**30}")
 
-    await host.store._write(limit)  # type: ignore[attr-defined]
+    await host.store._write(limit)  # the SQLite store's own writer
 
 
 @contextmanager

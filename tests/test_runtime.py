@@ -3,6 +3,7 @@ limits, and one run at a time per thread."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,7 @@ async def test_one_run_at_a_time_per_thread_in_arrival_order_and_threads_run_sid
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 for text in ["a1", "a2", "a3", "b1"]:
-                    tg.start_soon(lambda t=text: host.runtime.run("c", t, thread=t[0]))
+                    tg.start_soon(functools.partial(host.runtime.run, "c", text, thread=text[0]))
                     await anyio.lowlevel.checkpoint()
         history = await host.store.history("c", "a", 10)
     assert most == {"a": 1, "b": 1}

@@ -212,6 +212,7 @@ async def test_a_prompt_fire_runs_the_claw_and_records_the_run(tmp_path: Path) -
         await until(host, lambda: fires_done(host, schedule.id))
         [fire] = await host.store.fires(schedule.id)
         run = await host.store.get_run(fire.run_id or 0)
+        assert run is not None
         assert (fire.outcome, run.trigger, run.thread, run.reply) == (
             "ok",
             "schedule",
@@ -261,8 +262,9 @@ async def test_a_claw_schedules_its_own_work_which_survives_a_restart(tmp_path: 
         [reminder] = [s for s in await host.store.schedules("a") if s.name == "reminder"]
         await until(host, lambda: fires_done(host, reminder.id))
         [fire] = await host.store.fires(reminder.id)
-        run = await host.store.get_run(fire.run_id or 0)
-        assert (reminder.source, fire.slot, fire.outcome, run.reply) == (
+        fired = await host.store.get_run(fire.run_id or 0)
+        assert fired is not None
+        assert (reminder.source, fire.slot, fire.outcome, fired.reply) == (
             "runtime",
             T0 + 300,
             "ok",

@@ -23,7 +23,9 @@ class Children:
         self.starts: Counter[str] = Counter()
         self.started_at: dict[str, list[float]] = {}
         self.crash: set[str] = set()  # crash at once on every start
-        self.go = {}  # name -> event: when set, the child crashes ("crash") or returns ("exit")
+        self.go: dict[
+            str, anyio.Event
+        ] = {}  # name -> event: when set, the child crashes ("crash") or returns ("exit")
         self.how: dict[str, str] = {}
 
     def target(self, name: str) -> Callable[[], object]:

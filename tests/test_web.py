@@ -86,12 +86,12 @@ def transport(base: str, claw: str, kind: str) -> Any:
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 @pytest.mark.parametrize("kind", ["mcp", "sse"])
 async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, kind: str) -> None:
-    progress: list[tuple[float, str | None]] = []
+    heard: list[tuple[float, str | None]] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append((done, message))
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        heard.append((progress, message))
 
-    async with host_on_http(tmp_path) as base, Client(transport(base, "scout", kind), mode=mode) as client:  # type: ignore[arg-type]
+    async with host_on_http(tmp_path) as base, Client(transport(base, "scout", kind), mode=mode) as client:
         names = [t.name for t in (await client.list_tools()).tools]
         assert names == [
             "ask",
@@ -106,7 +106,7 @@ async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, k
         result = await client.call_tool("ask", {"message": "what time is it?"}, progress_callback=on_progress)
         assert not result.is_error
         assert json.loads(result.content[0].text)["timezone"] == "UTC"  # type: ignore[union-attr]
-        assert [m for _, m in progress] == [
+        assert [m for _, m in heard] == [
             "model turn",
             "calling time__get_current_time",
             "result of time__get_current_time",
@@ -114,7 +114,7 @@ async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, k
         ]
 
         direct = await client.call_tool("time__get_current_time", {"timezone": "UTC"})
-        assert not direct.is_error and direct.structured_content["timezone"] == "UTC"  # type: ignore[index]
+        assert not direct.is_error and direct.structured_content["timezone"] == "UTC"
 
         await client.call_tool("ask", {"message": "remember the milk", "thread": "shopping"})
         uris = [str(r.uri) for r in (await client.list_resources()).resources]
@@ -151,10 +151,8 @@ async def test_tell_queues_and_the_claw_handles_it_in_the_background(tmp_path: P
 async def test_bad_arguments_and_unknown_tools_are_clear_errors(tmp_path: Path) -> None:
     async with host_on_http(tmp_path) as base, Client(f"{base}/claws/scout/mcp") as client:
         result = await client.call_tool("ask", {"thread": "x"})
-        assert (
-            result.is_error
-            and "ask: invalid arguments: 'message' is a required property" in result.content[0].text
-        )  # type: ignore[union-attr]
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert result.is_error and "ask: invalid arguments: 'message' is a required property" in text
         result = await client.call_tool("nope", {})
         assert result.is_error and result.content[0].text == "Claw 'scout' has no tool 'nope'"  # type: ignore[union-attr]
 
@@ -192,7 +190,7 @@ async def test_schedule_tools_keep_schedules_in_the_store(tmp_path: Path) -> Non
 @pytest.mark.anyio
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_the_host_endpoint_lists_claws_and_asks_any(tmp_path: Path, mode: str) -> None:
-    async with host_on_http(tmp_path) as base, Client(f"{base}/mcp", mode=mode) as client:  # type: ignore[arg-type]
+    async with host_on_http(tmp_path) as base, Client(f"{base}/mcp", mode=mode) as client:
         assert [t.name for t in (await client.list_tools()).tools] == ["claws", "ask", "tell"]
         claws = json.loads((await client.call_tool("claws", {})).content[0].text)  # type: ignore[union-attr]
         assert [c["claw"] for c in claws] == ["editor", "scout"]
@@ -276,7 +274,7 @@ claws:
             heard.set()
 
     async with host_and_url(tmp_path, manifest=manifest) as (_, base):
-        client = Client(f"{base}/claws/grower/mcp", mode=mode, message_handler=on_message)  # type: ignore[arg-type]
+        client = Client(f"{base}/claws/grower/mcp", mode=mode, message_handler=on_message)
         async with client:
             assert "adder__fresh" not in [t.name for t in (await client.list_tools()).tools]
             with anyio.fail_after(15):
@@ -336,7 +334,7 @@ async def test_bad_input_to_the_api_is_a_clear_4xx_and_runs_nothing(tmp_path: Pa
     manifest = "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
     async with host_and_url(tmp_path, manifest=manifest) as (host, base), httpx2.AsyncClient() as http:
         deep = "[" * 100_000 + "]" * 100_000
-        cases = [
+        cases: list[tuple[str, str, dict[str, Any], int, str]] = [
             ("POST", "/api/claws/c/tell", {"content": deep}, 400, "nested too deeply"),
             ("POST", "/api/claws/c/anything", {"json": {"message": "hi"}}, 404, "a Claw has ask and tell"),
             ("GET", f"/api/events?after={2**64}", {}, 400, "'after'"),
@@ -362,12 +360,12 @@ async def test_exposed_tools_check_their_arguments_and_pass_on_upstream_progress
     )
     heard: list[str | None] = []
 
-    async def progress(done: float, total: float | None, message: str | None) -> None:
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
         heard.append(message)
 
     async with (
         host_and_url(tmp_path, manifest=manifest) as (_, base),
-        Client(f"{base}/claws/c/mcp", mode=mode) as client,  # type: ignore[arg-type]
+        Client(f"{base}/claws/c/mcp", mode=mode) as client,
     ):
         bad = await client.call_tool("adder__add", {"a": "one", "b": 2})
         assert bad.is_error and "invalid arguments: a: 'one' is not of type 'integer'" in bad.content[0].text  # type: ignore[union-attr]
@@ -383,7 +381,7 @@ async def test_an_mcp_client_at_an_unknown_claw_is_told_which_claws_there_are(
 ) -> None:
     async with host_on_http(tmp_path) as base:
         with pytest.raises(BaseException) as raised:
-            async with Client(f"{base}/claws/ghost/mcp", mode=mode) as client:  # type: ignore[arg-type]
+            async with Client(f"{base}/claws/ghost/mcp", mode=mode) as client:
                 await client.list_tools()
     error = unwrap(raised.value)
     assert isinstance(error, MCPError) and str(error) == "no Claw 'ghost' (Claws: editor, scout)"

@@ -130,7 +130,7 @@ async def test_the_dashboard_shows_claws_runs_and_tool_calls_and_updates_without
             await shows(page, lambda p: "run 3 done" in p.find_element(By.ID, "activity").text)
             assert page.execute_script("return window.notReloaded") is True  # the same page all along
             assert await anyio.to_thread.run_sync(screenshot, page)
-            errors = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
+            errors = [e for e in page.get_log("browser") if e["level"] == "SEVERE"]  # type: ignore[no-untyped-call]
             assert errors == []  # no script error, nothing refused by the page's CSP
         finally:
             await anyio.to_thread.run_sync(page.quit)

@@ -60,7 +60,7 @@ async def ask_over_stdio(path: Path, mode: str) -> tuple[list[str], str, str]:
         command=sys.executable, args=["-m", "clawmcp", "stdio", "scout", str(path)]
     )
     with anyio.fail_after(60):
-        async with Client(params, mode=mode) as client:  # type: ignore[arg-type]
+        async with Client(params, mode=mode) as client:
             tools = [t.name for t in (await client.list_tools()).tools]
             result = await client.call_tool("ask", {"message": "what time is it?"})
             status = await client.read_resource("claw://scout/status")
@@ -127,7 +127,7 @@ async def test_bridges_survive_a_sigkilled_host_with_one_clear_line(tmp_path: Pa
 async def test_completion_and_logging_level_work_over_the_bridge(tmp_path: Path, mode: str) -> None:
     path = manifest(tmp_path)
     with host_stopped_after(tmp_path / "state"), anyio.fail_after(60):
-        async with Client(bridge(path), mode=mode) as client:  # type: ignore[arg-type]
+        async with Client(bridge(path), mode=mode) as client:
             await client.call_tool("ask", {"message": "hi", "thread": "work"})
             ref = types.ResourceTemplateReference(type="ref/resource", uri="claw://scout/history/{thread}")
             done = await client.complete(ref, {"name": "thread", "value": "wo"})
