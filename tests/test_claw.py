@@ -15,6 +15,7 @@ import anyio
 import httpx2
 import pytest
 
+from clawmcp.errors import ToolRefused
 from clawmcp.host import Host
 from clawmcp.store import Outgoing
 from clawmcp.store.sqlite import SqliteStore
@@ -200,3 +201,19 @@ async def test_a_fire_delivered_again_after_its_run_ended_is_not_run_twice(tmp_p
         [fired] = await host.store.fires(tick.id)
     assert [r.id for r in runs] == [run.id]  # no second run
     assert (fired.outcome, fired.run_id) == ("ok", run.id)
+
+
+async def test_an_audit_the_store_cannot_take_is_dropped_and_the_host_goes_on(tmp_path: Path) -> None:
+    body = (
+        "models: {m: {provider: scripted, rules: [{reply: hi}]}}\n"
+        "tools: {echo: {command: [echo, hi]}}\nclaws: {c: {model: m, tools: ['tools.echo']}}\n"
+    )
+    async with hosting(tmp_path, body) as host:
+        await disk_full(host, True)
+        with logged("tool calls were not audited") as dropped, anyio.fail_after(20):
+            with pytest.raises(ToolRefused):  # its audit record holds the 300 kB name: new pages
+                await host.hub.call("c", "x" * 300_000, {})
+            await dropped.wait()
+        await disk_full(host, False)
+        with anyio.fail_after(20):
+            assert not (await host.hub.call("c", "tools__echo", {})).is_error  # the hub is still there

@@ -12,7 +12,6 @@ tools.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -48,7 +47,7 @@ from mcp.types import (
 )
 
 from clawmcp import tools as manifest_tools
-from clawmcp.errors import ToolRefused, ToolServerError, unwrap
+from clawmcp.errors import StoreError, ToolRefused, ToolServerError, unwrap
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest, Server
 from clawmcp.stdio_transport import stdio_transport
@@ -440,9 +439,19 @@ class ToolHub:
             return records
 
         async def write(records: list[dict[str, Any]]) -> None:
+            lost: list[StoreError] = []
+
+            async def one(record: dict[str, Any]) -> None:
+                try:
+                    await store.record_tool_call(**record)
+                except StoreError as e:  # the audit is not worth stopping the host for
+                    lost.append(e)
+
             async with anyio.create_task_group() as tg:
                 for record in records:
-                    tg.start_soon(functools.partial(store.record_tool_call, **record))
+                    tg.start_soon(one, record)
+            if lost:
+                log.warning("%d tool calls were not audited: %s", len(lost), lost[0])
 
         pending: list[dict[str, Any]] = []
         try:
