@@ -187,6 +187,10 @@ async def _run_command(name: str, tool: Tool, command: list[str], args: dict[str
         finally:
             if process.returncode is None:
                 _kill(process)
+                # Its exit is seen before its pipes close: closing them first has asyncio reap
+                # the child under its watcher ("Unknown child process pid ..." on stderr).
+                with anyio.CancelScope(shield=True):
+                    await process.wait()
     if scope.cancelled_caught:
         return _error(name, f"timed out after {tool.timeout:g}s")
     status = process.returncode
