@@ -188,25 +188,21 @@ def report(latency: dict[tuple[str, str], list[float]], rate: dict[tuple[str, st
     print(f"gateway p50 ratio to mcp-proxy {ours[0] / proxy[0]:.2f} (goal: ≤ 1.0)", end="")
     print(f", to bare {ours[0] / bare[0]:.2f}")
     print(f"tell p50 ratio to bare {tell[0] / tell_bare[0]:.2f} (goal: ≤ 1.5)")
-    gateway, floor = "(baseline: mcp-proxy)", "(baseline: bare SDK server)"
-    record(f"gateway tool call p50 {gateway}", ours[0], proxy[0], "ms", "ratio ≤ 1.0")
-    record(f"gateway tool call p99 {gateway}", ours[1], proxy[1], "ms")
-    for n in CLIENTS:
-        record(
-            f"gateway calls/s, {n} client{'s' * (n > 1)} {gateway}",
-            rate["gateway", "clawmcp", n],
-            rate["gateway", "mcp-proxy", n],
-            "calls/s",
-        )
-    record(f"tell p50 {floor}", tell[0], tell_bare[0], "ms", "ratio ≤ 1.5")
-    record(f"tell p99 {floor}", tell[1], tell_bare[1], "ms")
-    for n in CLIENTS:
-        record(
-            f"tell calls/s, {n} client{'s' * (n > 1)} {floor}",
-            rate["tell", "clawmcp", n],
-            rate["tell", "bare", n],
-            "calls/s",
-        )
+    for figure, name, baseline, said, goal in [
+        ("gateway", "gateway tool call", "mcp-proxy", "mcp-proxy", "ratio ≤ 1.0"),
+        ("tell", "tell", "bare", "bare SDK server", "ratio ≤ 1.5"),
+    ]:
+        ours_, base = p[figure, "clawmcp"], p[figure, baseline]
+        record(f"{name} p50 (baseline: {said})", ours_[0], base[0], "ms", goal)
+        record(f"{name} p99 (baseline: {said})", ours_[1], base[1], "ms")
+        for n in CLIENTS:
+            clients = f"{n} client{'s' * (n > 1)}"
+            record(
+                f"{figure} calls/s, {clients} (baseline: {said})",
+                rate[figure, "clawmcp", n],
+                rate[figure, baseline, n],
+                "calls/s",
+            )
     record("ask p50 (scripted model)", p["ask", "clawmcp"][0], None, "ms")
     record("ask p99 (scripted model)", p["ask", "clawmcp"][1], None, "ms")
 

@@ -80,13 +80,18 @@ def _stdio(args: argparse.Namespace) -> int:
     return 0
 
 
-def _no_host(args: argparse.Namespace) -> Path | None:
-    """The data_dir when no host runs on it; None when one does."""
-    from clawmcp.manifest import outline
-    from clawmcp.store.lock import read_lock_info
+def _locate(args: argparse.Namespace) -> tuple[Path, str | None]:
+    """The data_dir, and where its host listens (None when none runs), read once per command:
+    from the manifests only the data_dir (no model secrets needed), then the lock file."""
+    if getattr(args, "located", None) is None:
+        from clawmcp.manifest import outline
+        from clawmcp.store.lock import read_lock_info
 
-    data_dir = outline(args.paths).data_dir
-    return data_dir if read_lock_info(data_dir) is None else None
+        data_dir = outline(args.paths).data_dir
+        info = read_lock_info(data_dir) or {}
+        args.located = (data_dir, info.get("listen"))
+    located: tuple[Path, str | None] = args.located
+    return located
 
 
 @contextlib.contextmanager
@@ -96,15 +101,12 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
     import httpx2
 
     from clawmcp.address import host_url
-    from clawmcp.manifest import outline
-    from clawmcp.store.lock import read_lock_info
 
-    data_dir = outline(args.paths).data_dir  # only where the host is: no model secrets needed
-    info = read_lock_info(data_dir)
-    if not info or not info.get("listen"):
+    data_dir, listen = _locate(args)
+    if listen is None:
         raise UserError(f"no clawmcp host is running on {data_dir}; start one with: clawmcp serve")
     headers = {"Authorization": f"Bearer {token}"} if (token := os.environ.get("CLAWMCP_TOKEN")) else {}
-    url = host_url(info["listen"]) + path
+    url = host_url(listen) + path
     try:
         with httpx2.stream(
             method, url, json=body, headers=headers, timeout=httpx2.Timeout(10, read=None)
@@ -228,7 +230,8 @@ def _logs(args: argparse.Namespace) -> int:
     def show(event: dict[str, Any]) -> None:
         print(json.dumps(event) if args.json else event["line"], flush=True)
 
-    if (data_dir := _no_host(args)) is not None:  # the log as the store keeps it
+    data_dir, listen = _locate(args)
+    if listen is None:  # the log as the store keeps it
         import dataclasses
 
         from clawmcp.events import line
@@ -255,12 +258,12 @@ def _logs(args: argparse.Namespace) -> int:
 def _desktop_config(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clawmcp.manifest import outline
+    from clawmcp.manifest import no_claw, outline
 
     found = outline(args.paths)
     for claw in args.claws:
         if claw not in found.claws:
-            raise UserError(f"no Claw '{claw}' (Claws: {', '.join(found.claws) or 'none'})")
+            raise no_claw(claw, found.claws)
     paths = [str(Path(p).resolve()) for p in args.paths]
     # What the host needs from the environment, as placeholders: a bridge that starts the host
     # passes its env on. Never the values.

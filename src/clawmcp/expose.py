@@ -19,6 +19,7 @@ import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
@@ -32,7 +33,7 @@ from clawmcp.store import Run, Step
 if TYPE_CHECKING:
     from clawmcp.host import Host
 
-__all__ = ["ClawServer", "HostServer", "ServerBase", "run_text"]
+__all__ = ["ClawServer", "HostServer", "ServerBase", "progress_to", "run_text"]
 
 _RESOURCE_NOT_FOUND = -32002
 _MESSAGE = {"type": "string", "minLength": 1, "description": "what to say to the Claw"}
@@ -83,6 +84,15 @@ def run_text(run: Run) -> tuple[str, bool]:
     if run.state == "done":
         return run.reply or "", False
     return f"run {run.id} ended {run.state}: {run.error}", True
+
+
+def progress_to(ctx: Any) -> ProgressFnT:
+    """A progress callback that passes what it hears on to the client of the request `ctx`."""
+
+    async def forward(progress: float, total: float | None, message: str | None) -> None:
+        await ctx.session.report_progress(progress, total, message)
+
+    return forward
 
 
 def _text(
@@ -234,10 +244,7 @@ class ClawServer(ServerBase):
             if problem := invalid_arguments(exposed.input_schema, arguments):
                 raise ClawError(f"{name}: {problem}")
 
-            async def forward(progress: float, total: float | None, message: str | None) -> None:
-                await ctx.session.report_progress(progress, total, message)
-
-            return await self.host.hub.call(claw, name, arguments, progress=forward)
+            return await self.host.hub.call(claw, name, arguments, progress=progress_to(ctx))
         tool = next((t for t in _CLAW_TOOLS if t.name == name), None)
         if tool is None:
             raise ClawError(f"Claw '{claw}' has no tool '{name}'")

@@ -36,8 +36,8 @@ from mcp_types import CONNECTION_CLOSED
 
 from clawmcp.address import host_url
 from clawmcp.errors import UserError, unwrap
-from clawmcp.expose import ServerBase
-from clawmcp.manifest import Outline
+from clawmcp.expose import ServerBase, progress_to
+from clawmcp.manifest import Outline, no_claw
 from clawmcp.store.lock import read_lock_info
 
 __all__ = ["BRIDGE_WAIT", "GONE", "run_stdio"]
@@ -55,7 +55,7 @@ log = logging.getLogger("clawmcp")
 async def run_stdio(outline: Outline, claw: str) -> None:
     """Serve the Claw on stdin/stdout until the client closes stdin."""
     if outline.claws and claw not in outline.claws:
-        raise UserError(f"no Claw '{claw}' (Claws: {', '.join(outline.claws)})")
+        raise no_claw(claw, outline.claws)
     upstream = _Upstream(outline, claw)
     async with anyio.create_task_group() as tg:
         await tg.start(upstream.run)
@@ -243,7 +243,5 @@ class _Bridge(ServerBase):
         return (await self.upstream.call(lambda c: c.list_tools(cache_mode="refresh"))).tools
 
     async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        async def forward(progress: float, total: float | None, message: str | None) -> None:
-            await ctx.session.report_progress(progress, total, message)
-
+        forward = progress_to(ctx)
         return await self.upstream.call(lambda c: c.call_tool(name, arguments, progress_callback=forward))

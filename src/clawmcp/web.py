@@ -51,7 +51,7 @@ from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host
 from clawmcp.listener import BODY_TIMEOUT, HEAD_TIMEOUT, Deadlines, listen_socket, max_connections
-from clawmcp.manifest import Manifest
+from clawmcp.manifest import Manifest, no_claw
 from clawmcp.store import Event, Message, Step
 
 __all__ = ["API_BODY_LIMIT", "Endpoints", "create_app", "serve"]
@@ -86,8 +86,7 @@ def _no_claw(scope: Scope, manifest: Manifest, claw: str, *, jsonrpc: bool = Fal
     an MCP client, as a JSON-RPC error, which the SDK shows (instead of "Not Found")."""
     if claw in manifest.claws:
         return None
-    shown = ", ".join(c for c in sorted(manifest.claws) if _reaches(scope, c)) or "none"
-    message = f"no Claw '{claw}' (Claws: {shown})"
+    message = str(no_claw(claw, (c for c in manifest.claws if _reaches(scope, c))))
     if jsonrpc:
         body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
         return JSONResponse(body, status_code=404)

@@ -10,7 +10,7 @@ import dataclasses
 import functools
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "Tool",
     "json_schema",
     "load",
+    "no_claw",
     "outline",
     "parse_duration",
     "tool_allowed",
@@ -74,7 +75,7 @@ class Manifest:
     def check_claw(self, name: str) -> None:
         """Raise `UserError` naming the Claw and the Claws there are, unless the manifest has it."""
         if name not in self.claws:
-            raise UserError(f"no Claw '{name}' (Claws: {', '.join(sorted(self.claws)) or 'none'})")
+            raise no_claw(name, self.claws)
 
     def redact(self, text: str) -> str:
         """`text` with every value that came from an environment variable (it may be a secret: a
@@ -83,8 +84,17 @@ class Manifest:
 
     @property
     def data_dir(self) -> Path:
-        given = self.host.data_dir or os.environ.get("CLAWMCP_HOME") or "~/.clawmcp"
-        return Path(given).expanduser()
+        return _data_dir(self.host.data_dir)
+
+
+def no_claw(name: str, claws: Iterable[str]) -> UserError:
+    """The error for a Claw that is not there, naming those that are (or those the asker may see)."""
+    return UserError(f"no Claw '{name}' (Claws: {', '.join(sorted(claws)) or 'none'})")
+
+
+def _data_dir(given: str | None) -> Path:
+    """`host.data_dir`, else $CLAWMCP_HOME, else ~/.clawmcp."""
+    return Path(given or os.environ.get("CLAWMCP_HOME") or "~/.clawmcp").expanduser()
 
 
 @functools.cache
@@ -130,7 +140,7 @@ def outline(paths: Sequence[str | Path] = ("manifests",)) -> Outline:
     auth = host["auth"] if isinstance(host.get("auth"), dict) else {}
     return Outline(
         files=tuple(shown for shown, _ in files),
-        data_dir=Path(given or os.environ.get("CLAWMCP_HOME") or "~/.clawmcp").expanduser(),
+        data_dir=_data_dir(given),
         claws=tuple(sorted(claws)),
         needs=tuple(sorted({name for doc in docs for name in doc.source.needs})),
         tokens=bool(auth.get("tokens")),
