@@ -102,6 +102,13 @@ def test_relative_paths_are_relative_to_the_manifest_folder(
     assert manifest.tools["t"].cwd == str(folder)
 
 
+def test_a_home_folder_is_expanded_and_an_unknown_users_is_left_as_it_is(tmp_path: Path) -> None:
+    path = write(tmp_path / "m.yaml", "host: {data_dir: '~/state'}\n")
+    assert load([path]).data_dir == Path.home() / "state"
+    path = write(tmp_path / "m.yaml", "host: {data_dir: '~nosuchuser0/state'}\n")
+    assert load([path]).data_dir == tmp_path / "~nosuchuser0" / "state"
+
+
 def test_data_dir_defaults_to_clawmcp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path / "m.yaml", "version: 1\n")
     monkeypatch.setenv("CLAWMCP_HOME", str(tmp_path / "home"))

@@ -271,12 +271,13 @@ def _read_table(
 
 
 def _relative(raw: Any, key: str, folder: Path, *, default: bool) -> Any:
-    """A path in the manifest is relative to the manifest's own folder."""
+    """A path in the manifest is relative to the manifest's own folder. `~` is the home folder;
+    `~user` of a user unknown here stays as it is (`Path.expanduser` would raise)."""
     if not isinstance(raw, dict):
         return raw
     value = raw.get(key)
     if isinstance(value, str):
-        return {**raw, key: os.path.normpath(folder / Path(value).expanduser())}
+        return {**raw, key: os.path.normpath(folder / os.path.expanduser(value))}
     if value is None and default:
         return {**raw, key: str(folder)}
     return raw
