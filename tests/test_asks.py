@@ -10,6 +10,7 @@ import pytest
 
 from clawmcp.errors import MessageRefused
 from clawmcp.events import Events
+from clawmcp.mailbox import Answer, Mailboxes
 from clawmcp.manifest import load
 from clawmcp.router import Router
 from clawmcp.store.memory import MemoryStore
@@ -24,15 +25,15 @@ def router(tmp_path: Path, store: MemoryStore) -> Router:
     (tmp_path / "m.yaml").write_text(
         f"models: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}\nclaws:\n{claws}\n"
     )
-    return Router(load([tmp_path / "m.yaml"]), store, Events(store), max_depth=4)
+    return Router(load([tmp_path / "m.yaml"]), Mailboxes(store, Events(store)), max_depth=4)
 
 
 async def answered(r: Router, store: MemoryStore, to: str, *, reply: str | None, error: str | None) -> None:
     """Wait for the ask's message to reach `to`, then settle it as its run would."""
-    await r.wake[to].wait()
-    message = await store.claim(to)
+    await r.mailboxes.wait(to)
+    message = await r.mailboxes.claim(to)
     assert message is not None and message.kind == "ask"
-    r.handled(message.id, reply=reply, error=error)
+    r.mailboxes.replied(message.id, Answer(reply, error))
 
 
 async def test_an_ask_chain_holds_up_to_max_depth_claws_and_no_more(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ async def disk_full(host: Host, full: bool) -> None:
         [(pages,)] = conn.execute("PRAGMA page_count").fetchall()
         conn.execute(f"PRAGMA max_page_count = {pages if full else 2**30}")
 
+    assert isinstance(host.store, SqliteStore)
     await host.store._write(limit)  # the SQLite store's own writer
 
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError
+from clawmcp.manifest import Manifest
 from clawmcp.models.base import ToolSpec
 from clawmcp.scheduler import SCHEDULE_SCHEMA
+from clawmcp.store import Message, Note, Run, Schedule, ToolOutcome
 
-if TYPE_CHECKING:
-    from clawmcp.runtime import RunContext, Runtime
-
-__all__ = ["ASK_TIMEOUT", "Builtins"]
+__all__ = ["ASK_TIMEOUT", "Audit", "Builtins", "Messaging", "Notes", "RunContext", "Schedules", "Spawn"]
 
 ASK_TIMEOUT = 120.0
 """Seconds `claw__ask` waits for a reply unless the model gives `timeout`."""
@@ -94,6 +95,58 @@ _MESSAGING = [
 ]
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """A run as its tools see it: the Claw, the run, and what the run may do."""
+
+    claw: str
+    run_id: int
+    thread: str
+    chain: tuple[str, ...]
+    """The Claws waiting on this run through `claw__ask`, then this Claw."""
+    tools: frozenset[str] | None = None
+    """A sub-agent's hub tools (wire names); None: all the Claw may use."""
+    instructions: str | None = None
+
+
+# -- the ports the built-in tools act through -------------------------------------------------
+
+
+class Notes(Protocol):
+    """A Claw's memory (the store)."""
+
+    async def remember(self, claw: str, text: str, key: str | None = None) -> Note: ...
+
+    async def recall(self, claw: str, query: str, limit: int = 5) -> list[Note]: ...
+
+
+class Messaging(Protocol):
+    """Messages between Claws (the router)."""
+
+    async def send(self, sender: str, to: str, content: str) -> Message: ...
+
+    async def ask(
+        self, sender: str, to: str, content: str, *, chain: tuple[str, ...], within: float
+    ) -> str: ...
+
+    async def publish(self, sender: str, topic: str, content: str) -> list[Message]: ...
+
+
+class Schedules(Protocol):
+    """A Claw's own schedules (the scheduler)."""
+
+    async def schedule(self, claw: str, fields: dict[str, Any]) -> Schedule: ...
+
+    async def unschedule(self, claw: str, schedule_id: int) -> None: ...
+
+
+Spawn = Callable[[RunContext, str, str | None, list[str] | None], Awaitable[Run]]
+"""Runs a sub-agent: the parent run, the task, its instructions, its tools."""
+
+Audit = Callable[[str, str, Any, float, ToolOutcome, str | None, int | None], None]
+"""Records a tool call: Claw, tool, arguments, duration, outcome, error, run."""
+
+
 def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
 
@@ -101,15 +154,24 @@ def _iso(at: float) -> str:
 class Builtins:
     """The built-in tools of the Claws of one runtime."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(
+        self,
+        manifest: Manifest,
+        notes: Notes,
+        messaging: Messaging,
+        schedules: Schedules | None,
+        spawn: Spawn,
+        audit: Audit,
+    ) -> None:
+        self.manifest, self.notes, self.messaging, self.schedules = manifest, notes, messaging, schedules
+        self.spawn, self.audit = spawn, audit
         self.specs = {spec.name: spec for spec in [*_MEMORY, *_MESSAGING, *_OTHERS, *_SCHEDULES]}
 
     def specs_for(self, claw: str) -> list[ToolSpec]:
         """Memory, publish, spawn and schedules for every Claw (schedules when the host has a
         scheduler); send and ask for those with `talks_to`."""
-        talks = bool(self.runtime.manifest.claws[claw].talks_to)
-        schedules = _SCHEDULES if self.runtime.scheduler else []
+        talks = bool(self.manifest.claws[claw].talks_to)
+        schedules = _SCHEDULES if self.schedules else []
         return [*_MEMORY, *(_MESSAGING if talks else []), *_OTHERS, *schedules]
 
     async def call(self, ctx: RunContext, name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
@@ -122,9 +184,7 @@ class Builtins:
             text = error = str(e)
         duration = time.perf_counter() - started
         outcome: Literal["ok", "refused"] = "ok" if error is None else "refused"
-        self.runtime.hub.audit(
-            ctx.claw, name.replace("__", ".", 1), arguments, duration, outcome, error, ctx.run_id
-        )
+        self.audit(ctx.claw, name.replace("__", ".", 1), arguments, duration, outcome, error, ctx.run_id)
         return text, error is not None
 
     async def _call(self, ctx: RunContext, name: str, arguments: dict[str, Any]) -> str:
@@ -133,15 +193,15 @@ class Builtins:
             raise ClawError(f"no built-in tool '{name}' for Claw '{ctx.claw}'")
         if problem := invalid_arguments(spec.parameters, arguments):
             raise ClawError(f"{name}: {problem}")
-        store, router, args = self.runtime.store, self.runtime.router, arguments
+        notes, router, args = self.notes, self.messaging, arguments
         if name == "claw__remember":
-            note = await store.remember(ctx.claw, args["text"], args.get("key"))
+            note = await notes.remember(ctx.claw, args["text"], args.get("key"))
             return f"remembered (note {note.id})"
         if name == "claw__recall":
-            notes = await store.recall(ctx.claw, args["query"], args.get("limit", 5))
-            if not notes:
+            found = await notes.recall(ctx.claw, args["query"], args.get("limit", 5))
+            if not found:
                 return f"no note matches {args['query']!r}"
-            return json.dumps([{"key": n.key, "text": n.text, "at": _iso(n.at)} for n in notes])
+            return json.dumps([{"key": n.key, "text": n.text, "at": _iso(n.at)} for n in found])
         if name == "claw__send":
             message = await router.send(ctx.claw, args["to"], args["content"])
             return f"sent to {args['to']} as message {message.id}"
@@ -151,14 +211,14 @@ class Builtins:
         if name == "claw__publish":
             copies = await router.publish(ctx.claw, args["topic"], args["content"])
             return f"published to {len(copies)} subscribers of '{args['topic']}'"
-        if scheduler := self.runtime.scheduler:
+        if scheduler := self.schedules:
             if name == "claw__schedule":
                 schedule = await scheduler.schedule(ctx.claw, args)
                 return f"schedule '{schedule.name}' saved as id {schedule.id}, next fire {schedule.next_fire}"
             if name == "claw__unschedule":
                 await scheduler.unschedule(ctx.claw, args["id"])
                 return f"schedule {args['id']} removed"
-        run = await self.runtime.spawn(ctx, args["task"], args.get("instructions"), args.get("tools"))
+        run = await self.spawn(ctx, args["task"], args.get("instructions"), args.get("tools"))
         if run.state != "done":
             raise ClawError(f"the sub-agent (run {run.id}) ended {run.state}: {run.error}")
         return run.reply or ""

@@ -9,7 +9,6 @@ the message is a dead letter, shown in `status` with its last error.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -20,10 +19,11 @@ import anyio
 from anyio.abc import TaskStatus
 
 from clawmcp.errors import Stopping, StoreError, StoreUnavailable, ToolRefused, UserError, WorkerLost
+from clawmcp.mailbox import Answer, Mailboxes
 from clawmcp.manifest import Manifest
 from clawmcp.runtime import Remote, Runtime
-from clawmcp.scheduler import describe
-from clawmcp.store import FireOutcome, Message, RunState, Store
+from clawmcp.scheduler import FireBody, describe
+from clawmcp.store import FireOutcome, Message, Outgoing, RunState, Store
 from clawmcp.supervisor import Supervisor
 
 __all__ = ["MAX_ATTEMPTS", "Claws", "Isolate"]
@@ -50,16 +50,20 @@ class Claws:
         manifest: Manifest,
         store: Store,
         runtime: Runtime,
+        mailboxes: Mailboxes,
         *,
         retry_base: float = 1.0,
         clock: Callable[[], float] = time.time,
         isolate: Isolate | None = None,
+        workers: dict[str, Remote] | None = None,
     ) -> None:
-        self.retry_base, self.clock, self.isolate = retry_base, clock, isolate
+        """`isolate` starts the worker of a Claw with `isolation: process`, which is kept in
+        `workers` (the runtime's `remotes`) while it is up."""
+        self.retry_base, self.clock, self.isolate, self.workers = retry_base, clock, isolate, workers
         self.settled = anyio.Event()
         """Set (and replaced) each time a message is acknowledged, retried or dead-lettered, or
         left to be tried again because the store could not commit."""
-        self.manifest, self.store, self.runtime, self.router = manifest, store, runtime, runtime.router
+        self.manifest, self.store, self.runtime, self.mailboxes = manifest, store, runtime, mailboxes
         s = manifest.host.supervision
         self.supervisor = Supervisor(
             "Claw",
@@ -72,8 +76,6 @@ class Claws:
         self._starting, self._started = set(manifest.claws), anyio.Event()
         if not self._starting:
             self._started.set()
-        if isolate is not None:
-            runtime.remotes = {}
         for name in manifest.claws:
             # transient: a Claw's task ends normally only when the host stops
             self.supervisor.add(name, functools.partial(self._task, name), "transient")
@@ -97,11 +99,10 @@ class Claws:
         has `isolation: process`. A message it left running (it crashed) is queued again first."""
         if self.supervisor.children[claw].restarts:  # the host requeues everything at its start
             await self.store.requeue_running(claw)
-        if self.manifest.claws[claw].isolation == "task" or self.isolate is None:
+        remotes = self.workers
+        if self.manifest.claws[claw].isolation == "task" or self.isolate is None or remotes is None:
             await self._consume(claw)
             return
-        remotes = self.runtime.remotes
-        assert remotes is not None
         try:
             async with self.isolate(claw) as worker, anyio.create_task_group() as tg:
                 remotes[claw] = worker
@@ -120,7 +121,7 @@ class Claws:
         """Commit a message to the Claw's mailbox and wake it; the Claw handles it in the background.
         A `key` makes a retried tell safe: the same key gives the first message back."""
         self.manifest.check_claw(claw)
-        return await self.router.deliver(claw, content, thread=thread, key=key)
+        return await self.mailboxes.enqueue(Outgoing(claw, content, thread=thread, key=key))
 
     async def _consume(self, claw: str) -> None:
         """Handle the mailbox's messages in order. A fault while handling one fails that message
@@ -128,7 +129,6 @@ class Claws:
         consumer waits and tries again, and queues again what it had claimed."""
         outage = 0.0
         while True:
-            wake = self.router.wake[claw] = anyio.Event()
             if self.runtime.stopping:
                 return
             try:
@@ -136,10 +136,10 @@ class Claws:
                     await self.store.requeue_running(claw)
                     log.info("Claw '%s': the state store commits again", claw, extra={"claw": claw})
                     outage = 0.0
-                message = await self.store.claim(claw)
+                message = await self.mailboxes.claim(claw)
                 self._has_started(claw)
                 if message is None:
-                    await wake.wait()
+                    await self.mailboxes.wait(claw)
                     continue
                 state, reply, error, acked = await self._handle(claw, message)
                 if state == "interrupted":  # the host is stopping: the message stays for the next start
@@ -169,23 +169,23 @@ class Claws:
         fire, run_id, acked = None, None, False
         state: RunState
         try:
-            fire = json.loads(message.content) if message.kind == "fire" else None
+            fire = FireBody.loads(message.content) if message.kind == "fire" else None
             earlier = await self.store.message_run(message.id) if message.attempts > 1 else None
             if earlier is not None and earlier.state in ("done", "limit"):
                 # Delivered again after a crash that came after its run ended: not run twice.
                 state, reply, error, run_id = earlier.state, earlier.reply, earlier.error, earlier.id
-            elif fire and "call" in fire:
-                state, reply, error = await self._call(claw, fire["call"])
+            elif fire and fire.call is not None:
+                state, reply, error = await self._call(claw, fire.call)
             else:
                 run = await self.runtime.run(
                     claw,
-                    fire["prompt"] if fire else message.content,
+                    fire.prompt or "" if fire else message.content,
                     thread=message.thread,
                     trigger="schedule" if fire else "message",
                     message_id=message.id,
                     will_retry=message.attempts < MAX_ATTEMPTS,
                     acknowledge=fire is None,  # a fire's message is done with the fire's outcome
-                    chain=self.router.chain_of(message.id),
+                    chain=self.mailboxes.chain_of(message.id),
                 )
                 state, reply, error, run_id = run.state, run.reply, run.error, run.id
                 acked = fire is None and state != "failed"
@@ -202,7 +202,7 @@ class Claws:
         self,
         claw: str,
         message: Message,
-        fire: dict[str, Any],
+        fire: FireBody,
         state: RunState,
         run_id: int | None,
         error: str | None,
@@ -211,18 +211,16 @@ class Claws:
         with it: one commit, so a crash never makes it fire twice. Whether the message is done."""
         outcome: FireOutcome = "ok" if state == "done" else "failed"
         if outcome == "failed":
-            fields = {"claw": claw, "schedule": fire["schedule"], "run": run_id}
-            log.warning("Claw '%s': schedule '%s' failed: %s", claw, fire["schedule"], error, extra=fields)
+            fields = {"claw": claw, "schedule": fire.schedule, "run": run_id}
+            log.warning("Claw '%s': schedule '%s' failed: %s", claw, fire.schedule, error, extra=fields)
         ack = message.id if state != "failed" else None  # a failure is tried again
         try:
-            await self.store.finish_fire(
-                fire["id"], fire["slot"], outcome, run_id=run_id, error=error, ack=ack
-            )
+            await self.store.finish_fire(fire.id, fire.slot, outcome, run_id=run_id, error=error, ack=ack)
         except StoreUnavailable:
             raise
         except StoreError:  # the schedule was removed since, taking its fires with it; or a fault
-            if any(s.id == fire["id"] for s in await self.store.schedules(claw)):
-                log.exception("Claw '%s': a fire of '%s' was not recorded", claw, fire["schedule"])
+            if any(s.id == fire.id for s in await self.store.schedules(claw)):
+                log.exception("Claw '%s': a fire of '%s' was not recorded", claw, fire.schedule)
             return False
         return ack is not None
 
@@ -245,7 +243,7 @@ class Claws:
         returned."""
 
         def emit(outcome: str) -> None:
-            self.router.events.emit(
+            self.mailboxes.events.emit(
                 "delivery",
                 message.mailbox,
                 id=message.id,
@@ -258,12 +256,14 @@ class Claws:
             if not acked:
                 await self.store.ack(message.id)
             emit("done")
-            self.router.handled(message.id, reply=reply, error=None if state == "done" else error)
+            self.mailboxes.replied(message.id, Answer(reply, None if state == "done" else error))
             return None
         if message.attempts >= MAX_ATTEMPTS:
             await self.store.nack(message.id, error or "failed", retry_at=None)
             emit("dead")
-            self.router.handled(message.id, error=f"dead letter after {message.attempts} tries: {error}")
+            self.mailboxes.replied(
+                message.id, Answer(error=f"dead letter after {message.attempts} tries: {error}")
+            )
             return None
         delay = min(_RETRY_CAP, self.retry_base * 2.0 ** (message.attempts - 1))
         await self.store.nack(message.id, error or "failed", retry_at=self.clock() + delay)
@@ -278,8 +278,8 @@ class Claws:
             raise
         except StoreError as e:
             raise UserError(str(e)) from None
-        if action == "retry" and (wake := self.router.wake.get(message.mailbox)) is not None:
-            wake.set()
+        if action == "retry":
+            self.mailboxes.notify(message.mailbox)
         return message
 
     def _state(self, claw: str) -> str:

@@ -20,12 +20,14 @@ from clawmcp.address import split_listen
 from clawmcp.claw import Claws
 from clawmcp.errors import StoreError, UserError
 from clawmcp.events import Events
+from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import Manifest
 from clawmcp.metrics import Metrics
 from clawmcp.models.providers import Providers
 from clawmcp.router import Router
-from clawmcp.runtime import MAX_DEPTH, Runtime
+from clawmcp.runtime import MAX_DEPTH, Remote, Runtime
 from clawmcp.scheduler import Clock, Scheduler, SystemClock
+from clawmcp.store import Store
 from clawmcp.store.lock import DataDirLock
 from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
@@ -48,7 +50,8 @@ def _loopback(host: str) -> bool:
 class Host:
     """Everything one `clawmcp serve` runs. Start it with `tg.start(host.run)`."""
 
-    def __init__(self, manifest: Manifest, *, clock: Clock | None = None) -> None:
+    def __init__(self, manifest: Manifest, *, clock: Clock | None = None, store: Store | None = None) -> None:
+        """`store`: where the state is kept; `data_dir/state.db` unless given."""
         self.manifest = manifest
         address, _ = split_listen(manifest.host.listen)
         if not _loopback(address) and not manifest.host.auth.tokens:
@@ -57,20 +60,33 @@ class Host:
                 "a public address needs tokens (or listen on 127.0.0.1)"
             )
         self.clock = clock or SystemClock()
-        self.store = SqliteStore(manifest.data_dir / "state.db", clock=self.clock.now)
+        self.store = store or SqliteStore(manifest.data_dir / "state.db", clock=self.clock.now)
         self.events = Events(self.store, self.clock.now, manifest.redact)
         self.metrics = Metrics(self.events)
         self.hub = ToolHub(manifest, self.store, self.events)
         self.providers = Providers(manifest.models)
-        self.router = Router(manifest, self.store, self.events, max_depth=MAX_DEPTH)
-        self.scheduler = Scheduler(manifest, self.store, self.router, clock=self.clock)
-        self.runtime = Runtime(manifest, self.store, self.hub, self.providers, self.router, self.scheduler)
+        self.mailboxes = Mailboxes(self.store, self.events)
+        self.router = Router(manifest, self.mailboxes, max_depth=MAX_DEPTH)
+        self.scheduler = Scheduler(manifest, self.store, self.mailboxes, clock=self.clock)
+        workers: dict[str, Remote] = {}
+        self.runtime = Runtime(
+            manifest,
+            self.store,
+            self.events,
+            self.hub,
+            self.providers,
+            self.router,
+            self.scheduler,
+            remotes=workers,
+        )
         self.claws = Claws(
             manifest,
             self.store,
             self.runtime,
+            self.mailboxes,
             clock=self.clock.now,
-            isolate=lambda claw: Worker.started(manifest, claw, self.store, self.router),
+            isolate=lambda claw: Worker.started(manifest, claw, self.store, self.mailboxes),
+            workers=workers,
         )
         self.ready = False
         self.listen = manifest.host.listen

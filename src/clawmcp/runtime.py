@@ -16,12 +16,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
-from clawmcp.builtins import Builtins
+from clawmcp.builtins import Builtins, Messaging, RunContext, Schedules
 from clawmcp.errors import (
     ClawError,
     ModelError,
@@ -34,14 +33,9 @@ from clawmcp.errors import (
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.models.base import Msg, Provider, ToolRequest, ToolResult, ToolSpec
-from clawmcp.store import HistoryEntry, Run, RunState, RunTrigger, Step, StepKind, Store
+from clawmcp.store import HistoryEntry, Run, RunState, RunTrigger, Step, StepKind, Store, ToolOutcome
 
-if TYPE_CHECKING:
-    from clawmcp.router import Router
-    from clawmcp.scheduler import Scheduler
-    from clawmcp.toolhub import ToolHub
-
-__all__ = ["MAX_DEPTH", "OnStep", "Remote", "RunContext", "Runtime"]
+__all__ = ["MAX_DEPTH", "OnStep", "Remote", "RunContext", "Runtime", "Tool", "Tools"]
 
 MAX_DEPTH = 4
 """How many runs an ask or spawn chain may hold (A asks B asks C asks D)."""
@@ -66,6 +60,44 @@ class Remote(Protocol):
     ) -> Run: ...
 
 
+class Tool(Protocol):
+    """A tool server's tool as a Claw's model is offered it (`clawmcp.toolhub.HubTool`)."""
+
+    @property
+    def wire(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def input_schema(self) -> dict[str, Any]: ...
+
+    @property
+    def qualified(self) -> str: ...
+
+
+class Tools(Protocol):
+    """The tools of the tool servers, checked per Claw (`clawmcp.toolhub.ToolHub`)."""
+
+    def tools_for(self, claw: str) -> Sequence[Tool]: ...
+
+    async def call_text(
+        self, claw: str, wire: str, arguments: dict[str, Any], *, run_id: int | None = None
+    ) -> tuple[str, bool]:
+        """The result as text and whether it is an error; `ToolRefused` when not allowed."""
+
+    def audit(
+        self,
+        claw: str,
+        tool: str,
+        arguments: Any,
+        duration: float,
+        outcome: ToolOutcome,
+        error: str | None,
+        run_id: int | None,
+    ) -> None: ...
+
+
 log = logging.getLogger("clawmcp")
 
 
@@ -76,18 +108,26 @@ class Runtime:
         self,
         manifest: Manifest,
         store: Store,
-        hub: ToolHub,
+        events: Events,
+        hub: Tools,
         providers: Mapping[str, Provider],
-        router: Router,
-        scheduler: Scheduler | None = None,
+        router: Messaging,
+        scheduler: Schedules | None = None,
+        *,
+        remotes: Mapping[str, Remote] | None = None,
     ) -> None:
-        self.manifest, self.store, self.hub, self.providers = manifest, store, hub, providers
-        self.router, self.scheduler = router, scheduler
-        self.events = router.events
-        self.remotes: dict[str, Remote] | None = None
-        """In a host: the workers of the Claws with `isolation: process`, by Claw (absent while
-        one restarts). None in a worker, which runs its Claw itself."""
-        self.builtins = Builtins(self)
+        """`remotes`, in a host: the workers of the Claws with `isolation: process`, by Claw
+        (absent while one restarts; the Claws keep it). None in a worker, which runs its Claw
+        itself."""
+        self.manifest, self.store, self.events, self.hub, self.providers = (
+            manifest,
+            store,
+            events,
+            hub,
+            providers,
+        )
+        self.remotes = remotes
+        self.builtins = Builtins(manifest, store, router, scheduler, self.spawn, hub.audit)
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
         self.active: Counter[str] = Counter()
         """Runs going on, per Claw."""
@@ -382,20 +422,6 @@ class Runtime:
             for i, call in enumerate(calls):
                 tg.start_soon(one, i, call)
         return [r for r in results if r is not None]
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """A run as its tools see it: the Claw, the run, and what the run may do."""
-
-    claw: str
-    run_id: int
-    thread: str
-    chain: tuple[str, ...]
-    """The Claws waiting on this run through `claw__ask`, then this Claw."""
-    tools: frozenset[str] | None = None
-    """A sub-agent's hub tools (wire names); None: all the Claw may use."""
-    instructions: str | None = None
 
 
 class _Steps:

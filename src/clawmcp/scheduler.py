@@ -34,9 +34,9 @@ from cronsim import CronSim
 from pydantic import ValidationError
 
 from clawmcp.errors import StoreError, StoreUnavailable, UserError
+from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import Manifest, model
 from clawmcp.manifest.check import tool_allowed
-from clawmcp.router import Router
 from clawmcp.store import FireOutcome, Outgoing, Schedule, Store
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "RETRY",
     "SCHEDULE_SCHEMA",
     "Clock",
+    "FireBody",
     "Scheduler",
     "SystemClock",
     "describe",
@@ -156,6 +157,24 @@ SCHEDULE_SCHEMA = _object(
 """The arguments of the `schedule` tool and of `claw__schedule`."""
 
 
+@dataclasses.dataclass(frozen=True)
+class FireBody:
+    """What the message of a `prompt` or `call` fire carries to the Claw's consumer."""
+
+    schedule: str
+    id: int
+    slot: float
+    prompt: str | None = None
+    call: dict[str, Any] | None = None
+
+    def dumps(self) -> str:
+        return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})
+
+    @classmethod
+    def loads(cls, text: str) -> FireBody:
+        return cls(**json.loads(text))
+
+
 def _parts(schedule: model.Schedule) -> tuple[dict[str, Any], dict[str, Any]]:
     data = schedule.model_dump(mode="json", exclude_none=True)
     spec: dict[str, Any] = {k: data[k] for k in ("every", "cron", "at", "timezone") if k in data}
@@ -167,9 +186,9 @@ class Scheduler:
     """Fires the schedules of a manifest's Claws. Start with `tg.start(scheduler.run)`."""
 
     def __init__(
-        self, manifest: Manifest, store: Store, router: Router, *, clock: Clock | None = None
+        self, manifest: Manifest, store: Store, mailboxes: Mailboxes, *, clock: Clock | None = None
     ) -> None:
-        self.manifest, self.store, self.router = manifest, store, router
+        self.manifest, self.store, self.mailboxes = manifest, store, mailboxes
         self.clock = clock or SystemClock()
         self.fired = anyio.Event()
         """Set (and replaced) each time a due schedule has been handled: fired or skipped."""
@@ -321,11 +340,10 @@ class Scheduler:
                 continue
             action = next(a for a in ("prompt", "call", "send") if a in schedule.action)
             lateness = self.clock.now() - slot
-            self.router.events.emit(
+            self.mailboxes.events.emit(
                 "fire", schedule.claw, schedule=schedule.name, slot=slot, action=action, lateness=lateness
             )
-            if wake := self.router.wake.get(message.mailbox):  # none for a Claw no longer in the manifest
-                wake.set()
+            self.mailboxes.notify(message.mailbox)
         if not chosen and after != schedule.next_fire:
             await self.store.set_next_fire(schedule.id, after)
         if self._current.get(schedule.id) is schedule:  # not changed meanwhile
@@ -340,7 +358,7 @@ class Scheduler:
             # The message is the whole action: the fire is done once it is queued.
             to, content = send["to"], send["content"]
             return Outgoing(to, content, sender=schedule.claw, thread=schedule.claw, key=key), "ok"
-        body = json.dumps({"schedule": schedule.name, "id": schedule.id, "slot": slot, **schedule.action})
+        body = FireBody(schedule.name, schedule.id, slot, **schedule.action).dumps()
         thread = f"schedule:{schedule.name}"
         return Outgoing(schedule.claw, body, thread=thread, kind="fire", key=key), "running"
 

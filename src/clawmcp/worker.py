@@ -31,6 +31,7 @@ from mcp.server.mcpserver import Context, MCPServer
 
 from clawmcp.errors import WorkerLost
 from clawmcp.events import Events
+from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import Manifest
 from clawmcp.models.providers import Providers
 from clawmcp.router import Router
@@ -48,18 +49,18 @@ HEALTH_INTERVAL = 5.0
 class Worker:
     """The host's end of one worker process. `async with Worker.started(...)` starts it."""
 
-    def __init__(self, claw: str, client: Client, store: Store, router: Router) -> None:
-        self.claw, self.client, self.store, self.router = claw, client, store, router
+    def __init__(self, claw: str, client: Client, store: Store, mailboxes: Mailboxes) -> None:
+        self.claw, self.client, self.store, self.mailboxes = claw, client, store, mailboxes
 
     @classmethod
     @contextlib.asynccontextmanager
     async def started(
-        cls, manifest: Manifest, claw: str, store: Store, router: Router
+        cls, manifest: Manifest, claw: str, store: Store, mailboxes: Mailboxes
     ) -> AsyncIterator[Worker]:
         command = [sys.executable, "-m", "clawmcp", "worker", claw, *manifest.files]
         params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
         async with Client(params, mode="legacy") as client:
-            yield cls(claw, client, store, router)
+            yield cls(claw, client, store, mailboxes)
 
     async def watch(self) -> None:
         """Ping the worker now and then; raise `WorkerLost` when it does not answer."""
@@ -85,7 +86,7 @@ class Worker:
         async def forward(progress: float, total: float | None, message: str | None) -> None:
             sent = json.loads(message or "{}")
             if "event" in sent:
-                self.router.events.publish(Event(**sent["event"]))
+                self.mailboxes.events.publish(Event(**sent["event"]))
             elif on_step is not None and "step" in sent:
                 await on_step(Step(**sent["step"]))
 
@@ -101,10 +102,10 @@ class Worker:
             result = await self.client.call_tool("run", arguments, progress_callback=forward)
         except Exception as e:
             raise WorkerLost(f"the worker of Claw '{self.claw}' was lost during a run: {e}") from e
-        for wake in self.router.wake.values():  # the run may have sent messages: the worker cannot wake
-            wake.set()
         if result.is_error or not result.structured_content:
             raise WorkerLost(f"the worker of Claw '{self.claw}' failed a run: {result.content}")
+        for mailbox in result.structured_content.get("notified", []):  # the worker's run sent them
+            self.mailboxes.notify(mailbox)
         run = await self.store.get_run(result.structured_content["run_id"])
         assert run is not None
         return run
@@ -125,8 +126,9 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
     events = Events(store, redact=manifest.redact)
     hub = ToolHub(manifest, store, events)
     providers = Providers(manifest.models)
-    router = Router(manifest, store, events, max_depth=MAX_DEPTH, asks=False)
-    runtime = Runtime(manifest, store, hub, providers, router)
+    notified: set[str] = set()  # mailboxes the host is to notify: their consumers are there
+    router = Router(manifest, Mailboxes(store, events, forward=notified.add), max_depth=MAX_DEPTH, asks=False)
+    runtime = Runtime(manifest, store, events, hub, providers, router)
     server = MCPServer(f"clawmcp-worker-{claw}")
 
     @server.tool()
@@ -168,7 +170,9 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
             )
             await events.flush()
             await forward()
-        return {"run_id": done.id}
+        mailboxes = sorted(notified)
+        notified.clear()
+        return {"run_id": done.id, "notified": mailboxes}
 
     async with store, providers, anyio.create_task_group() as tg:
         await tg.start(events.run)

@@ -1,0 +1,117 @@
+"""The mailboxes of a host: the one owner of enqueue, claim, notify, wait and reply.
+
+Every message is committed to the store before anyone hears of it; then its mailbox is notified,
+and the mailbox's consumer, waiting on it, claims it. An ask waits here for the answer to exactly
+its message, which the consumer reports once the message's run has finished.
+
+This is the seam a store with notifications of its own (PostgreSQL LISTEN/NOTIFY) implements across
+processes: `notify` and `replied` are what another host would need to hear. Here, in one process,
+they are events. A worker process has no consumers: it passes what it notifies to the host
+(`forward`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+
+from clawmcp.events import Events, excerpt
+from clawmcp.store import Message, Outgoing, Store
+
+__all__ = ["Answer", "Mailboxes"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How a message was answered: its run's reply, or why there is none."""
+
+    reply: str | None = None
+    error: str | None = None
+
+
+class Mailboxes:
+    """Enqueue, claim, notify, wait and reply for the mailboxes of one store."""
+
+    def __init__(self, store: Store, events: Events, *, forward: Callable[[str], None] | None = None) -> None:
+        self.store, self.events, self.forward = store, events, forward
+        self._signals: dict[str, anyio.Event] = {}
+        self._chains: dict[int, tuple[str, ...]] = {}
+        self._answers: dict[int, tuple[anyio.Event, list[Answer]]] = {}
+
+    async def enqueue(self, message: Outgoing, *, chain: tuple[str, ...] = ()) -> Message:
+        """Commit a message and notify its mailbox. With a `key` already used for this mailbox,
+        the first message is returned and nothing new is queued. `chain`: the Claws waiting on
+        it through `claw__ask`."""
+        stored = await self._commit(message)
+        if chain:
+            self._chains[stored.id] = chain
+        self.notify(message.mailbox)
+        return stored
+
+    async def ask(
+        self, message: Outgoing, *, chain: tuple[str, ...], within: float
+    ) -> tuple[Message, Answer | None]:
+        """Enqueue a message and wait up to `within` seconds (0: no limit) for its answer; None
+        when there was none by then."""
+        stored = await self._commit(message)
+        done, answers = anyio.Event(), list[Answer]()
+        self._answers[stored.id] = (done, answers)  # before anyone can claim it
+        self._chains[stored.id] = chain
+        self.notify(message.mailbox)
+        try:
+            with anyio.move_on_after(within if within > 0 else math.inf):
+                await done.wait()
+        finally:
+            del self._answers[stored.id]
+        return stored, answers[0] if answers else None
+
+    async def _commit(self, m: Outgoing) -> Message:
+        stored, new = await self.store.enqueue(
+            m.mailbox, m.content, sender=m.sender, thread=m.thread, kind=m.kind, key=m.key
+        )
+        if new:
+            self.events.emit(
+                "message",
+                m.mailbox,
+                id=stored.id,
+                sender=m.sender,
+                type=m.kind,
+                thread=m.thread,
+                text=excerpt(m.content),
+            )
+        return stored
+
+    async def claim(self, mailbox: str) -> Message | None:
+        return await self.store.claim(mailbox)
+
+    def notify(self, mailbox: str) -> None:
+        """The mailbox has a message to claim (committed by `enqueue`, or by the store, as a
+        schedule's fire is)."""
+        if self.forward is not None:
+            self.forward(mailbox)
+        self._signal(mailbox).set()
+
+    async def wait(self, mailbox: str) -> None:
+        """Until the mailbox is notified; at once when it was since the last wait returned."""
+        await self._signal(mailbox).wait()
+        self._signals[mailbox] = anyio.Event()
+
+    def _signal(self, mailbox: str) -> anyio.Event:
+        signal = self._signals.get(mailbox)
+        if signal is None:
+            signal = self._signals[mailbox] = anyio.Event()
+        return signal
+
+    def chain_of(self, message_id: int) -> tuple[str, ...]:
+        """The Claws waiting on a message through `claw__ask` (empty after a restart: none wait)."""
+        return self._chains.get(message_id, ())
+
+    def replied(self, message_id: int, answer: Answer) -> None:
+        """The message is answered: its run finished, or it will not be tried again."""
+        self._chains.pop(message_id, None)
+        if (waiting := self._answers.get(message_id)) is not None:
+            waiting[1].append(answer)
+            waiting[0].set()
