@@ -28,6 +28,9 @@ models:
   m:
     provider: scripted
     rules:
+      - when: "^pass on"
+        steps: [{{tool: claw__send, arguments: {{to: plain, content: "from iso"}}}}]
+        reply: passed on
       - when: "^boom"
         steps: [{{tool: tools__killer}}]
         reply: "{{{{ results[0] }}}}"
@@ -35,7 +38,7 @@ models:
 tools:
   killer: {{command: ["{sys.executable}", "{KILLER}", "{tmp_path / "marker"}"{killer_args}]}}
 claws:
-  iso: {{model: m, tools: ["tools.killer"], isolation: process}}
+  iso: {{model: m, tools: ["tools.killer"], isolation: process, talks_to: [plain]}}
   plain: {{model: m}}
 """
 
@@ -88,3 +91,13 @@ async def test_a_claw_that_keeps_crashing_is_marked_failed_and_the_others_keep_a
         assert "worker of Claw 'iso'" in status["crash"]
         answer = await host.runtime.run("plain", "still there?")
         assert answer.reply == "echo: still there?"
+
+
+async def test_a_message_sent_by_a_process_claw_wakes_its_recipient_in_the_host(tmp_path: Path) -> None:
+    async with hosting(tmp_path, manifest(tmp_path, "")) as host:
+        await host.claws.tell("iso", "pass on")
+
+        async def received() -> bool:
+            return any(r.input == "from iso" and r.state == "done" for r in await host.store.runs("plain"))
+
+        await until(host, received)  # the worker's run notified plain's mailbox, which is in the host
