@@ -1,6 +1,6 @@
 """Durable messaging: messages per second and delivery latency, against plain aiosqlite baselines.
 
-Ours: SENDERS tasks deliver MESSAGES messages through the router (each committed before its id
+Ours: SENDERS tasks deliver MESSAGES messages through the mailboxes (each committed before its id
 returns) to 8 mailboxes whose consumers claim and acknowledge them; latency is from the send
 to the claim. In a burst the consumers fall behind, so latency is also measured at a steady pace
 (one message every 2 ms). Baselines in the same run, same file system, WAL and synchronous=FULL: plain
@@ -25,8 +25,9 @@ from _figures import record
 
 from clawmcp.events import Events
 from clawmcp.host import Host
+from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import load
-from clawmcp.router import Router
+from clawmcp.store import Outgoing
 from clawmcp.store.sqlite import SqliteStore
 
 SENDERS, MAILBOXES, BATCH = 100, 8, 100
@@ -63,21 +64,20 @@ def write_manifest(folder: Path, claws: int = MAILBOXES) -> Path:
 
 
 async def ours(folder: Path, messages: int, pace: float = 0.0) -> tuple[float, list[float]]:
-    """Messages per second through the router, and each message's send-to-claim latency (ms).
+    """Messages per second through the mailboxes, and each message's send-to-claim latency (ms).
     With `pace`, one sender sends a message every `pace` seconds instead of a burst from SENDERS."""
     manifest = load([write_manifest(folder)])
     sent: dict[int, float] = {}
     latency: list[float] = []
     all_claimed = anyio.Event()
     async with SqliteStore(folder / "state.db") as store, anyio.create_task_group() as tg:
-        router = Router(manifest, store, Events(store), max_depth=4)
+        mailboxes = Mailboxes(store, Events(store))
 
         async def consume(mailbox: str) -> None:
             while True:
-                wake = router.wake[mailbox] = anyio.Event()
-                message = await store.claim(mailbox)
+                message = await mailboxes.claim(mailbox)
                 if message is None:
-                    await wake.wait()
+                    await mailboxes.wait(mailbox)
                     continue
                 latency.append((time.perf_counter() - sent[message.id]) * 1000)
                 await store.ack(message.id)
@@ -87,7 +87,7 @@ async def ours(folder: Path, messages: int, pace: float = 0.0) -> tuple[float, l
         async def send(first: int, step: int) -> None:
             for i in range(first, messages, step):
                 started = time.perf_counter()
-                message = await router.deliver(f"c{i % MAILBOXES}", str(i))
+                message = await mailboxes.enqueue(Outgoing(f"c{i % MAILBOXES}", str(i)))
                 sent[message.id] = started
                 await anyio.sleep(pace)
 

@@ -1,23 +1,34 @@
-"""Stand-ins for what is outside our control: model APIs, on real local HTTP ports.
+"""Stand-ins for what is outside our control: model APIs and tool servers.
 
 `FakeAPI` records every request and answers through a function the test gives it, in the wire
-format of the provider (`OPENAI` or `ANTHROPIC` build the documented bodies).
+format of the provider (`OPENAI` or `ANTHROPIC` build the documented bodies); a host reaches it
+through its ASGI transport (no port) or, for tests of whole processes, on a real local port.
+`tool_server` is a real MCP server in this process, and `time_server` one that answers as
+mcp-server-time does. `hosting` runs a whole host in this process, on a `MemoryStore` unless
+given another store.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
 import anyio.lowlevel
+import httpx2
 import uvicorn
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -25,9 +36,23 @@ from starlette.routing import Route
 
 from clawmcp.host import Host
 from clawmcp.manifest import load
-from clawmcp.scheduler import Clock
+from clawmcp.scheduler import Clock, SystemClock
+from clawmcp.store import Store
+from clawmcp.store.memory import MemoryStore
+from clawmcp.store.sqlite import SqliteStore
 
 Answer = tuple[int, dict[str, str], Any]
+
+TIME = "{command: python, args: [-m, mcp_server_time, --local-timezone, UTC]}"
+"""A manifest's entry for the real mcp-server-time, a subprocess."""
+PEERS = Path(__file__).parent / "peers"
+"""Small MCP servers the tests run as subprocesses."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -52,6 +77,10 @@ class FakeAPI:
         answer = self.answer(len(self.requests) - 1, body)
         status, headers, payload = await answer if isinstance(answer, Awaitable) else answer
         return JSONResponse(payload, status, headers)
+
+    def transport(self) -> httpx2.AsyncBaseTransport:
+        """For `Host(models=...)`: requests to any URL reach this API, without a port."""
+        return httpx2.ASGITransport(app=self.app)
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[str]:
@@ -157,15 +186,101 @@ class FakeClock:
         moved.set()
 
 
+API = "http://model.test"
+"""The base URL of a model in a manifest whose host reaches a `FakeAPI` through its transport."""
+
+LOCAL = "{command: in-process}"
+"""A manifest's entry for a tool server that `hosting(servers=...)` runs in this process."""
+
+
+def tool_server(name: str, *tools: Callable[..., Any]) -> MCPServer:
+    """A real MCP server in this process that offers the given functions as its tools."""
+    server = MCPServer(name)
+    for tool in tools:
+        server.add_tool(tool)
+    return server
+
+
+def time_server() -> MCPServer:
+    """mcp-server-time's two tools, answering in its format, in this process."""
+
+    def zone(name: str) -> ZoneInfo:
+        try:
+            return ZoneInfo(name)
+        except (ValueError, ZoneInfoNotFoundError) as e:
+            raise ToolError(f"Invalid timezone: {e}") from None
+
+    def get_current_time(timezone: str) -> dict[str, Any]:
+        now = datetime.now(zone(timezone))
+        return {
+            "timezone": timezone,
+            "datetime": now.isoformat(timespec="seconds"),
+            "is_dst": bool(now.dst()),
+        }
+
+    def convert_time(source_timezone: str, time: str, target_timezone: str) -> dict[str, Any]:
+        hour, minute = map(int, time.split(":"))
+        source = datetime.now(zone(source_timezone)).replace(hour=hour, minute=minute)
+        target = source.astimezone(zone(target_timezone))
+        return {"source": source.isoformat(), "target": target.isoformat()}
+
+    return tool_server("time", get_current_time, convert_time)
+
+
 @asynccontextmanager
-async def hosting(tmp_path: Path, body: str, *, clock: Clock | None = None) -> AsyncIterator[Host]:
+async def hosting(
+    tmp_path: Path,
+    body: str,
+    *,
+    clock: Clock | None = None,
+    store: Store | None = None,
+    api: FakeAPI | None = None,
+    servers: dict[str, MCPServer] | None = None,
+) -> AsyncIterator[Host]:
     """A whole host in this process on `tmp_path/data`, from a manifest `body` (which may have its
-    own `host:` with `data_dir: data`)."""
+    own `host:` with `data_dir: data`): on `store` (a new `MemoryStore` on the host's clock unless
+    given), its models reaching `api`, its tool `servers` (declared `LOCAL`) in this process."""
     path = tmp_path / "m.yaml"
     path.write_text(body if body.lstrip().startswith("host:") else "host: {data_dir: data}\n" + body)
-    host = Host(load([path]), clock=clock)
+    clock = clock or SystemClock()
+    host = Host(
+        load([path]),
+        clock=clock,
+        store=store or MemoryStore(clock.now),
+        models=api.transport() if api else None,
+        servers=servers,
+    )
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(30):
             await tg.start(host.run)
         yield host
         tg.cancel_scope.cancel()
+
+
+async def disk_full(host: Host, full: bool) -> None:
+    """Let the database grow no more (SQLite then fails writes with SQLITE_FULL), or again."""
+
+    def limit(conn: sqlite3.Connection) -> None:
+        [(pages,)] = conn.execute("PRAGMA page_count").fetchall()
+        conn.execute(f"PRAGMA max_page_count = {pages if full else 2**30}")
+
+    assert isinstance(host.store, SqliteStore)
+    await host.store._write(limit)  # the SQLite store's own writer
+
+
+@contextmanager
+def logged(text: str) -> Iterator[anyio.Event]:
+    """An event set when the host logs a line holding `text` (logging runs on the event loop)."""
+    seen = anyio.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()
+
+    handler = Handler()
+    logging.getLogger("clawmcp").addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logging.getLogger("clawmcp").removeHandler(handler)

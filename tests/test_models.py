@@ -1,5 +1,5 @@
 """The openai and anthropic providers against fake APIs that answer in the documented wire formats,
-inside a whole host: the model asks for mcp-server-time, gets the result, then replies."""
+inside a whole host in memory: the model asks for the time tool, gets the result, then replies."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from tests.fakes import (
+    API,
+    LOCAL,
     FakeAPI,
     anthropic_error,
     anthropic_text,
@@ -18,8 +20,8 @@ from tests.fakes import (
     openai_error,
     openai_text,
     openai_tool_call,
+    time_server,
 )
-from tests.test_toolhub import TIME
 
 # built-ins of a Claw without talks_to: no send or ask
 BUILTINS = {
@@ -46,7 +48,7 @@ models:
     model: {provider}-test
     headers: {{X-Title: clawmcp-test}}
 servers:
-  time: {TIME}
+  time: {LOCAL}
 claws:
   clock:
     instructions: You tell the time.
@@ -63,7 +65,9 @@ async def test_openai_sends_the_documented_chat_completions_requests(tmp_path: P
         openai_text("It is noon in UTC."),
     ]
     api = FakeAPI(lambda n, body: answers[n])
-    async with api.serving() as url, hosting(tmp_path, manifest("openai", url + "/v1")) as host:
+    async with hosting(
+        tmp_path, servers={"time": time_server()}, body=manifest("openai", API + "/v1"), api=api
+    ) as host:
         run = await host.runtime.run("clock", "What time is it?")
         steps = await host.store.steps(run.id)
 
@@ -109,7 +113,9 @@ async def test_anthropic_sends_the_documented_messages_requests(tmp_path: Path) 
         anthropic_text("It is noon in UTC."),
     ]
     api = FakeAPI(lambda n, body: answers[n])
-    async with api.serving() as url, hosting(tmp_path, manifest("anthropic", url)) as host:
+    async with hosting(
+        tmp_path, servers={"time": time_server()}, body=manifest("anthropic", API), api=api
+    ) as host:
         run = await host.runtime.run("clock", "What time is it?")
         steps = await host.store.steps(run.id)
 
@@ -160,7 +166,9 @@ async def test_a_rate_limit_is_retried_after_the_time_the_server_asks_for(
     _, text, error = WIRE[provider]
     answers = [error(429, "Rate limit reached", {"Retry-After": "1"}), text("fine")]
     api = FakeAPI(lambda n, body: answers[n])
-    async with api.serving() as url, hosting(tmp_path, manifest(provider, url)) as host:
+    async with hosting(
+        tmp_path, servers={"time": time_server()}, body=manifest(provider, API), api=api
+    ) as host:
         run = await host.runtime.run("clock", "hello")
     assert (run.state, run.reply) == ("done", "fine")
     assert len(api.requests) == 2
@@ -172,7 +180,9 @@ async def test_a_rate_limit_is_retried_after_the_time_the_server_asks_for(
 async def test_a_bad_key_fails_the_run_with_one_clear_error(tmp_path: Path, provider: str) -> None:
     _, _, error = WIRE[provider]
     api = FakeAPI(lambda n, body: error(401, "invalid x-api-key"))
-    async with api.serving() as url, hosting(tmp_path, manifest(provider, url)) as host:
+    async with hosting(
+        tmp_path, servers={"time": time_server()}, body=manifest(provider, API), api=api
+    ) as host:
         run = await host.runtime.run("clock", "hello")
         history = await host.store.history("clock", "default", 10)
     assert run.state == "failed"
@@ -190,7 +200,9 @@ async def test_a_model_that_keeps_calling_tools_stops_at_max_steps(tmp_path: Pat
         return call(f"call_{n}", "time__get_current_time", {"timezone": "UTC"})
 
     api = FakeAPI(answer)
-    async with api.serving() as url, hosting(tmp_path, manifest(provider, url, max_steps=3)) as host:
+    async with hosting(
+        tmp_path, servers={"time": time_server()}, body=manifest(provider, API, max_steps=3), api=api
+    ) as host:
         run = await host.runtime.run("clock", "loop forever")
         steps = await host.store.steps(run.id)
     assert run.state == "limit"
@@ -204,7 +216,9 @@ async def test_a_model_that_keeps_calling_tools_stops_at_max_steps(tmp_path: Pat
 async def test_a_server_error_is_retried(tmp_path: Path) -> None:
     answers = [openai_error(500, "boom"), openai_text("recovered")]
     api = FakeAPI(lambda n, body: answers[n])
-    async with api.serving() as url, hosting(tmp_path, manifest("openai", url)) as host:
+    async with hosting(
+        tmp_path, servers={"time": time_server()}, body=manifest("openai", API), api=api
+    ) as host:
         run = await host.runtime.run("clock", "hello")
     assert (run.state, run.reply, len(api.requests)) == ("done", "recovered", 2)
 
@@ -213,7 +227,9 @@ async def test_a_server_error_is_retried(tmp_path: Path) -> None:
 async def test_a_reply_sent_as_a_list_of_parts_is_joined(tmp_path: Path) -> None:
     parts = [{"type": "text", "text": "It is "}, {"type": "text", "text": "noon."}]
     api = FakeAPI(lambda n, body: openai_text(parts))  # type: ignore[arg-type]
-    async with api.serving() as url, hosting(tmp_path, manifest("openai", url)) as host:
+    async with hosting(
+        tmp_path, servers={"time": time_server()}, body=manifest("openai", API), api=api
+    ) as host:
         run = await host.runtime.run("clock", "hello")
         history = await host.store.history("clock", "default", 10)
     assert (run.state, run.reply) == ("done", "It is noon.")
@@ -245,9 +261,11 @@ async def test_a_malformed_answer_fails_the_run_with_a_model_error(
     tmp_path: Path, bent: Any, problem: str
 ) -> None:
     api = FakeAPI(lambda n, body: bent)
-    async with api.serving() as url, hosting(tmp_path, manifest("openai", url)) as host:
+    async with hosting(
+        tmp_path, servers={"time": time_server()}, body=manifest("openai", API), api=api
+    ) as host:
         run = await host.runtime.run("clock", "hello")
     assert run.state == "failed"
     assert run.error is not None
-    assert run.error.startswith(f"model 'brain' (openai, openai-test): unexpected answer from {url}")
+    assert run.error.startswith(f"model 'brain' (openai, openai-test): unexpected answer from {API}")
     assert problem in run.error

@@ -1,9 +1,11 @@
-"""Claws messaging each other in a whole host: relays, asks, topics, sub-agents, and the rules."""
+"""Claws messaging each other in a whole host, in memory: relays, asks, topics, sub-agents, and the
+rules."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,7 @@ import anyio
 import pytest
 
 from clawmcp.host import Host
-from clawmcp.store.sqlite import SqliteStore
-from tests.fakes import hosting
-from tests.test_toolhub import TIME
+from tests.fakes import LOCAL, hosting, time_server, tool_server
 
 MANIFEST = r"""
 models:
@@ -41,7 +41,7 @@ models:
         steps: [{tool: claw__spawn, arguments: {task: "{{ match.rest }}", tools: [time__convert_time]}}]
         reply: "{{ results[0] }}"
       - when: "^slow"
-        steps: [{tool: tools__pause}]
+        steps: [{tool: slow__pause}]
         reply: "finally"
       - when: "(?i)time"
         steps: [{tool: time__get_current_time, arguments: {timezone: UTC}}]
@@ -49,16 +49,25 @@ models:
       - when: "^(?!fail)"
         reply: "echo: {{ input }}"
 servers:
-  time: TIME_SERVER
-tools:
-  pause: {command: [sleep, "3"], timeout: 10s}
+  time: LOCAL
+  slow: LOCAL
 claws:
   a: {model: relay, talks_to: [b, sleeper], tools: ["time.get_current_time"]}
   b: {model: relay, talks_to: [a, c]}
   c: {model: relay, subscribe: [alerts]}
   d: {model: relay, subscribe: [alerts]}
-  sleeper: {model: relay, tools: ["tools.pause"]}
-""".replace("TIME_SERVER", TIME)
+  sleeper: {model: relay, tools: ["slow.pause"]}
+""".replace("LOCAL", LOCAL)
+
+
+async def pause() -> str:
+    """A tool that never answers."""
+    await anyio.sleep_forever()
+    return "never"
+
+
+def hosted(tmp_path: Path) -> AbstractAsyncContextManager[Host]:
+    return hosting(tmp_path, MANIFEST, servers={"time": time_server(), "slow": tool_server("slow", pause)})
 
 
 async def until(host: Host, done: Callable[[], Coroutine[Any, Any, bool]]) -> None:
@@ -77,7 +86,7 @@ async def contents(host: Host, claw: str, thread: str) -> list[str]:
 
 @pytest.mark.anyio
 async def test_a_relay_of_three_claws_ends_in_the_last_ones_history(tmp_path: Path) -> None:
-    async with hosting(tmp_path, MANIFEST) as host:
+    async with hosted(tmp_path) as host:
         told = await host.claws.tell("a", "hop b hop c hello there")
         await until(host, lambda: _has(host, "c", "b", 2))
         assert await contents(host, "c", "b") == ["hello there", "echo: hello there"]
@@ -92,7 +101,7 @@ async def _has(host: Host, claw: str, thread: str, n: int) -> bool:
 
 @pytest.mark.anyio
 async def test_each_ask_gets_the_reply_to_its_own_message(tmp_path: Path) -> None:
-    async with hosting(tmp_path, MANIFEST) as host:
+    async with hosted(tmp_path) as host:
         replies: dict[int, str | None] = {}
 
         async def ask(i: int) -> None:
@@ -108,19 +117,19 @@ async def test_each_ask_gets_the_reply_to_its_own_message(tmp_path: Path) -> Non
 
 @pytest.mark.anyio
 async def test_talks_to_is_enforced_and_a_refused_send_is_audited(tmp_path: Path) -> None:
-    async with hosting(tmp_path, MANIFEST) as host:
+    async with hosted(tmp_path) as host:
         run = await host.runtime.run("a", "hop c sneaky")
         no_send = await host.runtime.run("c", "hop a hi")
     assert run.reply == "Claw 'a' may not message 'c' (talks_to: ['b', 'sleeper'])"
     assert no_send.reply == "no built-in tool 'claw__send' for Claw 'c'"  # c has no talks_to
-    async with SqliteStore(tmp_path / "data" / "state.db") as store:
-        calls = await store.tool_calls("a")
+    async with host.store:
+        calls = await host.store.tool_calls("a")
     assert [(c.tool, c.outcome, c.error) for c in calls] == [("claw.send", "refused", run.reply)]
 
 
 @pytest.mark.anyio
 async def test_an_ask_that_is_not_answered_in_time_fails_with_that_error(tmp_path: Path) -> None:
-    async with hosting(tmp_path, MANIFEST) as host:
+    async with hosted(tmp_path) as host:
         run = await host.runtime.run("a", "hurry sleeper slow")
     assert run.state == "done"
     assert run.reply is not None and run.reply.startswith("'sleeper' did not answer within 0.2s")
@@ -128,7 +137,7 @@ async def test_an_ask_that_is_not_answered_in_time_fails_with_that_error(tmp_pat
 
 @pytest.mark.anyio
 async def test_an_ask_loop_fails_fast_instead_of_deadlocking(tmp_path: Path) -> None:
-    async with hosting(tmp_path, MANIFEST) as host:
+    async with hosted(tmp_path) as host:
         with anyio.fail_after(10):  # the default ask timeout is 120 s
             run = await host.runtime.run("a", "ask b ask a anything")
     assert run.reply == "ask loop: a → b → a; 'a' is already waiting in this chain"
@@ -136,7 +145,7 @@ async def test_an_ask_loop_fails_fast_instead_of_deadlocking(tmp_path: Path) -> 
 
 @pytest.mark.anyio
 async def test_publish_gives_every_subscriber_its_own_copy(tmp_path: Path) -> None:
-    async with hosting(tmp_path, MANIFEST) as host:
+    async with hosted(tmp_path) as host:
         run = await host.runtime.run("a", "announce disk full")
         await until(host, lambda: _both(host))
     assert run.reply == "published to 2 subscribers of 'alerts'"
@@ -148,7 +157,7 @@ async def _both(host: Host) -> bool:
 
 @pytest.mark.anyio
 async def test_a_sub_agent_runs_with_at_most_its_parents_tools(tmp_path: Path) -> None:
-    async with hosting(tmp_path, MANIFEST) as host:
+    async with hosted(tmp_path) as host:
         run = await host.runtime.run("a", "delegate what time is it")
         runs = await host.store.runs("a")
         refused = await host.runtime.run("a", "overreach what time is it")
@@ -160,13 +169,13 @@ async def test_a_sub_agent_runs_with_at_most_its_parents_tools(tmp_path: Path) -
 
 
 async def _steps(host: Host, run_id: int) -> list[Any]:
-    async with SqliteStore(host.manifest.data_dir / "state.db") as store:
-        return await store.steps(run_id)
+    async with host.store:
+        return await host.store.steps(run_id)
 
 
 @pytest.mark.anyio
 async def test_a_message_whose_run_keeps_failing_becomes_a_dead_letter(tmp_path: Path) -> None:
-    async with hosting(tmp_path, MANIFEST) as host:
+    async with hosted(tmp_path) as host:
         host.claws.retry_base = 0.01
         told = await host.claws.tell("c", "fail always")
         await until(host, lambda: _dead(host))

@@ -1,5 +1,5 @@
-"""The agent loop in a whole host: scripted rules driving real tools, memory, history across restarts,
-limits, and one run at a time per thread."""
+"""The agent loop in a whole host, in memory: scripted rules driving an MCP server, memory,
+history across restarts, limits, and one run at a time per thread."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import anyio
 import pytest
 
 from clawmcp.errors import Stopping
-from clawmcp.store.sqlite import SqliteStore
-from tests.fakes import FakeAPI, hosting, openai_text
-from tests.test_toolhub import TIME
+from clawmcp.store.memory import MemoryStore
+from tests.fakes import API, LOCAL, FakeAPI, hosting, openai_text, time_server
 
 SCRIPTED = f"""
 models:
@@ -43,7 +42,7 @@ models:
         reply: "{{{{ results[0] }}}}"
       - reply: "echo: {{{{ input }}}}"
 servers:
-  time: {TIME}
+  time: {LOCAL}
 claws:
   clock:
     model: canned
@@ -52,14 +51,16 @@ claws:
     model: canned
 """
 
+BRAIN = f"models:\n  brain: {{provider: openai, base_url: '{API}', model: m}}\n"
+
 
 @pytest.mark.anyio
-async def test_scripted_rules_drive_mcp_server_time_through_the_hub(tmp_path: Path) -> None:
-    async with hosting(tmp_path, SCRIPTED) as host:
+async def test_scripted_rules_drive_a_tool_server_through_the_hub(tmp_path: Path) -> None:
+    async with hosting(tmp_path, SCRIPTED, servers={"time": time_server()}) as host:
         run = await host.runtime.run("clock", "what is the time in Europe/Lisbon?")
         steps = await host.store.steps(run.id)
-    async with SqliteStore(tmp_path / "data" / "state.db") as store:  # the audit is written off the call path
-        calls = await store.tool_calls("clock")
+    async with host.store:  # the audit is written off the call path: all of it by the host's stop
+        calls = await host.store.tool_calls("clock")
     assert run.state == "done" and run.trigger == "ask"
     assert json.loads(run.reply or "")["timezone"] == "Europe/Lisbon"
     assert [s.kind for s in steps] == ["model", "tool_call", "tool_result", "model"]
@@ -69,7 +70,7 @@ async def test_scripted_rules_drive_mcp_server_time_through_the_hub(tmp_path: Pa
 
 @pytest.mark.anyio
 async def test_a_tool_error_or_refusal_goes_back_to_the_model_and_the_run_goes_on(tmp_path: Path) -> None:
-    async with hosting(tmp_path, SCRIPTED) as host:
+    async with hosting(tmp_path, SCRIPTED, servers={"time": time_server()}) as host:
         bad = await host.runtime.run("clock", "the time in Nowhere/Atlantis")
         refused = await host.runtime.run("clock", "forbidden conversion")
         bad_steps = await host.store.steps(bad.id)
@@ -96,18 +97,19 @@ async def test_memory_notes_are_recalled_by_full_text_and_belong_to_one_claw(tmp
 @pytest.mark.anyio
 async def test_a_thread_continues_after_the_host_restarts(tmp_path: Path) -> None:
     api = FakeAPI(lambda n, body: openai_text(["Hello Ada.", "Noted.", "Your name is Ada."][n]))
-    body = """
-models:
-  brain: {provider: openai, base_url: "URL", model: m}
+    body = (
+        BRAIN
+        + """
 claws:
   friend: {model: brain, memory: {history: 10}}
 """
-    async with api.serving() as url:
-        async with hosting(tmp_path, body.replace("URL", url)) as host:
-            await host.runtime.run("friend", "My name is Ada.", thread="chat")
-            await host.runtime.run("friend", "Unrelated.", thread="elsewhere")
-        async with hosting(tmp_path, body.replace("URL", url)) as host:  # a new host on the same data_dir
-            run = await host.runtime.run("friend", "What is my name?", thread="chat")
+    )
+    store = MemoryStore()  # its data outlives a close
+    async with hosting(tmp_path, body, store=store, api=api) as host:
+        await host.runtime.run("friend", "My name is Ada.", thread="chat")
+        await host.runtime.run("friend", "Unrelated.", thread="elsewhere")
+    async with hosting(tmp_path, body, store=store, api=api) as host:  # a new host on the same store
+        run = await host.runtime.run("friend", "What is my name?", thread="chat")
     assert run.reply == "Your name is Ada."
     assert api.requests[-1].body["messages"] == [
         {"role": "system", "content": "You are friend, an assistant."},
@@ -138,8 +140,8 @@ async def test_one_run_at_a_time_per_thread_in_arrival_order_and_threads_run_sid
         return openai_text(f"done {text}")
 
     api = FakeAPI(answer)
-    body = "models:\n  brain: {provider: openai, base_url: 'URL', model: m}\nclaws:\n  c: {model: brain}\n"
-    async with api.serving() as url, hosting(tmp_path, body.replace("URL", url)) as host:
+    body = BRAIN + "claws:\n  c: {model: brain}\n"
+    async with hosting(tmp_path, body, api=api) as host:
         with anyio.fail_after(20):
             async with anyio.create_task_group() as tg:
                 for text in ["a1", "a2", "a3", "b1"]:
@@ -159,9 +161,8 @@ async def test_a_run_that_outlasts_run_timeout_stops_with_that_outcome(tmp_path:
         return openai_text("too late")
 
     api = FakeAPI(answer)
-    body = "models:\n  brain: {provider: openai, base_url: 'URL', model: m}\n"
-    body += "claws:\n  c: {model: brain, limits: {run_timeout: 300ms}}\n"
-    async with api.serving() as url, hosting(tmp_path, body.replace("URL", url)) as host:
+    body = BRAIN + "claws:\n  c: {model: brain, limits: {run_timeout: 300ms}}\n"
+    async with hosting(tmp_path, body, api=api) as host:
         run = await host.runtime.run("c", "hello")
         release.set()
     assert (run.state, run.error, run.reply) == ("limit", "stopped at run_timeout (0.3s)", None)
@@ -177,16 +178,15 @@ async def test_a_run_cancelled_by_a_stopping_host_is_recorded_as_interrupted(tmp
         return openai_text("never seen")
 
     api = FakeAPI(answer)
-    body = "models:\n  brain: {provider: openai, base_url: 'URL', model: m}\nclaws:\n  c: {model: brain}\n"
-    async with api.serving() as url:
-        async with hosting(tmp_path, body.replace("URL", url)) as host:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(host.runtime.run, "c", "hello")
-                with anyio.fail_after(10):
-                    await started.wait()
-                tg.cancel_scope.cancel()
-            [run] = await host.store.runs("c")
-        release.set()
+    body = BRAIN + "claws:\n  c: {model: brain}\n"
+    async with hosting(tmp_path, body, api=api) as host:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(host.runtime.run, "c", "hello")
+            with anyio.fail_after(10):
+                await started.wait()
+            tg.cancel_scope.cancel()
+        [run] = await host.store.runs("c")
+    release.set()
     assert (run.state, run.error) == ("interrupted", "the run was stopped")
 
 

@@ -1,5 +1,6 @@
-"""Schedules on a fake clock, in a whole host on a real SQLite file: every, cron across daylight
-saving time, at, the misfire policies after a downtime, and what a fire does."""
+"""Schedules on a fake clock, in a whole host in memory: every, cron across daylight saving time,
+at, the misfire policies after a downtime, what a fire does, and a fire the disk cannot take (on
+a real SQLite file)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import pytest
 
 from clawmcp.host import Host
 from clawmcp.scheduler import RETRY
-from clawmcp.store import Schedule
+from clawmcp.store import Schedule, Store
+from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
-from tests.fakes import FakeClock, hosting
-from tests.test_claw import disk_full, logged
+from tests.fakes import LOCAL, FakeClock, disk_full, hosting, logged, tool_server
 
 pytestmark = pytest.mark.anyio
 
@@ -33,9 +34,13 @@ models:
         reply: "{{ results[0] }}"
       - when: "^(?!fail)"
         reply: "echo: {{ input }}"
-tools:
-  shout: {command: [echo, "loud {word}"], input: {word: {type: string}}}
-"""
+servers:
+  loud: LOCAL
+""".replace("LOCAL", LOCAL)
+
+
+def shout(word: str) -> str:
+    return f"loud {word}"
 
 
 def manifest(schedule: str, *, extra: str = "") -> str:
@@ -46,7 +51,7 @@ claws:
   a:
     model: echo
     talks_to: [b]
-    tools: ["tools.*"]
+    tools: ["loud.*"]
     schedules:
       - {schedule}
   b: {{model: echo}}
@@ -55,8 +60,12 @@ claws:
 
 
 @asynccontextmanager
-async def host_at(tmp_path: Path, body: str, clock: FakeClock) -> AsyncIterator[tuple[Host, Schedule]]:
-    async with hosting(tmp_path, body, clock=clock) as host:
+async def host_at(
+    tmp_path: Path, body: str, clock: FakeClock, store: Store | None = None
+) -> AsyncIterator[tuple[Host, Schedule]]:
+    """A host with one schedule; `store` (a new `MemoryStore` unless given) outlives it."""
+    servers = {"loud": tool_server("loud", shout)}
+    async with hosting(tmp_path, body, clock=clock, store=store, servers=servers) as host:
         [schedule] = await host.store.schedules("a")
         yield host, schedule
 
@@ -152,13 +161,14 @@ async def test_at_fires_once_and_never_again_after_a_restart(tmp_path: Path) -> 
     clock = FakeClock(T0)
     at = datetime.fromtimestamp(T0 + 90, UTC).isoformat()
     body = manifest(f"{{name: once, at: '{at}', send: {{to: b, content: hi}}}}")
-    async with host_at(tmp_path, body, clock) as (host, schedule):
+    store = MemoryStore(clock.now)
+    async with host_at(tmp_path, body, clock, store) as (host, schedule):
         await move(host, clock, T0 + 90)
         assert await slots(host, schedule) == [T0 + 90]
         [stored] = await host.store.schedules("a")
         assert stored.next_fire is None
     clock.set(T0 + 3600)
-    async with host_at(tmp_path, body, clock) as (host, schedule):
+    async with host_at(tmp_path, body, clock, store) as (host, schedule):
         assert await slots(host, schedule) == [T0 + 90]
 
 
@@ -171,10 +181,11 @@ async def test_misfire_policy_decides_what_a_downtime_of_ten_slots_fires(
 ) -> None:
     clock = FakeClock(T0)
     body = manifest(f"{{name: tick, every: 1m, misfire: {misfire}, send: {{to: b, content: tick}}}}")
-    async with host_at(tmp_path, body, clock) as (host, schedule):
+    store = MemoryStore(clock.now)
+    async with host_at(tmp_path, body, clock, store) as (host, schedule):
         await move(host, clock, T0 + 60)
     clock.set(T0 + 60 + 10 * 60 + 30)  # down for slots 1..10, back half-way to slot 11
-    async with host_at(tmp_path, body, clock) as (host, schedule):
+    async with host_at(tmp_path, body, clock, store) as (host, schedule):
         expected = [T0 + 60 + 60 * k for k in [0, *fired_after_downtime]]
         assert await slots(host, schedule) == expected
         assert await next_fire(host) == T0 + 60 + 11 * 60
@@ -182,23 +193,15 @@ async def test_misfire_policy_decides_what_a_downtime_of_ten_slots_fires(
 
 async def test_a_changed_manifest_schedule_is_updated_and_a_removed_one_deleted(tmp_path: Path) -> None:
     clock = FakeClock(T0)
-    async with host_at(
-        tmp_path, manifest("{name: tick, every: 1m, send: {to: b, content: tick}}"), clock
-    ) as (
-        host,
-        first,
-    ):
+    store = MemoryStore(clock.now)
+    tick = "{name: tick, every: 1m, send: {to: b, content: tick}}"
+    async with host_at(tmp_path, manifest(tick), clock, store) as (host, first):
         pass
     clock.set(T0 + 10)
-    async with host_at(
-        tmp_path, manifest("{name: tick, every: 1h, send: {to: b, content: tick}}"), clock
-    ) as (
-        host,
-        changed,
-    ):
+    async with host_at(tmp_path, manifest(tick.replace("1m", "1h")), clock, store) as (host, changed):
         assert (changed.id, changed.spec, changed.next_fire) == (first.id, {"every": 3600.0}, T0 + 3600)
     body = manifest("{name: other, every: 1h, prompt: hello}")
-    async with host_at(tmp_path, body, clock) as (host, _):
+    async with host_at(tmp_path, body, clock, store) as (host, _):
         assert [s.name for s in await host.store.schedules()] == ["other"]
 
 
@@ -223,15 +226,15 @@ async def test_a_prompt_fire_runs_the_claw_and_records_the_run(tmp_path: Path) -
 
 async def test_a_call_fire_calls_the_tool_without_a_model(tmp_path: Path) -> None:
     clock = FakeClock(T0)
-    body = manifest("{name: yell, every: 1m, call: {tool: tools.shout, arguments: {word: hey}}}")
+    body = manifest("{name: yell, every: 1m, call: {tool: loud.shout, arguments: {word: hey}}}")
     async with host_at(tmp_path, body, clock) as (host, schedule):
         await move(host, clock, T0 + 60)
         await until(host, lambda: fires_done(host, schedule.id))
         [fire] = await host.store.fires(schedule.id)
         assert (fire.outcome, fire.run_id) == ("ok", None)
-    async with SqliteStore(tmp_path / "data" / "state.db") as store:  # the audit is written off the call path
-        [call] = await store.tool_calls("a")
-        assert (call.tool, call.outcome) == ("tools.shout", "ok")
+    async with host.store:  # the audit is written off the call path: all of it by the host's stop
+        [call] = await host.store.tool_calls("a")
+        assert (call.tool, call.outcome) == ("loud.shout", "ok")
 
 
 async def test_a_failed_scheduled_run_shows_in_status_and_the_log(
@@ -254,11 +257,12 @@ async def test_a_claw_schedules_its_own_work_which_survives_a_restart(tmp_path: 
     clock = FakeClock(T0)
     at = datetime.fromtimestamp(T0 + 300, UTC).isoformat()
     body = manifest("{name: tick, every: 1d, send: {to: b, content: tick}}")
-    async with hosting(tmp_path, body, clock=clock) as host:
+    store = MemoryStore(clock.now)
+    async with hosting(tmp_path, body, clock=clock, store=store) as host:
         run = await host.runtime.run("a", f"remind me at {at}")
         assert run.reply and "schedule 'reminder' saved" in run.reply
     clock.set(T0 + 300)
-    async with hosting(tmp_path, body, clock=clock) as host:
+    async with hosting(tmp_path, body, clock=clock, store=store) as host:
         [reminder] = [s for s in await host.store.schedules("a") if s.name == "reminder"]
         await until(host, lambda: fires_done(host, reminder.id))
         [fire] = await host.store.fires(reminder.id)
@@ -275,7 +279,8 @@ async def test_a_claw_schedules_its_own_work_which_survives_a_restart(tmp_path: 
 async def test_a_fire_the_store_cannot_take_is_fired_once_it_can(tmp_path: Path) -> None:
     clock = FakeClock(T0)
     long = "x" * 300_000  # the fire's message needs new pages in the database
-    async with host_at(tmp_path, manifest(f"{{name: tick, every: 1h, prompt: '{long}'}}"), clock) as (
+    disk = SqliteStore(tmp_path / "state.db", clock=clock.now)
+    async with host_at(tmp_path, manifest(f"{{name: tick, every: 1h, prompt: '{long}'}}"), clock, disk) as (
         host,
         tick,
     ):

@@ -9,11 +9,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import anyio
+import httpx2
 from anyio.abc import TaskStatus
 
 from clawmcp.address import split_listen
@@ -50,8 +51,18 @@ def _loopback(host: str) -> bool:
 class Host:
     """Everything one `clawmcp serve` runs. Start it with `tg.start(host.run)`."""
 
-    def __init__(self, manifest: Manifest, *, clock: Clock | None = None, store: Store | None = None) -> None:
-        """`store`: where the state is kept; `data_dir/state.db` unless given."""
+    def __init__(
+        self,
+        manifest: Manifest,
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        models: httpx2.AsyncBaseTransport | None = None,
+        servers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """What tests replace: `store` (`data_dir/state.db` unless given), the `clock`, the
+        network under the `models` (a fake API's transport) and in-process tool `servers` by name
+        (`ToolHub` `local`)."""
         self.manifest = manifest
         address, _ = split_listen(manifest.host.listen)
         if not _loopback(address) and not manifest.host.auth.tokens:
@@ -63,8 +74,8 @@ class Host:
         self.store = store or SqliteStore(manifest.data_dir / "state.db", clock=self.clock.now)
         self.events = Events(self.store, self.clock.now, manifest.redact)
         self.metrics = Metrics(self.events)
-        self.hub = ToolHub(manifest, self.store, self.events)
-        self.providers = Providers(manifest.models)
+        self.hub = ToolHub(manifest, self.store, self.events, local=servers)
+        self.providers = Providers(manifest.models, transport=models)
         self.mailboxes = Mailboxes(self.store, self.events)
         self.router = Router(manifest, self.mailboxes, max_depth=MAX_DEPTH)
         self.scheduler = Scheduler(manifest, self.store, self.mailboxes, clock=self.clock)

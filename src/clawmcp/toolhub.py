@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -151,6 +151,8 @@ class _Upstream:
         self._lost = False
 
     def _target(self, stack: AsyncExitStack) -> Any:
+        if (local := self.hub.local.get(self.name)) is not None:
+            return local
         s = self.server
         if s.kind == "stdio":
             assert s.command is not None
@@ -287,8 +289,12 @@ class ToolHub:
         health_interval: float = 30.0,
         backoff: tuple[float, float] | None = None,
         mode: Literal["auto", "legacy"] = "auto",
+        local: Mapping[str, Any] | None = None,
     ) -> None:
+        """`local`: in-process MCP servers (SDK server objects) by name, connected to instead of
+        what the manifest says for that server (fast tests: no process, no port)."""
         self.manifest, self.store, self.events = manifest, store, events
+        self.local = local or {}
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         s = manifest.host.supervision
         self.backoff = backoff or (s.backoff, s.max_backoff)

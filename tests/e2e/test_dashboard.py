@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.e2e.test_serve import serving
-from tests.test_toolhub import free_port
+from tests.fakes import free_port
 
 ROOT = Path(__file__).parents[2]
 ARTIFACTS = Path(os.environ.get("CLAWMCP_ARTIFACTS", ROOT / "test-artifacts"))

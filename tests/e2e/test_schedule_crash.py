@@ -21,7 +21,7 @@ from clawmcp import web
 from clawmcp.host import Host
 from clawmcp.manifest import load
 from tests.e2e.test_serve import serving
-from tests.test_toolhub import PEERS, free_port
+from tests.fakes import PEERS, free_port
 
 KILLS = 20
 

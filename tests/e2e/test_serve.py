@@ -20,7 +20,7 @@ from anyio.streams.text import TextReceiveStream
 from mcp import Client
 
 from clawmcp.store.sqlite import SqliteStore
-from tests.test_toolhub import free_port
+from tests.fakes import free_port
 
 CONFIG = {"mcpServers": {"time": {"command": "python", "args": ["-m", "mcp_server_time"]}}}
 

@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from clawmcp.stdio import GONE
 from clawmcp.store.lock import read_lock_info
 from tests.e2e.test_serve import serving
-from tests.test_toolhub import TIME, free_port
+from tests.fakes import TIME, free_port
 
 MANIFEST = f"""
 models:

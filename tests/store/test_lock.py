@@ -87,6 +87,7 @@ def test_read_lock_info_of_a_data_dir_never_locked_is_none(tmp_path: Path) -> No
     assert read_lock_info(tmp_path / "nothing here") is None
 
 
+@pytest.mark.processes
 def test_a_lock_held_by_another_process_is_busy_and_tells_its_info(tmp_path: Path) -> None:
     with holder(tmp_path) as child:
         assert read_lock_info(tmp_path) == {"pid": child.pid, "listen": "127.0.0.1:8700"}
@@ -94,6 +95,7 @@ def test_a_lock_held_by_another_process_is_busy_and_tells_its_info(tmp_path: Pat
             DataDirLock(tmp_path).acquire()
 
 
+@pytest.mark.processes
 def test_a_holder_killed_with_sigkill_leaves_the_lock_free(tmp_path: Path) -> None:
     with holder(tmp_path) as child:
         child.send_signal(signal.SIGKILL)

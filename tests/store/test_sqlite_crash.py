@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 CRASH_WRITER = Path(__file__).with_name("crash_writer.py")
 ROUNDS = 20
 
@@ -33,6 +35,7 @@ def read_ids_then_kill(path: Path, count: int) -> list[int]:
     return [int(line) for line in lines]
 
 
+@pytest.mark.processes
 def test_every_answered_write_survives_a_sigkill(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     answered: list[int] = []

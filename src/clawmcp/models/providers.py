@@ -19,8 +19,15 @@ __all__ = ["Providers"]
 class Providers(Mapping[str, Provider]):
     """A provider for every model of a manifest, sharing one HTTP client. Use `async with`."""
 
-    def __init__(self, models: Mapping[str, Model], *, retry_base: float = 0.5) -> None:
-        self._http = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=200))
+    def __init__(
+        self,
+        models: Mapping[str, Model],
+        *,
+        retry_base: float = 0.5,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`transport`: where requests go instead of the network (a test's fake API)."""
+        self._http = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=200), transport=transport)
         kinds: dict[str, Any] = {
             "openai": lambda n, m: openai.OpenAI(n, m, self._http, retry_base),
             "anthropic": lambda n, m: anthropic.Anthropic(n, m, self._http, retry_base),

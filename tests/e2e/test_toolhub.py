@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -22,9 +21,8 @@ from clawmcp.stdio_transport import LINE_CAP
 from clawmcp.store.memory import MemoryStore
 from clawmcp.toolhub import ToolHub, wire_names
 from tests.conftest import ROOT
+from tests.fakes import PEERS, TIME, free_port
 
-TIME = "{command: python, args: [-m, mcp_server_time, --local-timezone, UTC]}"
-PEERS = Path(__file__).parent / "peers"
 MODELS = "models:\n  m: {provider: scripted, rules: [{reply: hi}]}\n"
 
 
@@ -132,12 +130,6 @@ async def test_servers_that_hang_or_print_garbage_are_reported_and_the_hub_stays
         with anyio.fail_after(60):  # a good server comes up, also if a loaded machine made it miss 1.5 s
             await hub.wait_up("time")
         assert not (await hub.call("a", "time__get_current_time", {"timezone": "UTC"})).is_error
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.anyio

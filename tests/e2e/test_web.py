@@ -22,7 +22,7 @@ from clawmcp.errors import unwrap
 from clawmcp.host import Host
 from clawmcp.manifest import load
 from clawmcp.web import serving
-from tests.test_toolhub import PEERS, TIME, free_port
+from tests.fakes import PEERS, TIME, free_port
 
 TOKEN_A = "token-for-scout-only-0123"
 TOKEN_ALL = "token-for-every-claw-0123"

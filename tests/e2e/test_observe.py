@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from clawmcp.host import Host
-from tests.test_web import MANIFEST, TOKEN_A, TOKEN_ALL, host_and_url, host_on_http
+from tests.e2e.test_web import MANIFEST, TOKEN_A, TOKEN_ALL, host_and_url, host_on_http
 
 pytestmark = pytest.mark.anyio
 

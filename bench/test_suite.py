@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).parents[1] / "bench"
+BENCH = Path(__file__).parent
 
 
 def test_the_suite_runs_every_benchmark_and_writes_a_table_with_ratios(tmp_path: Path) -> None:
