@@ -19,9 +19,9 @@ from clawmcp.errors import ClawError
 from clawmcp.manifest import Manifest
 from clawmcp.models.base import ToolSpec
 from clawmcp.scheduler import SCHEDULE_SCHEMA
-from clawmcp.store import Message, Note, Run, Schedule, ToolOutcome
+from clawmcp.store import HistoryStore, Message, Run, Schedule, ToolOutcome
 
-__all__ = ["ASK_TIMEOUT", "Audit", "Builtins", "Messaging", "Notes", "RunContext", "Schedules", "Spawn"]
+__all__ = ["ASK_TIMEOUT", "Audit", "Builtins", "Messaging", "RunContext", "Schedules", "Spawn"]
 
 ASK_TIMEOUT = 120.0
 """Seconds `claw__ask` waits for a reply unless the model gives `timeout`."""
@@ -112,14 +112,6 @@ class RunContext:
 # -- the ports the built-in tools act through -------------------------------------------------
 
 
-class Notes(Protocol):
-    """A Claw's memory (the store)."""
-
-    async def remember(self, claw: str, text: str, key: str | None = None) -> Note: ...
-
-    async def recall(self, claw: str, query: str, limit: int = 5) -> list[Note]: ...
-
-
 class Messaging(Protocol):
     """Messages between Claws (the router)."""
 
@@ -157,7 +149,7 @@ class Builtins:
     def __init__(
         self,
         manifest: Manifest,
-        notes: Notes,
+        notes: HistoryStore,
         messaging: Messaging,
         schedules: Schedules | None,
         spawn: Spawn,

@@ -22,7 +22,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from clawmcp.errors import StoreError
-from clawmcp.store import Event, EventKind, Store
+from clawmcp.store import Event, EventKind, LogStore
 
 __all__ = ["BUFFER", "WINDOW", "Events", "excerpt", "line"]
 
@@ -46,7 +46,7 @@ class Events:
 
     def __init__(
         self,
-        store: Store,
+        store: LogStore,
         clock: Callable[[], float] = time.time,
         redact: Callable[[str], str] = lambda text: text,
     ) -> None:

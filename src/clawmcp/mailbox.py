@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import anyio
 
 from clawmcp.events import Events, excerpt
-from clawmcp.store import Message, Outgoing, Store
+from clawmcp.store import MailboxStore, Message, Outgoing
 
 __all__ = ["Answer", "Mailboxes"]
 
@@ -35,7 +35,9 @@ class Answer:
 class Mailboxes:
     """Enqueue, claim, notify, wait and reply for the mailboxes of one store."""
 
-    def __init__(self, store: Store, events: Events, *, forward: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, store: MailboxStore, events: Events, *, forward: Callable[[str], None] | None = None
+    ) -> None:
         self.store, self.events, self.forward = store, events, forward
         self._signals: dict[str, anyio.Event] = {}
         self._chains: dict[int, tuple[str, ...]] = {}

@@ -37,7 +37,7 @@ from clawmcp.errors import StoreError, StoreUnavailable, UserError
 from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import Manifest, model
 from clawmcp.manifest.check import tool_allowed
-from clawmcp.store import FireOutcome, Outgoing, Schedule, Store
+from clawmcp.store import FireOutcome, Outgoing, Schedule, ScheduleStore
 
 __all__ = [
     "GRACE",
@@ -186,7 +186,7 @@ class Scheduler:
     """Fires the schedules of a manifest's Claws. Start with `tg.start(scheduler.run)`."""
 
     def __init__(
-        self, manifest: Manifest, store: Store, mailboxes: Mailboxes, *, clock: Clock | None = None
+        self, manifest: Manifest, store: ScheduleStore, mailboxes: Mailboxes, *, clock: Clock | None = None
     ) -> None:
         self.manifest, self.store, self.mailboxes = manifest, store, mailboxes
         self.clock = clock or SystemClock()
@@ -414,7 +414,7 @@ class Scheduler:
         return await describe(self.store, claw)
 
 
-async def describe(store: Store, claw: str) -> list[dict[str, Any]]:
+async def describe(store: ScheduleStore, claw: str) -> list[dict[str, Any]]:
     """A Claw's schedules as `schedules` and `status` show them: with the next fire and the
     outcome of the last one."""
     shown = []

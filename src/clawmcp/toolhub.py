@@ -51,7 +51,7 @@ from clawmcp.errors import StoreError, ToolRefused, ToolServerError, unwrap
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest, Server
 from clawmcp.stdio_transport import stdio_transport
-from clawmcp.store import Store
+from clawmcp.store import LogStore
 from clawmcp.supervisor import Supervisor
 
 __all__ = ["AUDIT_WINDOW", "HubTool", "ServerState", "ToolHub", "result_text", "wire_names"]
@@ -281,7 +281,7 @@ class ToolHub:
     def __init__(
         self,
         manifest: Manifest,
-        store: Store | None = None,
+        store: LogStore | None = None,
         events: Events | None = None,
         *,
         connect_timeout: float = 30.0,
@@ -434,7 +434,7 @@ class ToolHub:
             return str(e), True
         return result_text(result), result.is_error
 
-    async def _audit(self, store: Store) -> None:
+    async def _audit(self, store: LogStore) -> None:
         """Write audit records off the call path: nobody waits on them, so several share a commit."""
 
         def waiting() -> list[dict[str, Any]]:

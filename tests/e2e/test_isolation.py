@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
 import pytest
 
 from clawmcp.host import Host
+from clawmcp.store.sqlite import SqliteStore
 from tests.conftest import ROOT
 from tests.fakes import hosting
 
@@ -43,6 +45,11 @@ claws:
 """
 
 
+def on_disk(tmp_path: Path, body: str) -> AbstractAsyncContextManager[Host]:
+    """A host on its SQLite file, which its worker processes open too."""
+    return hosting(tmp_path, body, store=SqliteStore(tmp_path / "data" / "state.db"))
+
+
 async def until(host: Host, check: Callable[[], Awaitable[bool]]) -> None:
     """Wait until `check` holds, looking again whenever a message settles or a task changes."""
     with anyio.fail_after(60):
@@ -61,7 +68,7 @@ async def until(host: Host, check: Callable[[], Awaitable[bool]]) -> None:
 
 
 async def test_a_process_claw_killed_mid_run_comes_back_and_gets_its_message_again(tmp_path: Path) -> None:
-    async with hosting(tmp_path, manifest(tmp_path, "")) as host:
+    async with on_disk(tmp_path, manifest(tmp_path, "")) as host:
         message = await host.claws.tell("iso", "boom")
 
         async def handled() -> bool:
@@ -79,7 +86,7 @@ async def test_a_process_claw_killed_mid_run_comes_back_and_gets_its_message_aga
 async def test_a_claw_that_keeps_crashing_is_marked_failed_and_the_others_keep_answering(
     tmp_path: Path,
 ) -> None:
-    async with hosting(tmp_path, manifest(tmp_path, ', "always"')) as host:
+    async with on_disk(tmp_path, manifest(tmp_path, ', "always"')) as host:
         await host.claws.tell("iso", "boom")
 
         async def failed() -> bool:
@@ -94,7 +101,7 @@ async def test_a_claw_that_keeps_crashing_is_marked_failed_and_the_others_keep_a
 
 
 async def test_a_message_sent_by_a_process_claw_wakes_its_recipient_in_the_host(tmp_path: Path) -> None:
-    async with hosting(tmp_path, manifest(tmp_path, "")) as host:
+    async with on_disk(tmp_path, manifest(tmp_path, "")) as host:
         await host.claws.tell("iso", "pass on")
 
         async def received() -> bool:

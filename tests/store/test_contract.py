@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clawmcp.errors import StoreError
-from clawmcp.store import Outgoing, Schedule, Store
+from clawmcp.store import Outgoing, Run, Schedule, Store
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
 
@@ -211,7 +212,6 @@ CHANGES_OF_UNKNOWN_RECORDS: dict[str, Change] = {
     "start_run under": lambda s: s.start_run("c", "t", "spawn", "x", parent_run_id=12345),
     "add_step": lambda s: s.add_step(12345, "model", {}),
     "finish_run": lambda s: s.finish_run(12345, "done"),
-    "append_history": lambda s: s.append_history("c", "t", "user", "x", run_id=12345),
     "set_next_fire": lambda s: s.set_next_fire(12345, None),
     "claim_fire": lambda s: s.claim_fire(12345, 60.0, next_fire=None),
     "finish_fire": lambda s: s.finish_fire(12345, 60.0, "ok"),
@@ -324,7 +324,7 @@ async def test_a_run_starts_with_the_last_entries_of_its_thread(store: Store) ->
     first, context = await store.start_run("c", "t", "message", "one", history=3)
     assert context == []
     await store.finish_run(first.id, "done", history=[("user", "one"), ("assistant", "1")])
-    await store.append_history("c", "other", "user", "elsewhere")
+    await said(store, "c", "other", ("user", "elsewhere"))
     second, _ = await store.start_run("c", "t", "message", "two")
     await store.finish_run(second.id, "done", history=[("user", "two"), ("assistant", "2")])
     _, context = await store.start_run("c", "t", "message", "three", history=3)
@@ -361,15 +361,19 @@ async def test_interrupt_running_of_one_claw_leaves_the_others(store: Store) -> 
     assert (await store.get_run(other.id)).state == "running"  # type: ignore[union-attr]
 
 
+async def said(store: Store, claw: str, thread: str, *entries: tuple[str, Any]) -> Run:
+    """A run of the thread that ends adding these entries (role, content) to its history."""
+    run, _ = await store.start_run(claw, thread, "message", "x")
+    return await store.finish_run(run.id, "done", history=entries)
+
+
 # -- thread history ---------------------------------------------------------------------------------
 
 
 async def test_history_returns_the_last_entries_oldest_first(store: Store, clock: FakeClock) -> None:
-    run, _ = await store.start_run("c", "t", "message", "x")
-    for n in range(5):
-        await store.append_history("c", "t", "user" if n % 2 == 0 else "assistant", {"n": n}, run_id=run.id)
-    await store.append_history("c", "other", "user", "elsewhere")
-    await store.append_history("d", "t", "user", "another claw")
+    run = await said(store, "c", "t", *[("user" if n % 2 == 0 else "assistant", {"n": n}) for n in range(5)])
+    await said(store, "c", "other", ("user", "elsewhere"))
+    await said(store, "d", "t", ("user", "another claw"))
     entries = await store.history("c", "t", limit=3)
     assert [(e.role, e.content) for e in entries] == [
         ("user", {"n": 2}),
@@ -382,7 +386,7 @@ async def test_history_returns_the_last_entries_oldest_first(store: Store, clock
 
 async def test_threads_names_the_threads_of_one_claw(store: Store) -> None:
     for claw, thread in [("c", "b"), ("c", "a"), ("c", "b"), ("d", "z")]:
-        await store.append_history(claw, thread, "user", "hi")
+        await said(store, claw, thread, ("user", "hi"))
     assert await store.threads("c") == ["a", "b"]
     assert await store.threads("x") == []
 

@@ -1,8 +1,11 @@
 """The state store: everything a host must not lose.
 
-One interface, two implementations: `SqliteStore` (the real one, `data_dir/state.db`) and
-`MemoryStore` (the same behaviour in plain Python, for fast tests). Every write method returns
-only once its change is committed, so a caller may acknowledge it to the outside world.
+One interface, `Store`, made of one part per concept (mailboxes, runs, history and memory,
+schedules and fires, logs), so that each user names the part it needs; two implementations:
+`SqliteStore` (the real one, `data_dir/state.db`) and `MemoryStore` (the same behaviour in plain
+Python, for fast tests). One contract suite (tests/store/test_contract.py) holds them to the same
+behaviour. Every write method returns only once its change is committed, so a caller may
+acknowledge it to the outside world.
 
 Times are seconds since the epoch (floats) from the store's injected clock.
 """
@@ -23,6 +26,9 @@ __all__ = [
     "Fire",
     "FireOutcome",
     "HistoryEntry",
+    "HistoryStore",
+    "LogStore",
+    "MailboxStore",
     "Message",
     "MessageKind",
     "MessageState",
@@ -30,8 +36,10 @@ __all__ = [
     "Outgoing",
     "Run",
     "RunState",
+    "RunStore",
     "RunTrigger",
     "Schedule",
+    "ScheduleStore",
     "Step",
     "StepKind",
     "Store",
@@ -175,25 +183,8 @@ class Event:
     data: dict[str, Any]
 
 
-class Store(abc.ABC):
-    """What the host keeps. Use as an async context manager: `async with store: ...`."""
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    @abc.abstractmethod
-    async def open(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
-
-    # -- mailboxes and messages -------------------------------------------------------------
+class MailboxStore(abc.ABC):
+    """Mailboxes and their messages."""
 
     @abc.abstractmethod
     async def enqueue(
@@ -250,7 +241,9 @@ class Store(abc.ABC):
         """After a crash (of the host, or of one mailbox's consumer): messages left running are
         queued again (same id). Returns how many."""
 
-    # -- runs and their steps ---------------------------------------------------------------
+
+class RunStore(abc.ABC):
+    """Runs and their steps."""
 
     @abc.abstractmethod
     async def start_run(
@@ -308,12 +301,9 @@ class Store(abc.ABC):
         """After a crash (of the host, or of one Claw's worker): runs left running become
         interrupted. Returns how many."""
 
-    # -- thread history -----------------------------------------------------------------------
 
-    @abc.abstractmethod
-    async def append_history(
-        self, claw: str, thread: str, role: str, content: Any, *, run_id: int | None = None
-    ) -> None: ...
+class HistoryStore(abc.ABC):
+    """A Claw's thread history and its memory notes."""
 
     @abc.abstractmethod
     async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
@@ -322,8 +312,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def threads(self, claw: str) -> list[str]:
         """The names of the Claw's threads that have history, sorted."""
-
-    # -- memory notes -----------------------------------------------------------------------
 
     @abc.abstractmethod
     async def remember(self, claw: str, text: str, key: str | None = None) -> Note:
@@ -337,7 +325,9 @@ class Store(abc.ABC):
     async def notes(self, claw: str, limit: int = 100) -> list[Note]:
         """The Claw's most recent notes, newest first."""
 
-    # -- schedules and fires ----------------------------------------------------------------
+
+class ScheduleStore(abc.ABC):
+    """Schedules and their fires."""
 
     @abc.abstractmethod
     async def put_schedule(
@@ -413,7 +403,9 @@ class Store(abc.ABC):
     async def fires(self, schedule_id: int, limit: int = 20) -> list[Fire]:
         """The most recent fires of a schedule, newest first."""
 
-    # -- tool-call audit ----------------------------------------------------------------------
+
+class LogStore(abc.ABC):
+    """The tool-call audit and the activity log."""
 
     @abc.abstractmethod
     async def record_tool_call(
@@ -432,8 +424,6 @@ class Store(abc.ABC):
     async def tool_calls(self, claw: str | None = None, limit: int = 50) -> list[ToolCall]:
         """The most recent tool calls, newest first."""
 
-    # -- activity log -------------------------------------------------------------------------
-
     @abc.abstractmethod
     async def add_events(
         self, events: Sequence[tuple[float, EventKind, str | None, dict[str, Any]]]
@@ -444,3 +434,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def events(self, claw: str | None = None, *, after: int = 0, limit: int = 100) -> list[Event]:
         """The newest `limit` events with an id above `after` (of one Claw, or all), oldest first."""
+
+
+class Store(MailboxStore, RunStore, HistoryStore, ScheduleStore, LogStore):
+    """What the host keeps, by concept. Use as an async context manager: `async with store: ...`."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

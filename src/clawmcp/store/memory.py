@@ -305,13 +305,6 @@ class MemoryStore(Store):
 
     # -- thread history -----------------------------------------------------------------------
 
-    async def append_history(
-        self, claw: str, thread: str, role: str, content: Any, *, run_id: int | None = None
-    ) -> None:
-        await self._enter()
-        _check(self._runs, run_id, "run")
-        self._history.append(HistoryEntry(claw, thread, role, _json(content), run_id, self._clock()))
-
     async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
         await self._enter()
         entries = [h for h in self._history if h.claw == claw and h.thread == thread]

@@ -490,13 +490,6 @@ class SqliteStore(Store):
 
     # -- thread history -------------------------------------------------------------------------
 
-    async def append_history(
-        self, claw: str, thread: str, role: str, content: Any, *, run_id: int | None = None
-    ) -> None:
-        sql = "INSERT INTO history (claw, thread, role, content, run_id, at) VALUES (?, ?, ?, ?, ?, ?)"
-        params = (claw, thread, role, json.dumps(content), run_id, self._clock())
-        await self._write(lambda conn: _fetch(conn, sql, params))
-
     async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
         rows = await self._read(_HISTORY, (claw, thread, limit))
         return [HistoryEntry(**_decode(row, "content")) for row in rows]
