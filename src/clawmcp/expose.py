@@ -13,7 +13,7 @@ import re
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mcp_types as types
 from mcp.server.connection import Connection
@@ -22,16 +22,13 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, Too
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from starlette.requests import Request
 
 from clawmcp import __version__
 from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError
 from clawmcp.scheduler import SCHEDULE_SCHEMA
+from clawmcp.service import Service
 from clawmcp.store import Run, Step
-
-if TYPE_CHECKING:
-    from clawmcp.host import Host
 
 __all__ = ["ClawServer", "HostServer", "ServerBase", "progress_to", "run_text"]
 
@@ -116,13 +113,13 @@ def _check(tool: types.Tool, arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _ask_or_tell(
-    host: Host, ctx: Any, verb: str, claw: str, args: dict[str, Any]
+    service: Service, ctx: Any, verb: str, claw: str, args: dict[str, Any]
 ) -> types.CallToolResult:
     """`ask` (progress per step) or `tell`, for a Claw's server and the host's alike."""
     if verb == "tell":
-        message = await host.claws.tell(claw, args["message"], thread=args["thread"], key=args.get("key"))
+        message = await service.tell(claw, args["message"], thread=args["thread"], key=args.get("key"))
         return _text(f"queued as message {message.id}", structured={"message_id": message.id})
-    run = await host.runtime.run(
+    run = await service.ask(
         claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
     )
     return _text(*run_text(run))
@@ -210,10 +207,10 @@ class ServerBase:
 class ClawServer(ServerBase):
     """The MCP server of one Claw."""
 
-    def __init__(self, host: Host, claw: str) -> None:
+    def __init__(self, service: Service, claw: str) -> None:
         self.claw = claw
-        self.config = host.manifest.claws[claw]
-        self.host = host
+        self.config = service.manifest.claws[claw]
+        self.service = service
         super().__init__(f"clawmcp-{claw}", self.config.description or f"The Claw '{claw}'.")
         self._shown = self._exposed()
 
@@ -222,13 +219,13 @@ class ClawServer(ServerBase):
             return {}
         return {
             t.wire: types.Tool(name=t.wire, description=t.description, input_schema=t.input_schema)
-            for t in self.host.hub.tools_for(self.claw)
+            for t in self.service.tools_for(self.claw)
         }
 
     async def watch(self) -> None:
         """Notify clients whenever the hub's catalog changes what this Claw exposes."""
         while True:
-            changed = self.host.hub.catalog_changed
+            changed = self.service.catalog_changed
             exposed = self._exposed()
             if exposed != self._shown:
                 self._shown = exposed
@@ -239,29 +236,29 @@ class ClawServer(ServerBase):
         return _CLAW_TOOLS + list(self._shown.values())
 
     async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        claws, claw = self.host.claws, self.claw
+        service, claw = self.service, self.claw
         if (exposed := self._shown.get(name)) is not None:  # checked like every call, progress passed on
             if problem := invalid_arguments(exposed.input_schema, arguments):
                 raise ClawError(f"{name}: {problem}")
 
-            return await self.host.hub.call(claw, name, arguments, progress=progress_to(ctx))
+            return await service.call_tool(claw, name, arguments, progress=progress_to(ctx))
         tool = next((t for t in _CLAW_TOOLS if t.name == name), None)
         if tool is None:
             raise ClawError(f"Claw '{claw}' has no tool '{name}'")
         args = _check(tool, arguments)
         if name in ("ask", "tell"):
-            return await _ask_or_tell(self.host, ctx, name, claw, args)
+            return await _ask_or_tell(service, ctx, name, claw, args)
         if name == "status":
-            return _text(_json(await claws.status(claw)))
+            return _text(_json(await service.status(claw)))
         if name == "schedule":
-            schedule = await self.host.scheduler.schedule(claw, args)
+            schedule = await service.schedule(claw, args)
             return _text(
                 f"schedule '{schedule.name}' saved as id {schedule.id}", structured={"id": schedule.id}
             )
         if name == "unschedule":
-            await self.host.scheduler.unschedule(claw, args["id"])
+            await service.unschedule(claw, args["id"])
             return _text(f"schedule {args['id']} removed")
-        return _text(_json(await self.host.scheduler.schedules_of(claw)))
+        return _text(_json(await service.schedules(claw)))
 
     # -- resources ---------------------------------------------------------------------------
 
@@ -279,7 +276,7 @@ class ClawServer(ServerBase):
         values: list[str] = []
         ref = params.ref
         if isinstance(ref, types.ResourceTemplateReference) and ref.uri.endswith("/history/{thread}"):
-            threads = await self.host.store.threads(self.claw)
+            threads = await self.service.threads(self.claw)
             values = [t for t in threads if t.startswith(params.argument.value)]
         return types.CompleteResult(
             completion=types.Completion(values=values[:100], total=len(values), has_more=len(values) > 100)
@@ -315,17 +312,17 @@ class ClawServer(ServerBase):
         match = re.fullmatch(rf"claw://{re.escape(self.claw)}/(status|memory|schedules|history/(.+))", uri)
         if not match:
             raise MCPError(_RESOURCE_NOT_FOUND, f"no resource '{uri}' (Claw '{self.claw}')")
-        claws, store = self.host.claws, self.host.store
+        service = self.service
         if match[1] == "status":
-            value: Any = await claws.status(self.claw)
+            value: Any = await service.status(self.claw)
         elif match[1] == "memory":
             value = [
-                {"id": n.id, "key": n.key, "text": n.text, "at": n.at} for n in await store.notes(self.claw)
+                {"id": n.id, "key": n.key, "text": n.text, "at": n.at} for n in await service.notes(self.claw)
             ]
         elif match[1] == "schedules":
-            value = await self.host.scheduler.schedules_of(self.claw)
+            value = await service.schedules(self.claw)
         else:
-            entries = await store.history(self.claw, match[2], limit=200)
+            entries = await service.history(self.claw, match[2], limit=200)
             value = [{"role": e.role, "content": e.content, "run": e.run_id, "at": e.at} for e in entries]
         contents = types.TextResourceContents(uri=uri, mime_type="application/json", text=_json(value))
         return types.ReadResourceResult(contents=[contents])
@@ -356,8 +353,9 @@ _HOST_TOOLS = [
 class HostServer(ServerBase):
     """The host-level server at `/mcp`: lists the Claws and can ask or tell any it may reach."""
 
-    def __init__(self, host: Host, reaches: Callable[[Any, str], bool]) -> None:
-        self.host = host
+    def __init__(self, service: Service, reaches: Callable[[Any, str], bool]) -> None:
+        """`reaches(request, claw)`: whether the request (None over stdio) may reach the Claw."""
+        self.service = service
         super().__init__("clawmcp", "A clawmcp host: list its Claws, ask or tell any of them.")
         self.reaches = reaches
 
@@ -369,12 +367,12 @@ class HostServer(ServerBase):
         if tool is None:
             raise ClawError(f"the host has no tool '{name}'")
         args = _check(tool, arguments)
-        request = ctx.request if isinstance(ctx.request, Request) else None
+        service, request = self.service, ctx.request
         if name == "claws":
-            names = [c for c in sorted(self.host.manifest.claws) if self.reaches(request, c)]
-            return _text(_json([await self.host.claws.status(c) for c in names]))
+            names = [c for c in sorted(service.manifest.claws) if self.reaches(request, c)]
+            return _text(_json([await service.status(c) for c in names]))
         claw = args["claw"]
-        self.host.manifest.check_claw(claw)
+        service.manifest.check_claw(claw)
         if not self.reaches(request, claw):
             raise ClawError(f"this token does not reach Claw '{claw}'")
-        return await _ask_or_tell(self.host, ctx, name, claw, args)
+        return await _ask_or_tell(service, ctx, name, claw, args)

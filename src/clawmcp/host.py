@@ -28,6 +28,7 @@ from clawmcp.models.providers import Providers
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, Remote, Runtime
 from clawmcp.scheduler import Clock, Scheduler, SystemClock
+from clawmcp.service import Service
 from clawmcp.store import Store
 from clawmcp.store.lock import DataDirLock
 from clawmcp.store.sqlite import SqliteStore
@@ -99,6 +100,18 @@ class Host:
             isolate=lambda claw: Worker.started(manifest, claw, self.store, self.mailboxes),
             workers=workers,
         )
+        self.service = Service(
+            manifest,
+            self.store,
+            self.events,
+            self.metrics,
+            self.hub,
+            self.runtime,
+            self.scheduler,
+            self.claws,
+            self.readiness,
+        )
+        """What the edges (MCP servers, HTTP) may do with this host."""
         self.ready = False
         self.listen = manifest.host.listen
         """Where the host listens: `host.listen`, with the port it got when that asks for 0."""

@@ -52,6 +52,7 @@ from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host
 from clawmcp.listener import BODY_TIMEOUT, HEAD_TIMEOUT, Deadlines, listen_socket, max_connections
 from clawmcp.manifest import Manifest, no_claw
+from clawmcp.service import Service
 from clawmcp.store import Event, Message, Step
 
 __all__ = ["API_BODY_LIMIT", "Endpoints", "create_app", "serve"]
@@ -71,9 +72,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def reaches(request: Request | None, claw: str) -> bool:
-    """Whether the request's token (if tokens are in use) reaches the Claw."""
-    return request is None or _reaches(request.scope, claw)
+def reaches(request: Any, claw: str) -> bool:
+    """Whether the HTTP request's token (if tokens are in use) reaches the Claw; anything else
+    (a request over stdio, None) reaches every Claw."""
+    return not isinstance(request, Request) or _reaches(request.scope, claw)
 
 
 def _reaches(scope: Scope, claw: str) -> bool:
@@ -174,8 +176,8 @@ class Endpoints:
     """The MCP servers of the host and its Claws, each made on its first request. Run it with
     `tg.start(endpoints.run)`: the servers' sessions live in its task group."""
 
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    def __init__(self, service: Service) -> None:
+        self.service = service
         self._mounted: dict[str | None, _Mounted] = {}
         self._opening: dict[str | None, anyio.Event] = {}
         self._tg: TaskGroup | None = None
@@ -222,7 +224,7 @@ class Endpoints:
         return mounted
 
     async def _serve(self, claw: str | None, *, task_status: TaskStatus[None]) -> None:
-        server = HostServer(self.host, reaches) if claw is None else ClawServer(self.host, claw)
+        server = HostServer(self.service, reaches) if claw is None else ClawServer(self.service, claw)
         http = StreamableHTTPSessionManager(app=server.server, security_settings=_NO_SDK_CHECK)
         prefix = "" if claw is None else f"/claws/{claw}"
         sse = SseServerTransport(f"{prefix}/messages/", security_settings=_NO_SDK_CHECK)
@@ -234,20 +236,25 @@ class Endpoints:
             await anyio.sleep_forever()
 
 
+_MCP_PATHS = ("mcp", "sse", "messages/")
+
+
 class _McpEndpoint:
     """ASGI app for `/claws/{name}/mcp|sse|messages/` and `/mcp|sse|messages/`."""
 
-    def __init__(self, host: Host, endpoints: Endpoints, kind: str) -> None:
-        self.host, self.endpoints, self.kind = host, endpoints, kind
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service: Service = scope["app"].state.service
+        endpoints: Endpoints = scope["app"].state.endpoints
         claw = scope.get("path_params", {}).get("name")
-        if claw is not None and (missing := _no_claw(scope, self.host.manifest, claw, jsonrpc=True)):
+        if claw is not None and (missing := _no_claw(scope, service.manifest, claw, jsonrpc=True)):
             return await missing(scope, receive, send)
-        mounted = await self.endpoints.get(claw)
+        mounted = await endpoints.get(claw)
         if self.kind == "mcp":
             await mounted.http.handle_request(scope, receive, send)
-        elif self.kind == "messages":
+        elif self.kind == "messages/":
             await mounted.sse.handle_post_message(scope, receive, send)
         elif scope["method"] != "GET":
             await Response(status_code=405, headers={"Allow": "GET"})(scope, receive, send)
@@ -255,7 +262,7 @@ class _McpEndpoint:
             server = mounted.server.server
             with contextlib.suppress(ValueError):  # raised after the transport answered a bad request
                 async with mounted.sse.connect_sse(scope, receive, send) as (read, write):
-                    with self.endpoints.until_closing():  # then the session ends, and its stream
+                    with endpoints.until_closing():  # then the session ends, and its stream
                         await server.run(read, write, server.create_initialization_options())
 
 
@@ -331,194 +338,207 @@ class _Refused(Exception):
         self.status = status
 
 
-def create_app(host: Host, endpoints: Endpoints) -> ASGIApp:
-    page = secrets.token_urlsafe(24)  # the dashboard's, for its POSTs (see Guard)
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
 
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True})
 
-    async def readyz(request: Request) -> JSONResponse:
-        state = host.readiness()
-        return JSONResponse(state, status_code=200 if state["ready"] else 503)
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"ok": True})
 
-    async def api_tools(request: Request) -> JSONResponse:
-        """The tool servers' tools: the pattern a manifest writes, the wire name a model sees, and
-        the Claws (of those the token reaches) that may use each."""
-        hub, names = host.hub, [c for c in sorted(host.manifest.claws) if reaches(request, c)]
-        states = hub.status()
-        tools = []
-        for t in sorted(hub.catalog.values(), key=lambda t: t.qualified):
-            claws = [c for c in names if hub.allowed(c, t)]
-            if claws or len(names) == len(host.manifest.claws):
-                tools.append(
-                    {
-                        "server": t.server,
-                        "tool": t.name,
-                        "pattern": t.qualified,
-                        "wire": t.wire,
-                        "description": t.description,
-                        "server_state": states[t.server].state if t.server in states else "up",
-                        "claws": claws,
-                    }
-                )
-        return JSONResponse(tools)
 
-    async def api_dead(request: Request) -> JSONResponse:
-        """Dead letters (`?claw=NAME`), oldest first."""
-        claw = request.query_params.get("claw") or None
-        if claw is not None and (missing := _no_claw(request.scope, host.manifest, claw)):
-            return missing
-        dead = [m for m in await host.store.dead_letters(claw) if reaches(request, m.mailbox)]
-        return JSONResponse([_dead(m) for m in dead])
+async def readyz(request: Request) -> JSONResponse:
+    state = _service(request).readiness()
+    return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
-    async def api_settle_dead(request: Request) -> JSONResponse:
-        """`POST /api/dead/ID/retry` or `/discard`."""
-        action = request.path_params["action"]
-        try:
-            message_id = int(request.path_params["id"])
-        except ValueError:
-            return _error(404, f"no such path '{request.url.path}'")
-        message = await host.store.get_message(message_id)
-        if action not in ("retry", "discard") or message is None or not reaches(request, message.mailbox):
-            return _error(404, f"no dead letter {message_id} to {action}")
-        return JSONResponse(_dead(await host.claws.settle_dead(message_id, action)))
 
-    async def api_claws(request: Request) -> JSONResponse:
-        names = [c for c in sorted(host.manifest.claws) if reaches(request, c)]
-        return JSONResponse([await host.claws.status(c) for c in names])
+async def dashboard(request: Request) -> HTMLResponse:
+    page = _DASHBOARD.replace("PAGE_TOKEN", request.app.state.page)
+    return HTMLResponse(page, headers=_PAGE_HEADERS)
 
-    async def api_send(request: Request) -> JSONResponse:
-        claw, verb = request.path_params["name"], request.path_params["verb"]
-        if verb not in ("ask", "tell"):
-            return _error(404, f"no such path '{request.url.path}' (a Claw has ask and tell)")
-        if missing := _no_claw(request.scope, host.manifest, claw):
-            return missing
-        try:
-            args = await _body(request)
-        except _Refused as e:
-            return _error(e.status, str(e))
-        if verb == "tell":
-            message = await host.claws.tell(claw, args["message"], thread=args["thread"], key=args["key"])
-            return JSONResponse({"message_id": message.id})
-        run = await host.runtime.run(claw, args["message"], thread=args["thread"])
-        return JSONResponse({"run": run.id, "state": run.state, "reply": run.reply, "error": run.error})
 
-    async def dashboard(request: Request) -> HTMLResponse:
-        return HTMLResponse(_DASHBOARD.replace("PAGE_TOKEN", page), headers=_PAGE_HEADERS)
+async def metrics(request: Request) -> Response:
+    text = await _service(request).metrics(shown=lambda claw: reaches(request, claw))
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def metrics(request: Request) -> Response:
-        children = host.claws.supervisor.children
-        text = host.metrics.text(
-            mailboxes=await host.store.mailboxes(),
-            restarts={claw: children[claw].restarts for claw in host.manifest.claws},
-            servers={name: (s.state == "up", s.reconnects) for name, s in host.hub.status().items()},
-            shown=lambda claw: reaches(request, claw),
-        )
-        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def api_dashboard(request: Request) -> JSONResponse:
-        """What the dashboard shows: Claws, tool servers, recent runs with their steps, messages."""
-        names = [c for c in sorted(host.manifest.claws) if reaches(request, c)]
-        runs = [r for r in await host.store.runs(limit=100) if reaches(request, r.claw)][:_RUNS_SHOWN]
-        recent = await host.store.events(limit=1000)
-        talk = [_event(e) for e in recent if e.kind in ("message", "delivery") and _shown(request, e)]
-        return JSONResponse(
-            {
-                "claws": [await host.claws.status(c) for c in names],
-                "servers": {
-                    name: {
-                        "state": s.state,
-                        "error": s.error and host.manifest.redact(s.error),
-                        "reconnects": s.reconnects,
-                        "tools": len(s.tools),
-                    }
-                    for name, s in host.hub.status().items()
-                },
-                "runs": [
-                    dataclasses.asdict(r) | {"steps": [_step(s) for s in await host.store.steps(r.id)]}
-                    for r in runs
-                ],
-                "messages": talk[-_MESSAGES_SHOWN:],
-            }
-        )
+async def api_claws(request: Request) -> JSONResponse:
+    service = _service(request)
+    names = [c for c in sorted(service.manifest.claws) if reaches(request, c)]
+    return JSONResponse([await service.status(c) for c in names])
 
-    async def api_events(request: Request) -> Response:
-        """The activity log, oldest first: `?claw=NAME&after=ID&limit=N`; with `follow=1` a stream
-        of server-sent events that goes on with each new event."""
-        claw = request.query_params.get("claw") or None
-        if claw is not None:
-            if missing := _no_claw(request.scope, host.manifest, claw):
-                return missing
-            if not reaches(request, claw):
-                return _error(403, f"this token does not reach Claw '{claw}'")
-        try:  # a browser that reconnects sends the id of the last event it got
-            after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
-            limit = int(request.query_params.get("limit", 100))
-        except ValueError:
-            after = limit = -1
-        if not (0 <= after < 2**63 and 1 <= limit <= 10_000):
-            return _error(
-                400, "'after' (Last-Event-ID) must be a whole number from 0, 'limit' from 1 to 10000"
+
+async def api_send(request: Request) -> JSONResponse:
+    """`POST /api/claws/NAME/ask` or `/tell`."""
+    service, claw, verb = _service(request), request.path_params["name"], request.path_params["verb"]
+    if verb not in ("ask", "tell"):
+        return _error(404, f"no such path '{request.url.path}' (a Claw has ask and tell)")
+    if missing := _no_claw(request.scope, service.manifest, claw):
+        return missing
+    try:
+        args = await _body(request)
+    except _Refused as e:
+        return _error(e.status, str(e))
+    if verb == "tell":
+        message = await service.tell(claw, args["message"], thread=args["thread"], key=args["key"])
+        return JSONResponse({"message_id": message.id})
+    run = await service.ask(claw, args["message"], thread=args["thread"])
+    return JSONResponse({"run": run.id, "state": run.state, "reply": run.reply, "error": run.error})
+
+
+async def api_tools(request: Request) -> JSONResponse:
+    """The tool servers' tools: the pattern a manifest writes, the wire name a model sees, and the
+    Claws (of those the token reaches) that may use each."""
+    service = _service(request)
+    every = all(reaches(request, c) for c in service.manifest.claws)
+    states = service.servers()
+    tools = []
+    for t, allowed in service.catalog():
+        claws = [c for c in allowed if reaches(request, c)]
+        if claws or every:
+            tools.append(
+                {
+                    "server": t.server,
+                    "tool": t.name,
+                    "pattern": t.qualified,
+                    "wire": t.wire,
+                    "description": t.description,
+                    "server_state": states[t.server].state if t.server in states else "up",
+                    "claws": claws,
+                }
             )
+    return JSONResponse(tools)
 
-        def wanted(e: Event) -> bool:
-            return e.id > after and (claw is None or e.claw == claw) and _shown(request, e)
 
-        if request.query_params.get("follow") not in ("1", "true"):
-            return JSONResponse(
-                [_event(e) for e in await host.store.events(claw, after=after, limit=limit) if wanted(e)]
-            )
+async def api_dead(request: Request) -> JSONResponse:
+    """Dead letters (`?claw=NAME`), oldest first."""
+    service, claw = _service(request), request.query_params.get("claw") or None
+    if claw is not None and (missing := _no_claw(request.scope, service.manifest, claw)):
+        return missing
+    dead = [m for m in await service.dead_letters(claw) if reaches(request, m.mailbox)]
+    return JSONResponse([_dead(m) for m in dead])
 
-        async def stream() -> AsyncIterator[dict[str, Any]]:
-            nonlocal after
-            with host.events.subscribe() as live:  # before reading the log: nothing falls between
-                for e in await host.store.events(claw, after=after, limit=limit):
-                    if wanted(e):
-                        yield {"id": str(e.id), "data": json.dumps(_event(e))}
-                        after = e.id
-                async for e in live:
-                    if wanted(e):
-                        yield {"id": str(e.id), "data": json.dumps(_event(e))}
 
-        return EventSourceResponse(stream(), ping=15)
-
-    def mcp(kind: str) -> _McpEndpoint:
-        return _McpEndpoint(host, endpoints, kind)
-
-    routes = [
-        Route("/", dashboard),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
-        Route("/api/dashboard", api_dashboard),
-        Route("/api/events", api_events),
-        Route("/api/claws", api_claws),
-        Route("/api/tools", api_tools),
-        Route("/api/dead", api_dead),
-        Route("/api/dead/{id}/{action}", api_settle_dead, methods=["POST"]),
-        Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
-        Route("/claws/{name}/mcp", mcp("mcp")),
-        Route("/claws/{name}/sse", mcp("sse")),
-        Route("/claws/{name}/messages/", mcp("messages")),
-        Route("/mcp", mcp("mcp")),
-        Route("/sse", mcp("sse")),
-        Route("/messages/", mcp("messages")),
-    ]
-
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+async def api_settle_dead(request: Request) -> JSONResponse:
+    """`POST /api/dead/ID/retry` or `/discard`."""
+    service, action = _service(request), request.path_params["action"]
+    try:
+        message_id = int(request.path_params["id"])
+    except ValueError:
         return _error(404, f"no such path '{request.url.path}'")
+    message = await service.message(message_id)
+    if action not in ("retry", "discard") or message is None or not reaches(request, message.mailbox):
+        return _error(404, f"no dead letter {message_id} to {action}")
+    return JSONResponse(_dead(await service.settle_dead(message_id, action)))
 
-    async def fault(request: Request, exc: Exception) -> JSONResponse:
-        text = host.manifest.redact(str(exc))
-        if isinstance(exc, StoreUnavailable | Stopping):  # nothing was accepted; try again soon
-            return _error(503, f"cannot accept this now: {text}", headers={"Retry-After": "5"})
-        if isinstance(exc, ClawError):
-            return _error(400 if isinstance(exc, UserError) else 500, text)
-        log.exception("%s %s failed", request.method, request.url.path)
-        return _error(500, "internal error; see the host's log")
 
-    app = Starlette(routes=routes, exception_handlers={404: not_found, Exception: fault})
-    return Guard(app, host.manifest, host.listen, page)
+async def api_dashboard(request: Request) -> JSONResponse:
+    """What the dashboard shows: Claws, tool servers, recent runs with their steps, messages."""
+    service = _service(request)
+    names = [c for c in sorted(service.manifest.claws) if reaches(request, c)]
+    runs = [r for r in await service.runs(limit=100) if reaches(request, r.claw)][:_RUNS_SHOWN]
+    recent = await service.events(limit=1000)
+    talk = [_event(e) for e in recent if e.kind in ("message", "delivery") and _shown(request, e)]
+    redact = service.manifest.redact
+    return JSONResponse(
+        {
+            "claws": [await service.status(c) for c in names],
+            "servers": {
+                name: {
+                    "state": s.state,
+                    "error": s.error and redact(s.error),
+                    "reconnects": s.reconnects,
+                    "tools": len(s.tools),
+                }
+                for name, s in service.servers().items()
+            },
+            "runs": [
+                dataclasses.asdict(r) | {"steps": [_step(s) for s in await service.steps(r.id)]} for r in runs
+            ],
+            "messages": talk[-_MESSAGES_SHOWN:],
+        }
+    )
+
+
+async def api_events(request: Request) -> Response:
+    """The activity log, oldest first: `?claw=NAME&after=ID&limit=N`; with `follow=1` a stream of
+    server-sent events that goes on with each new event."""
+    service, claw = _service(request), request.query_params.get("claw") or None
+    if claw is not None:
+        if missing := _no_claw(request.scope, service.manifest, claw):
+            return missing
+        if not reaches(request, claw):
+            return _error(403, f"this token does not reach Claw '{claw}'")
+    try:  # a browser that reconnects sends the id of the last event it got
+        after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
+        limit = int(request.query_params.get("limit", 100))
+    except ValueError:
+        after = limit = -1
+    if not (0 <= after < 2**63 and 1 <= limit <= 10_000):
+        return _error(400, "'after' (Last-Event-ID) must be a whole number from 0, 'limit' from 1 to 10000")
+
+    def wanted(e: Event) -> bool:
+        return e.id > after and (claw is None or e.claw == claw) and _shown(request, e)
+
+    if request.query_params.get("follow") not in ("1", "true"):
+        return JSONResponse(
+            [_event(e) for e in await service.events(claw, after=after, limit=limit) if wanted(e)]
+        )
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        nonlocal after
+        with service.follow() as live:  # before reading the log: nothing falls between
+            for e in await service.events(claw, after=after, limit=limit):
+                if wanted(e):
+                    yield {"id": str(e.id), "data": json.dumps(_event(e))}
+                    after = e.id
+            async for e in live:
+                if wanted(e):
+                    yield {"id": str(e.id), "data": json.dumps(_event(e))}
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+ROUTES = [
+    Route("/", dashboard),
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/metrics", metrics),
+    Route("/api/dashboard", api_dashboard),
+    Route("/api/events", api_events),
+    Route("/api/claws", api_claws),
+    Route("/api/tools", api_tools),
+    Route("/api/dead", api_dead),
+    Route("/api/dead/{id}/{action}", api_settle_dead, methods=["POST"]),
+    Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
+    *(
+        Route(f"{prefix}/{kind}", _McpEndpoint(kind))
+        for prefix in ("/claws/{name}", "")
+        for kind in _MCP_PATHS
+    ),
+]
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return _error(404, f"no such path '{request.url.path}'")
+
+
+async def _fault(request: Request, exc: Exception) -> JSONResponse:
+    text = _service(request).manifest.redact(str(exc))
+    if isinstance(exc, StoreUnavailable | Stopping):  # nothing was accepted; try again soon
+        return _error(503, f"cannot accept this now: {text}", headers={"Retry-After": "5"})
+    if isinstance(exc, ClawError):
+        return _error(400 if isinstance(exc, UserError) else 500, text)
+    log.exception("%s %s failed", request.method, request.url.path)
+    return _error(500, "internal error; see the host's log")
+
+
+def create_app(service: Service, endpoints: Endpoints, listen: str) -> ASGIApp:
+    """The host's HTTP app for `service`, its MCP `endpoints`, listening at `listen`."""
+    app = Starlette(routes=ROUTES, exception_handlers={404: _not_found, Exception: _fault})
+    app.state.service, app.state.endpoints = service, endpoints
+    app.state.page = secrets.token_urlsafe(24)  # the dashboard's, for its POSTs (see Guard)
+    return Guard(app, service.manifest, listen, app.state.page)
 
 
 class _Server(uvicorn.Server):
@@ -536,7 +556,7 @@ async def serving(
     """Run the host and its HTTP surface for the block; then stop cleanly: no new requests, the
     runs in flight recorded as interrupted, tool servers closed. `head`, `body` and `cap` are the
     deadlines and the connection cap of `clawmcp.listener`."""
-    endpoints = Endpoints(host)
+    endpoints = Endpoints(host.service)
     sessions = anyio.CancelScope()
 
     async def run_sessions(*, task_status: TaskStatus[None]) -> None:
@@ -550,7 +570,7 @@ async def serving(
             host.listening(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
             protocol = functools.partial(Deadlines, head=head, body=body, cap=cap or max_connections())
             config = uvicorn.Config(
-                create_app(host, endpoints),
+                create_app(host.service, endpoints, host.listen),
                 http=protocol,  # type: ignore[arg-type]
                 log_level="warning",
                 lifespan="off",

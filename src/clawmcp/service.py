@@ -1,0 +1,146 @@
+"""What the edges may do with a host: the one facade the MCP servers of the Claws and of the host,
+the HTTP API and the dashboard use (`Host.service`). They see Claws, messages, runs, schedules and
+tool servers through it, never the parts of the host behind it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+from mcp.shared.dispatcher import ProgressFnT
+from mcp_types import CallToolResult
+
+from clawmcp.claw import Claws
+from clawmcp.events import Events
+from clawmcp.manifest import Manifest
+from clawmcp.metrics import Metrics
+from clawmcp.runtime import OnStep, Runtime
+from clawmcp.scheduler import Scheduler
+from clawmcp.store import Event, HistoryEntry, Message, Note, Run, Schedule, Step, Store
+from clawmcp.toolhub import HubTool, ServerState, ToolHub
+
+__all__ = ["Service"]
+
+
+class Service:
+    """Ask, tell, status, schedules, dead letters, tools, and what a host shows of itself."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: Store,
+        events: Events,
+        metrics: Metrics,
+        hub: ToolHub,
+        runtime: Runtime,
+        scheduler: Scheduler,
+        claws: Claws,
+        readiness: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.manifest, self.readiness = manifest, readiness
+        self._store, self._events, self._metrics, self._hub = store, events, metrics, hub
+        self._runtime, self._scheduler, self._claws = runtime, scheduler, claws
+
+    # -- a Claw's work ---------------------------------------------------------------------------
+
+    async def ask(
+        self, claw: str, message: str, *, thread: str = "default", on_step: OnStep | None = None
+    ) -> Run:
+        """Run the Claw on a message now; the finished run. `on_step` hears of each step."""
+        return await self._runtime.run(claw, message, thread=thread, on_step=on_step)
+
+    async def tell(
+        self, claw: str, message: str, *, thread: str = "default", key: str | None = None
+    ) -> Message:
+        """Queue a message for the Claw (committed when this returns)."""
+        return await self._claws.tell(claw, message, thread=thread, key=key)
+
+    async def status(self, claw: str) -> dict[str, Any]:
+        return await self._claws.status(claw)
+
+    async def schedule(self, claw: str, fields: dict[str, Any]) -> Schedule:
+        return await self._scheduler.schedule(claw, fields)
+
+    async def unschedule(self, claw: str, schedule_id: int) -> None:
+        await self._scheduler.unschedule(claw, schedule_id)
+
+    async def schedules(self, claw: str) -> list[dict[str, Any]]:
+        return await self._scheduler.schedules_of(claw)
+
+    # -- what a Claw keeps -------------------------------------------------------------------------
+
+    async def threads(self, claw: str) -> list[str]:
+        return await self._store.threads(claw)
+
+    async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
+        return await self._store.history(claw, thread, limit)
+
+    async def notes(self, claw: str) -> list[Note]:
+        return await self._store.notes(claw)
+
+    # -- dead letters ------------------------------------------------------------------------------
+
+    async def dead_letters(self, claw: str | None = None) -> list[Message]:
+        return await self._store.dead_letters(claw)
+
+    async def message(self, message_id: int) -> Message | None:
+        return await self._store.get_message(message_id)
+
+    async def settle_dead(self, message_id: int, action: Literal["retry", "discard"]) -> Message:
+        return await self._claws.settle_dead(message_id, action)
+
+    # -- tools -------------------------------------------------------------------------------------
+
+    def tools_for(self, claw: str) -> list[HubTool]:
+        """The tool servers' tools the Claw may use."""
+        return self._hub.tools_for(claw)
+
+    def catalog(self) -> list[tuple[HubTool, list[str]]]:
+        """Every tool of the tool servers, with the Claws that may use it."""
+        tools = sorted(self._hub.catalog.values(), key=lambda t: t.qualified)
+        return [(t, [c for c in sorted(self.manifest.claws) if self._hub.allowed(c, t)]) for t in tools]
+
+    @property
+    def catalog_changed(self) -> anyio.Event:
+        """Set (and replaced) when the tool servers' catalog changes."""
+        return self._hub.catalog_changed
+
+    async def call_tool(
+        self, claw: str, wire: str, arguments: dict[str, Any], progress: ProgressFnT | None = None
+    ) -> CallToolResult:
+        """Call a tool for the Claw, checked and audited as a run's calls are."""
+        return await self._hub.call(claw, wire, arguments, progress=progress)
+
+    def servers(self) -> dict[str, ServerState]:
+        return self._hub.status()
+
+    # -- what the host shows -----------------------------------------------------------------------
+
+    async def runs(self, limit: int) -> list[Run]:
+        return await self._store.runs(limit=limit)
+
+    async def steps(self, run_id: int) -> list[Step]:
+        return await self._store.steps(run_id)
+
+    async def events(self, claw: str | None = None, *, after: int = 0, limit: int = 100) -> list[Event]:
+        return await self._store.events(claw, after=after, limit=limit)
+
+    @contextlib.contextmanager
+    def follow(self) -> Iterator[MemoryObjectReceiveStream[Event]]:
+        """Each event from now on, as it is committed."""
+        with self._events.subscribe() as live:
+            yield live
+
+    async def metrics(self, shown: Callable[[str], bool]) -> bytes:
+        """`/metrics` for the Claws `shown` accepts."""
+        children = self._claws.supervisor.children
+        return self._metrics.text(
+            mailboxes=await self._store.mailboxes(),
+            restarts={claw: children[claw].restarts for claw in self.manifest.claws},
+            servers={name: (s.state == "up", s.reconnects) for name, s in self._hub.status().items()},
+            shown=shown,
+        )
