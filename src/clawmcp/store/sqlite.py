@@ -1,29 +1,16 @@
-"""`SqliteStore`: the state store in one SQLite file.
-
-Every write goes through one `Writer` task, which owns the write connection and commits many
-writes at once. Reads use a second connection; in WAL mode they neither wait for the writer nor
-block it.
-
-The schema comes from the numbered files in `migrations/`, applied at open (see `migrate`).
-"""
+"""`SqliteStore`: the state store in one SQLite file (`clawmcp.store.sqlite_db` is the database
+under it: connections, writer, schema)."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import json
 import re
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
-
-import aiosqlite
-import anyio
-import anyio.to_thread
-from anyio.abc import TaskGroup
+from typing import Any, Literal
 
 from clawmcp.errors import StoreError
 from clawmcp.store import (
@@ -48,48 +35,12 @@ from clawmcp.store import (
     ToolCall,
     ToolOutcome,
 )
-from clawmcp.store.writer import Operation, Writer, store_error
+from clawmcp.store.sqlite_db import SCHEMA_VERSION, Database, fetch, migrate
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "migrate"]
 
-T = TypeVar("T")
-BUSY_TIMEOUT_MS = 5000
 # The words of a recall query, split like FTS5's unicode61 tokenizer splits the notes.
 _WORD = re.compile(r"[^\W_]+")
-Params = Sequence[Any] | Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class _Migration:
-    version: int
-    file: str
-    sql: str
-
-
-def _load_migrations() -> list[_Migration]:
-    folder = importlib.resources.files("clawmcp.store").joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        if match := re.fullmatch(r"(\d{4})_\w+\.sql", entry.name):
-            found.append(_Migration(int(match[1]), entry.name, entry.read_text("utf-8")))
-    found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 1, 2, 3, ...: {[m.file for m in found]}")
-    return found
-
-
-_MIGRATIONS = _load_migrations()
-SCHEMA_VERSION = _MIGRATIONS[-1].version
-"""The schema version this clawmcp writes: the number of its newest migration."""
-
-
-async def _rows(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-    return list(await conn.execute_fetchall(sql, params))
-
-
-def _fetch(conn: sqlite3.Connection, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-    """`_rows` for the writer's own connection, in its thread."""
-    return conn.execute(sql, params).fetchall()
 
 
 def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...], now: float) -> tuple[Message, bool]:
@@ -102,10 +53,10 @@ def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...], now: float) -> t
         ON CONFLICT (mailbox, key) DO NOTHING
         RETURNING *
     """
-    if rows := _fetch(conn, sql, (*params, now, now)):
+    if rows := fetch(conn, sql, (*params, now, now)):
         return Message(**dict(rows[0])), True
     mailbox, key = params[0], params[6]
-    [row] = _fetch(conn, "SELECT * FROM messages WHERE mailbox = ? AND key = ?", (mailbox, key))
+    [row] = fetch(conn, "SELECT * FROM messages WHERE mailbox = ? AND key = ?", (mailbox, key))
     return Message(**dict(row)), False
 
 
@@ -132,32 +83,7 @@ def _decode(row: sqlite3.Row, *json_columns: str) -> dict[str, Any]:
     return values
 
 
-def migrate(conn: sqlite3.Connection, upto: int = SCHEMA_VERSION) -> None:
-    """Apply, in order, every migration newer than the database's `user_version` up to `upto`,
-    each in its own transaction together with the bump of `user_version`.
-
-    `conn` must be opened with `isolation_level=None`. A database written by a newer clawmcp is
-    refused with `StoreError`.
-    """
-    [(_, _, file)] = _fetch(conn, "PRAGMA database_list")
-    [(version,)] = _fetch(conn, "PRAGMA user_version")
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"{file} has schema version {version} but this clawmcp knows only up to "
-            f"{SCHEMA_VERSION}; upgrade clawmcp to open it"
-        )
-    for m in _MIGRATIONS:
-        if version < m.version <= upto:
-            script = f"BEGIN IMMEDIATE;\n{m.sql}\n;\nPRAGMA user_version = {m.version};\nCOMMIT;"
-            try:
-                conn.executescript(script)
-            except sqlite3.Error as e:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StoreError(f"{file}: migration {m.file} failed: {e}") from e
-
-
-class SqliteStore(Store):
+class SqliteStore(Database, Store):
     """A `Store` in the SQLite file at `path` (created with its parent folder when missing).
 
     `synchronous="FULL"` (the default) makes every commit durable across a power loss;
@@ -172,128 +98,8 @@ class SqliteStore(Store):
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         clock: Clock = time.time,
     ) -> None:
-        self.path = Path(path)
-        self._synchronous = synchronous
+        super().__init__(path, synchronous=synchronous)
         self._clock = clock
-        self._write_conn: sqlite3.Connection | None = None
-        self._read_conn: aiosqlite.Connection | None = None
-        self._writer: Writer | None = None
-        self._task_group: TaskGroup | None = None
-
-    @property
-    def commits(self) -> int:
-        """How many transactions the writer has committed: fewer than the writes, under load."""
-        return self._writer.commits if self._writer else 0
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        """Open the file, bring its schema up to date and start the writer."""
-        if self._task_group is not None:
-            raise StoreError(f"state store {self.path} is already open")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_conn = await anyio.to_thread.run_sync(self._open_writer)
-            self._read_conn = await self._connect()
-            await self._read_conn.execute("PRAGMA query_only = ON")
-        except BaseException as e:
-            with anyio.CancelScope(shield=True):
-                await self._close_connections()
-            if isinstance(e, OSError | sqlite3.Error):
-                raise StoreError(f"cannot open state store {self.path}: {e}") from e
-            raise
-        self._writer = Writer(self._write_conn, str(self.path))
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._write_until_closed, self._writer)
-
-    @staticmethod
-    async def _write_until_closed(writer: Writer) -> None:
-        # Shielded: when the host is cancelled, what stops above the store (a run finishing, the
-        # last audit records) still writes; `close` ends the writer once those are committed.
-        with anyio.CancelScope(shield=True):
-            await writer.run()
-
-    async def close(self) -> None:
-        """Let the writes already queued commit, stop the writer, close the file.
-
-        Must be called from the task that called `open`.
-        """
-        if self._task_group is None or self._writer is None:
-            return
-        task_group, self._task_group = self._task_group, None
-        self._writer.close()
-        try:
-            await task_group.__aexit__(None, None, None)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._close_connections()
-
-    def _open_writer(self) -> sqlite3.Connection:
-        """The write connection, in a worker thread: pragmas, WAL, schema up to date."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.executescript(
-                f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA synchronous = {self._synchronous};"
-                " PRAGMA foreign_keys = ON;"
-            )
-            [(mode,)] = _fetch(conn, "PRAGMA journal_mode = WAL")
-            if mode != "wal":
-                raise StoreError(f"state store {self.path} cannot use WAL mode (it is in {mode} mode)")
-            migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    async def _connect(self) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        return conn
-
-    async def _close_connections(self) -> None:
-        if self._read_conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                await self._read_conn.close()
-        if self._write_conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                await anyio.to_thread.run_sync(self._write_conn.close)
-        self._read_conn = self._write_conn = None
-
-    async def pragmas(self) -> dict[str, Any]:
-        """The settings of the write connection, for diagnostics."""
-
-        def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
-            return {name: _fetch(conn, f"PRAGMA {name}")[0][0] for name in names}
-
-        return await self._write(read)
-
-    # -- the seam to the writer and the read connection -------------------------------------
-
-    async def _write(self, operation: Operation[T], *, durable: bool = True) -> T:
-        if self._writer is None:
-            raise StoreError(f"state store {self.path} is not open")
-        return await self._writer.write(operation, durable=durable)
-
-    async def _change(self, sql: str, params: Params, missing: str) -> None:
-        """Run an UPDATE that must change a row; no such row is the caller's mistake."""
-
-        def change(conn: sqlite3.Connection) -> None:
-            if conn.execute(sql, params).rowcount == 0:
-                raise StoreError(missing)
-
-        await self._write(change)
-
-    async def _read(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        if self._read_conn is None:
-            raise StoreError(f"state store {self.path} is not open")
-        try:
-            return await _rows(self._read_conn, sql, params)
-        except sqlite3.Error as e:
-            raise store_error(e, f"state store {self.path}") from e
 
     # -- mailboxes and messages -----------------------------------------------------------------
 
@@ -323,7 +129,7 @@ class SqliteStore(Store):
         """
         params = (mailbox, self._clock())
         # Not durable: losing a claim to a power cut only gives the message back to the mailbox.
-        rows = await self._write(lambda conn: _fetch(conn, sql, params), durable=False)
+        rows = await self._write(lambda conn: fetch(conn, sql, params), durable=False)
         return Message(**dict(rows[0])) if rows else None
 
     async def ack(self, message_id: int) -> None:
@@ -364,7 +170,7 @@ class SqliteStore(Store):
             RETURNING *
         """
         params = {"id": message_id, "retry": action == "retry", "now": self._clock()}
-        rows = await self._write(lambda conn: _fetch(conn, sql, params))
+        rows = await self._write(lambda conn: fetch(conn, sql, params))
         if not rows:
             raise StoreError(f"message {message_id} is not a dead letter")
         return Message(**dict(rows[0]))
@@ -381,7 +187,7 @@ class SqliteStore(Store):
             UPDATE messages SET state = 'queued'
             WHERE state = 'running' AND (? IS NULL OR mailbox = ?) RETURNING id
         """
-        return len(await self._write(lambda conn: _fetch(conn, sql, (mailbox, mailbox))))
+        return len(await self._write(lambda conn: fetch(conn, sql, (mailbox, mailbox))))
 
     # -- runs and their steps -------------------------------------------------------------------
 
@@ -404,8 +210,8 @@ class SqliteStore(Store):
         params = (claw, thread, trigger, input, message_id, parent_run_id, self._clock())
 
         def start(conn: sqlite3.Connection) -> tuple[Run, list[HistoryEntry]]:
-            context = _fetch(conn, _HISTORY, (claw, thread, history)) if history > 0 else []
-            [row] = _fetch(conn, sql, params)
+            context = fetch(conn, _HISTORY, (claw, thread, history)) if history > 0 else []
+            [row] = fetch(conn, sql, params)
             return Run(**dict(row)), [HistoryEntry(**_decode(h, "content")) for h in context]
 
         # Not durable: a run lost to a power cut had not done anything yet (its steps are durable).
@@ -413,7 +219,7 @@ class SqliteStore(Store):
 
     async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
         params = {"run_id": run_id, "kind": kind, "data": json.dumps(data), "at": self._clock()}
-        [row] = await self._write(lambda conn: _fetch(conn, _ADD_STEP, params))
+        [row] = await self._write(lambda conn: fetch(conn, _ADD_STEP, params))
         return Step(**_decode(row, "data"))
 
     async def finish_run(
@@ -439,12 +245,12 @@ class SqliteStore(Store):
         params = (state, reply, error, input_tokens, output_tokens, now, run_id)
 
         def write(conn: sqlite3.Connection) -> Run:
-            rows = _fetch(conn, finish, params)
+            rows = fetch(conn, finish, params)
             if not rows:
                 raise StoreError(f"no run {run_id}")
             run = Run(**dict(rows[0]))
             if step is not None:
-                _fetch(
+                fetch(
                     conn,
                     _ADD_STEP,
                     {"run_id": run_id, "kind": step[0], "data": json.dumps(step[1]), "at": now},
@@ -486,7 +292,7 @@ class SqliteStore(Store):
             WHERE state = 'running' AND (? IS NULL OR claw = ?) RETURNING id
         """
         params = (self._clock(), claw, claw)
-        return len(await self._write(lambda conn: _fetch(conn, sql, params)))
+        return len(await self._write(lambda conn: fetch(conn, sql, params)))
 
     # -- thread history -------------------------------------------------------------------------
 
@@ -507,7 +313,7 @@ class SqliteStore(Store):
             RETURNING *
         """
         params = (claw, key, text, self._clock())
-        [row] = await self._write(lambda conn: _fetch(conn, sql, params))
+        [row] = await self._write(lambda conn: fetch(conn, sql, params))
         return Note(**dict(row))
 
     async def recall(self, claw: str, query: str, limit: int = 5) -> list[Note]:
@@ -552,7 +358,7 @@ class SqliteStore(Store):
     ) -> Schedule:
         created = self._clock() if created_at is None else created_at
         params = (claw, name, json.dumps(spec), json.dumps(action), misfire, source, next_fire, created)
-        [row] = await self._write(lambda conn: _fetch(conn, self._PUT_SCHEDULE, params))
+        [row] = await self._write(lambda conn: fetch(conn, self._PUT_SCHEDULE, params))
         return Schedule(**_decode(row, "spec", "action"))
 
     async def put_schedules(self, schedules: Sequence[Schedule]) -> None:
@@ -578,7 +384,7 @@ class SqliteStore(Store):
 
     async def delete_schedule(self, schedule_id: int) -> bool:
         sql = "DELETE FROM schedules WHERE id = ? RETURNING id"
-        return bool(await self._write(lambda conn: _fetch(conn, sql, (schedule_id,))))
+        return bool(await self._write(lambda conn: fetch(conn, sql, (schedule_id,))))
 
     async def schedules(self, claw: str | None = None) -> list[Schedule]:
         if claw is None:
@@ -612,13 +418,13 @@ class SqliteStore(Store):
             moved = "UPDATE schedules SET next_fire = ? WHERE id = ?"
             if conn.execute(moved, (next_fire, schedule_id)).rowcount == 0:
                 raise StoreError(f"no schedule {schedule_id}")
-            if merge and message and _fetch(conn, waiting, (message.mailbox, f"schedule:{schedule_id}:%")):
+            if merge and message and fetch(conn, waiting, (message.mailbox, f"schedule:{schedule_id}:%")):
                 message, outcome = None, "merged"
             fire = """
                 INSERT INTO fires (schedule_id, slot, outcome, fired_at) VALUES (?, ?, ?, ?)
                 ON CONFLICT DO NOTHING RETURNING slot
             """
-            if not _fetch(conn, fire, (schedule_id, slot, outcome, now)):
+            if not fetch(conn, fire, (schedule_id, slot, outcome, now)):
                 return False
             if message:
                 m = message
@@ -670,7 +476,7 @@ class SqliteStore(Store):
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
         """
         params = (claw, tool, run_id, args_bytes, duration, outcome, error, self._clock())
-        await self._write(lambda conn: _fetch(conn, sql, params))
+        await self._write(lambda conn: fetch(conn, sql, params))
 
     async def tool_calls(self, claw: str | None = None, limit: int = 50) -> list[ToolCall]:
         if claw is None:
@@ -710,7 +516,7 @@ def read_events(path: Path, claw: str | None = None, limit: int = 100) -> list[E
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
             conn.row_factory = sqlite3.Row
-            rows = _fetch(conn, _EVENTS, (0, claw, claw, limit))
+            rows = fetch(conn, _EVENTS, (0, claw, claw, limit))
     except sqlite3.Error as e:
         raise StoreError(f"cannot read the activity log in {path}: {e}") from e
     return [Event(**_decode(row, "data")) for row in reversed(rows)]
