@@ -1,14 +1,6 @@
 """The host's HTTP surface (DESIGN §6): the MCP endpoints of every Claw and of the host, the JSON
-API the CLI uses, the dashboard, `/metrics`, health checks, and the guard in front of all of it.
-
-The guard checks every request before anything else sees it: the Host header (loopback, the
-listen address and `allowed_hosts`), the Origin when a browser sends one, and, when
-`host.auth.tokens` are set, a bearer token that must reach the Claw the path names. A browser,
-which cannot send a bearer header, opens `/?token=TOKEN` once: the guard checks the token, keeps
-it in an HttpOnly, SameSite=Strict cookie and redirects to `/`; the cookie then stands for the
-token on GET requests (the dashboard and the API reads it makes), and on a POST only beside the
-dashboard page's own token (`X-Clawmcp-Page`, which only a page of this origin can read), so that
-no other site can make a browser act.
+API the CLI uses, the dashboard, `/metrics`, health checks, and the guard in front of all of it
+(`clawmcp.guard`).
 """
 
 from __future__ import annotations
@@ -18,7 +10,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import hmac
 import importlib.resources
 import json
 import logging
@@ -27,9 +18,7 @@ import secrets
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import uvicorn
@@ -39,9 +28,8 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
-from starlette.requests import Request, cookie_parser
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -49,9 +37,10 @@ from clawmcp.address import split_listen
 from clawmcp.errors import ClawError, Stopping, StoreUnavailable, UserError
 from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
+from clawmcp.guard import Guard, error, no_claw_response, reaches
 from clawmcp.host import Host
 from clawmcp.listener import BODY_TIMEOUT, HEAD_TIMEOUT, Deadlines, listen_socket, max_connections
-from clawmcp.manifest import Manifest, no_claw
+from clawmcp.manifest import Manifest
 from clawmcp.service import Service
 from clawmcp.store import Event, Message, Step
 
@@ -61,108 +50,8 @@ log = logging.getLogger("clawmcp")
 
 API_BODY_LIMIT = 1_048_576
 """Bytes of a JSON body the API accepts; MCP requests have the SDK's own limit (4 MiB)."""
-_OPEN_PATHS = ("/healthz", "/readyz")
-_COOKIE = "clawmcp_token"
-_LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 # Our guard checks Host and Origin for every path; the SDK's own check would only repeat it.
 _NO_SDK_CHECK = TransportSecuritySettings(enable_dns_rebinding_protection=False)
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def reaches(request: Any, claw: str) -> bool:
-    """Whether the HTTP request's token (if tokens are in use) reaches the Claw; anything else
-    (a request over stdio, None) reaches every Claw."""
-    return not isinstance(request, Request) or _reaches(request.scope, claw)
-
-
-def _reaches(scope: Scope, claw: str) -> bool:
-    patterns = scope.get("state", {}).get("claws")
-    return patterns is None or any(fnmatchcase(claw, p) for p in patterns)
-
-
-def _no_claw(scope: Scope, manifest: Manifest, claw: str, *, jsonrpc: bool = False) -> JSONResponse | None:
-    """A 404 for a Claw the manifest lacks, naming only the Claws the request's token reaches; for
-    an MCP client, as a JSON-RPC error, which the SDK shows (instead of "Not Found")."""
-    if claw in manifest.claws:
-        return None
-    message = str(no_claw(claw, (c for c in manifest.claws if _reaches(scope, c))))
-    if jsonrpc:
-        body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
-        return JSONResponse(body, status_code=404)
-    return _error(404, message)
-
-
-class Guard:
-    """Host, Origin and token checks in front of the whole app."""
-
-    def __init__(self, app: ASGIApp, manifest: Manifest, listen: str, page: str) -> None:
-        self.app, self.page = app, page.encode()
-        host = manifest.host
-        address, port = split_listen(listen)
-        self.hosts = {*_LOOPBACK, address, *host.allowed_hosts}
-        # A page's origin must be this host's own, port included: another local web app (another
-        # port of localhost) is another origin.
-        self.origins = {listen, *(f"{name}:{port}" for name in _LOOPBACK), *host.allowed_hosts}
-        self.tokens = [(t.token.get_secret_value().encode(), t.claws) for t in host.auth.tokens]
-
-    def _allowed(self, netloc: str) -> bool:
-        if netloc in self.hosts:
-            return True
-        name = urlsplit(f"//{netloc}").hostname or ""
-        return name in self.hosts or f"[{name}]" in self.hosts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = Headers(scope=scope)
-        response = self._refusal(scope, headers)
-        if response is not None:
-            return await response(scope, receive, send)
-        await self.app(scope, receive, send)
-
-    def _refusal(self, scope: Scope, headers: Headers) -> Response | None:
-        host = headers.get("host", "")
-        if not self._allowed(host):
-            return _error(421, f"Host '{host}' is not allowed (add it to host.allowed_hosts)")
-        origin = headers.get("origin")
-        if origin and urlsplit(origin).netloc not in self.origins:
-            return _error(403, f"Origin '{origin}' is not allowed (add it to host.allowed_hosts)")
-        path: str = scope["path"]
-        if not self.tokens or path in _OPEN_PATHS:
-            return None
-        scheme, _, given = headers.get("authorization", "").partition(" ")
-        given = given.strip() if scheme.lower() == "bearer" else ""
-        query = parse_qs(scope["query_string"].decode()).get("token", [""])[0] if path == "/" else ""
-        if query:
-            given = query
-        elif not given and (
-            scope["method"] in ("GET", "HEAD")  # a POST needs the page's token beside the cookie
-            or hmac.compare_digest(headers.get("x-clawmcp-page", "").encode(), self.page)
-        ):
-            given = cookie_parser(headers.get("cookie", "")).get(_COOKIE, "")
-        found = None
-        for token, claws in self.tokens:  # every token is compared, each in constant time
-            if hmac.compare_digest(token, given.encode()):
-                found = claws
-        if found is None:
-            hint = "; a browser opens /?token=TOKEN once" if path == "/" else ""
-            return _error(
-                401, f"a valid bearer token is needed{hint}", {"WWW-Authenticate": 'Bearer realm="clawmcp"'}
-            )
-        if query:  # keep the token in a cookie and take it out of the address
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(_COOKIE, query, httponly=True, samesite="strict")
-            return response
-        scope.setdefault("state", {})["claws"] = found
-        parts = path.strip("/").split("/")
-        claw = parts[1] if parts[0] == "claws" and len(parts) > 1 else None
-        claw = parts[2] if parts[:2] == ["api", "claws"] and len(parts) > 2 else claw
-        if claw is not None and not any(fnmatchcase(claw, p) for p in found):
-            return _error(403, f"this token does not reach Claw '{claw}'")
-        return None
 
 
 @dataclass
@@ -249,7 +138,7 @@ class _McpEndpoint:
         service: Service = scope["app"].state.service
         endpoints: Endpoints = scope["app"].state.endpoints
         claw = scope.get("path_params", {}).get("name")
-        if claw is not None and (missing := _no_claw(scope, service.manifest, claw, jsonrpc=True)):
+        if claw is not None and (missing := no_claw_response(scope, service.manifest, claw, jsonrpc=True)):
             return await missing(scope, receive, send)
         mounted = await endpoints.get(claw)
         if self.kind == "mcp":
@@ -372,13 +261,13 @@ async def api_send(request: Request) -> JSONResponse:
     """`POST /api/claws/NAME/ask` or `/tell`."""
     service, claw, verb = _service(request), request.path_params["name"], request.path_params["verb"]
     if verb not in ("ask", "tell"):
-        return _error(404, f"no such path '{request.url.path}' (a Claw has ask and tell)")
-    if missing := _no_claw(request.scope, service.manifest, claw):
+        return error(404, f"no such path '{request.url.path}' (a Claw has ask and tell)")
+    if missing := no_claw_response(request.scope, service.manifest, claw):
         return missing
     try:
         args = await _body(request)
     except _Refused as e:
-        return _error(e.status, str(e))
+        return error(e.status, str(e))
     if verb == "tell":
         message = await service.tell(claw, args["message"], thread=args["thread"], key=args["key"])
         return JSONResponse({"message_id": message.id})
@@ -413,7 +302,7 @@ async def api_tools(request: Request) -> JSONResponse:
 async def api_dead(request: Request) -> JSONResponse:
     """Dead letters (`?claw=NAME`), oldest first."""
     service, claw = _service(request), request.query_params.get("claw") or None
-    if claw is not None and (missing := _no_claw(request.scope, service.manifest, claw)):
+    if claw is not None and (missing := no_claw_response(request.scope, service.manifest, claw)):
         return missing
     dead = [m for m in await service.dead_letters(claw) if reaches(request, m.mailbox)]
     return JSONResponse([_dead(m) for m in dead])
@@ -425,10 +314,10 @@ async def api_settle_dead(request: Request) -> JSONResponse:
     try:
         message_id = int(request.path_params["id"])
     except ValueError:
-        return _error(404, f"no such path '{request.url.path}'")
+        return error(404, f"no such path '{request.url.path}'")
     message = await service.message(message_id)
     if action not in ("retry", "discard") or message is None or not reaches(request, message.mailbox):
-        return _error(404, f"no dead letter {message_id} to {action}")
+        return error(404, f"no dead letter {message_id} to {action}")
     return JSONResponse(_dead(await service.settle_dead(message_id, action)))
 
 
@@ -465,17 +354,17 @@ async def api_events(request: Request) -> Response:
     server-sent events that goes on with each new event."""
     service, claw = _service(request), request.query_params.get("claw") or None
     if claw is not None:
-        if missing := _no_claw(request.scope, service.manifest, claw):
+        if missing := no_claw_response(request.scope, service.manifest, claw):
             return missing
         if not reaches(request, claw):
-            return _error(403, f"this token does not reach Claw '{claw}'")
+            return error(403, f"this token does not reach Claw '{claw}'")
     try:  # a browser that reconnects sends the id of the last event it got
         after = int(request.headers.get("last-event-id") or request.query_params.get("after") or 0)
         limit = int(request.query_params.get("limit", 100))
     except ValueError:
         after = limit = -1
     if not (0 <= after < 2**63 and 1 <= limit <= 10_000):
-        return _error(400, "'after' (Last-Event-ID) must be a whole number from 0, 'limit' from 1 to 10000")
+        return error(400, "'after' (Last-Event-ID) must be a whole number from 0, 'limit' from 1 to 10000")
 
     def wanted(e: Event) -> bool:
         return e.id > after and (claw is None or e.claw == claw) and _shown(request, e)
@@ -520,17 +409,17 @@ ROUTES = [
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return _error(404, f"no such path '{request.url.path}'")
+    return error(404, f"no such path '{request.url.path}'")
 
 
 async def _fault(request: Request, exc: Exception) -> JSONResponse:
     text = _service(request).manifest.redact(str(exc))
     if isinstance(exc, StoreUnavailable | Stopping):  # nothing was accepted; try again soon
-        return _error(503, f"cannot accept this now: {text}", headers={"Retry-After": "5"})
+        return error(503, f"cannot accept this now: {text}", headers={"Retry-After": "5"})
     if isinstance(exc, ClawError):
-        return _error(400 if isinstance(exc, UserError) else 500, text)
+        return error(400 if isinstance(exc, UserError) else 500, text)
     log.exception("%s %s failed", request.method, request.url.path)
-    return _error(500, "internal error; see the host's log")
+    return error(500, "internal error; see the host's log")
 
 
 def create_app(service: Service, endpoints: Endpoints, listen: str) -> ASGIApp:
