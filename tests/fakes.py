@@ -49,10 +49,13 @@ PEERS = Path(__file__).parent / "peers"
 """Small MCP servers the tests run as subprocesses."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def listening() -> socket.socket:
+    """A socket listening on a free loopback port, to hand over to a server process (`pass_fds`):
+    the port is known before the server starts, with no race for it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
 
 
 @dataclass

@@ -1,14 +1,15 @@
-"""Asks between Claws on the router alone, in memory: the depth limit at its boundary and what a
-failed ask says."""
+"""Messages and asks between Claws on the router alone, in memory: who may message whom, the
+depth limit at its boundary and what a failed ask says."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import anyio
 import pytest
 
-from clawmcp.errors import MessageRefused
+from clawmcp.errors import MessageRefused, UserError
 from clawmcp.events import Events
 from clawmcp.mailbox import Answer, Mailboxes
 from clawmcp.manifest import load
@@ -21,7 +22,10 @@ CLAWS = "abcde"
 
 
 def router(tmp_path: Path, store: MemoryStore) -> Router:
-    claws = "\n".join(f"  {c}: {{model: m, talks_to: ['*']}}" for c in CLAWS)
+    claws = (
+        "\n".join(f"  {c}: {{model: m, talks_to: ['*']}}" for c in CLAWS)
+        + "\n  shy: {model: m, talks_to: [a]}"
+    )
     (tmp_path / "m.yaml").write_text(
         f"models: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}\nclaws:\n{claws}\n"
     )
@@ -58,3 +62,16 @@ async def test_an_ask_whose_recipient_could_not_answer_says_why(tmp_path: Path) 
                     await r.ask("a", "b", "x", chain=("a",), within=5)
         with pytest.raises(MessageRefused, match=r"'c' did not answer within 0.01s"):
             await r.ask("a", "c", "x", chain=("a",), within=0.01)
+
+
+async def test_a_message_to_a_claw_not_in_talks_to_or_not_there_is_refused_and_nothing_queued(
+    tmp_path: Path,
+) -> None:
+    async with MemoryStore() as store:
+        r = router(tmp_path, store)
+        for send in (r.send, functools.partial(r.ask, chain=("shy",), within=1)):
+            with pytest.raises(MessageRefused, match=r"Claw 'shy' may not message 'b' \(talks_to: \['a'\]\)"):
+                await send("shy", "b", "x")
+            with pytest.raises(UserError, match="no Claw 'nobody'"):
+                await send("a", "nobody", "x")
+        assert await store.mailboxes() == {}

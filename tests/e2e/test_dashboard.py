@@ -21,8 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
-from tests.e2e.test_serve import serving
-from tests.fakes import free_port
+from tests.e2e.test_serve import base_of, serving
 
 ROOT = Path(__file__).parents[2]
 ARTIFACTS = Path(os.environ.get("CLAWMCP_ARTIFACTS", ROOT / "test-artifacts"))
@@ -41,12 +40,10 @@ CHROMIUM_FLAGS = [  # no sandbox as root; no calls to Google's hosts, which this
 pytestmark = pytest.mark.anyio
 
 
-def demo(tmp_path: Path, port: int) -> Path:
-    """manifests/demo.yaml with its own port and data_dir."""
+def demo(tmp_path: Path) -> Path:
+    """manifests/demo.yaml on a port of its own (0: the host takes a free one) and its own data_dir."""
     text = (ROOT / "manifests" / "demo.yaml").read_text()
-    text = text.replace("127.0.0.1:8765", f"127.0.0.1:{port}").replace(
-        "../.clawmcp/demo", str(tmp_path / "data")
-    )
+    text = text.replace("127.0.0.1:8765", "127.0.0.1:0").replace("../.clawmcp/demo", str(tmp_path / "data"))
     path = tmp_path / "demo.yaml"
     path.write_text(text)
     return path
@@ -93,13 +90,12 @@ def run_shown(run: int, tool: str) -> Callable[[webdriver.Chrome], bool]:
 async def test_the_dashboard_shows_claws_runs_and_tool_calls_and_updates_without_a_reload(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
-    path = demo(tmp_path, port)
-    async with serving(path, mcp_config=False):
+    path = demo(tmp_path)
+    async with serving(path, mcp_config=False) as (_, started):
         await clawmcp("ask", "scout", "what time is it?", "-p", str(path))
         page = await anyio.to_thread.run_sync(browser)
         try:
-            await anyio.to_thread.run_sync(page.get, f"http://127.0.0.1:{port}/")
+            await anyio.to_thread.run_sync(page.get, f"{base_of(started)}/")
 
             def claws_shown(p: webdriver.Chrome) -> bool:
                 rows = p.find_elements(By.CSS_SELECTOR, "#claws tbody tr")
@@ -137,12 +133,11 @@ async def test_the_dashboard_shows_claws_runs_and_tool_calls_and_updates_without
 
 
 async def test_logs_follow_shows_a_run_while_it_happens_and_the_host_logs_json(tmp_path: Path) -> None:
-    port = free_port()
     gate = tmp_path / "gate"
     os.mkfifo(gate)
     path = tmp_path / "m.yaml"
     path.write_text(
-        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        "host: {listen: '127.0.0.1:0', data_dir: state}\n"
         "models: {m: {provider: scripted, rules: [{steps: [{tool: tools__gate}],"
         " reply: 'through: {{ results[0] }}'}]}}\n"
         f"tools: {{gate: {{command: [cat, '{gate}'], timeout: 60s}}}}\n"
@@ -167,9 +162,7 @@ async def test_logs_follow_shows_a_run_while_it_happens_and_the_host_logs_json(t
         told = await clawmcp("tell", "a", "go", "-p", str(path))
         await until("run 1 model turn 1: calls tools__gate")
         async with httpx2.AsyncClient() as http:  # the run is still going on: it waits at the gate
-            [claw] = [
-                c for c in (await http.get(f"http://127.0.0.1:{port}/api/claws")).json() if c["claw"] == "a"
-            ]
+            [claw] = [c for c in (await http.get(f"{base_of(stderr)}/api/claws")).json() if c["claw"] == "a"]
         assert (claw["state"], claw["last_runs"][0]["state"]) == ("running", "running")
 
         def open_gate() -> None:
@@ -190,5 +183,6 @@ async def test_logs_follow_shows_a_run_while_it_happens_and_the_host_logs_json(t
     assert shown[3][1].startswith("tool tools.gate ok (") and shown[3][1].endswith(" ms, run 1)")
     assert shown[5][1].startswith("run 1 done in ") and shown[5][1].endswith(" s: through: open")
     logged = [json.loads(line) for line in stderr]
-    assert logged[-1]["message"] == f"listening on http://127.0.0.1:{port} (Claws: a, b)"
-    assert (logged[-1]["level"], logged[-1]["listen"]) == ("info", f"127.0.0.1:{port}")
+    listen = logged[-1]["listen"]
+    assert logged[-1]["message"] == f"listening on http://{listen} (Claws: a, b)"
+    assert logged[-1]["level"] == "info" and listen.startswith("127.0.0.1:") and listen != "127.0.0.1:0"

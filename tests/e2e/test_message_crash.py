@@ -21,20 +21,20 @@ import pytest
 from clawmcp import web
 from clawmcp.host import Host
 from clawmcp.manifest import load
-from tests.e2e.test_serve import serving
-from tests.fakes import PEERS, free_port
+from tests.e2e.test_serve import base_of, serving
+from tests.fakes import PEERS
 
 MESSAGES = 2_000
 SINKS = 8
 KILLS = 20
 
 
-def manifest(tmp_path: Path, port: int) -> Path:
+def manifest(tmp_path: Path) -> Path:
     recorder = f"{{command: python, args: ['{PEERS / 'recorder.py'}', '{tmp_path / 'recorded.db'}']}}"
     sinks = "\n".join(f"  sink{i}: {{model: m, tools: ['rec.record']}}" for i in range(SINKS))
     path = tmp_path / "m.yaml"
     path.write_text(
-        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        "host: {listen: '127.0.0.1:0', data_dir: state}\n"
         "models:\n  m: {provider: scripted, rules: [{steps: [{tool: rec__record,"
         " arguments: {n: '{{ input }}'}}], reply: ok}]}\n"
         f"servers:\n  rec: {recorder}\n"
@@ -45,8 +45,7 @@ def manifest(tmp_path: Path, port: int) -> Path:
 
 @pytest.mark.anyio
 async def test_every_acknowledged_message_is_handled_once_across_sigkills(tmp_path: Path) -> None:
-    port = free_port()
-    path = manifest(tmp_path, port)
+    path = manifest(tmp_path)
     acked: set[int] = set()
     todo = list(range(MESSAGES))
     random.shuffle(todo)
@@ -70,12 +69,13 @@ async def test_every_acknowledged_message_is_handled_once_across_sigkills(tmp_pa
                 break
 
     kills = 0
-    http = httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    http = httpx2.AsyncClient(timeout=10)
     async with http, anyio.create_task_group() as tg:
         for _ in range(16):
             tg.start_soon(sender, http)
         while kills < KILLS or len(acked) < MESSAGES:
-            async with serving(path, mcp_config=False) as (process, _):
+            async with serving(path, mcp_config=False) as (process, started):
+                http.base_url = base_of(started)  # port 0: a new port at each start
                 up.set()
                 if len(acked) < MESSAGES:
                     target = min(MESSAGES, len(acked) + random.randint(20, 150))

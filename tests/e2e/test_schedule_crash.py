@@ -21,16 +21,16 @@ from clawmcp import web
 from clawmcp.host import Host
 from clawmcp.manifest import load
 from tests.e2e.test_serve import serving
-from tests.fakes import PEERS, free_port
+from tests.fakes import PEERS
 
 KILLS = 20
 
 
-def manifest(tmp_path: Path, port: int) -> Path:
+def manifest(tmp_path: Path) -> Path:
     recorder = f"{{command: python, args: ['{PEERS / 'recorder.py'}', '{tmp_path / 'recorded.db'}']}}"
     path = tmp_path / "m.yaml"
     path.write_text(
-        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        "host: {listen: '127.0.0.1:0', data_dir: state}\n"
         "models:\n  m: {provider: scripted, rules: [{reply: ok}]}\n"
         f"servers:\n  rec: {recorder}\n"
         "claws:\n"
@@ -45,7 +45,7 @@ def manifest(tmp_path: Path, port: int) -> Path:
 
 @pytest.mark.anyio
 async def test_an_every_second_schedule_fires_each_slot_once_across_sigkills(tmp_path: Path) -> None:
-    path = manifest(tmp_path, free_port())
+    path = manifest(tmp_path)
     for _ in range(KILLS):
         async with serving(path, mcp_config=False) as (process, _):
             await anyio.sleep(random.uniform(0.2, 1.5))  # a random moment to kill it, not a wait

@@ -20,7 +20,6 @@ from anyio.streams.text import TextReceiveStream
 from mcp import Client
 
 from clawmcp.store.sqlite import SqliteStore
-from tests.fakes import free_port
 
 CONFIG = {"mcpServers": {"time": {"command": "python", "args": ["-m", "mcp_server_time"]}}}
 
@@ -64,14 +63,19 @@ async def serving(
                 process.kill()
 
 
+def base_of(lines: list[str]) -> str:
+    """The address a host said it listens at (it was given port 0: no race for a port)."""
+    [said] = [line for line in lines if "listening on " in line]
+    return said.split("listening on ", 1)[1].split()[0]
+
+
 @pytest.mark.anyio
 async def test_serve_starts_is_ready_refuses_a_second_host_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
-    path = manifest(tmp_path, f"127.0.0.1:{port}")
+    path = manifest(tmp_path, "127.0.0.1:0")
     async with serving(path) as (process, lines):
         assert "clawmcp: claws.a.tools[1]: 'time.nope' matches no tool of the running servers" in lines
         async with httpx2.AsyncClient() as http:
-            ready = await http.get(f"http://127.0.0.1:{port}/readyz")
+            ready = await http.get(f"{base_of(lines)}/readyz")
         assert ready.status_code == 200
         assert ready.json() == {"ready": True, "servers": {"up": 1, "down": 0}, "claws": 1}  # no names
 
@@ -89,7 +93,7 @@ async def test_serve_starts_is_ready_refuses_a_second_host_and_stops_on_sigterm(
 
 @pytest.mark.anyio
 async def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> None:
-    path = manifest(tmp_path, f"0.0.0.0:{free_port()}")
+    path = manifest(tmp_path, "0.0.0.0:0")
     run = await anyio.run_process(serve_command(path), check=False)
     assert run.returncode == 1
     assert run.stderr.decode().startswith("refusing to listen on 0.0.0.0:")
@@ -99,10 +103,9 @@ async def test_serve_refuses_a_public_address_without_tokens(tmp_path: Path) -> 
 async def test_sigterm_during_a_run_stops_within_10s_and_records_the_run_as_interrupted(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
     path = tmp_path / "m.yaml"
     path.write_text(
-        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        "host: {listen: '127.0.0.1:0', data_dir: state}\n"
         "models: {m: {provider: scripted, rules: [{steps: [{tool: tools__slow}], reply: done}]}}\n"
         "tools: {slow: {command: [sleep, '60'], timeout: 120s}}\n"
         "claws: {a: {model: m, tools: ['tools.slow']}}\n"
@@ -113,13 +116,13 @@ async def test_sigterm_during_a_run_stops_within_10s_and_records_the_run_as_inte
         if message == "calling tools__slow":
             calling.set()
 
-    async def ask() -> None:
+    async def ask(base: str) -> None:
         with contextlib.suppress(Exception):  # the host goes away under the call
-            async with Client(f"http://127.0.0.1:{port}/claws/a/mcp") as client:
+            async with Client(f"{base}/claws/a/mcp") as client:
                 await client.call_tool("ask", {"message": "go"}, progress_callback=on_progress)
 
-    async with serving(path, mcp_config=False) as (process, _), anyio.create_task_group() as tg:
-        tg.start_soon(ask)
+    async with serving(path, mcp_config=False) as (process, lines), anyio.create_task_group() as tg:
+        tg.start_soon(ask, base_of(lines))
         with anyio.fail_after(20):
             await calling.wait()
         process.send_signal(signal.SIGTERM)
@@ -138,18 +141,17 @@ async def test_sigterm_during_a_run_stops_within_10s_and_records_the_run_as_inte
 async def test_after_a_clean_stop_the_next_start_recovers_nothing_and_runs_the_message_again(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
     path = tmp_path / "m.yaml"
     gate = tmp_path / "gate"
     os.mkfifo(gate)  # the tool waits until something is written to it
     path.write_text(
-        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        "host: {listen: '127.0.0.1:0', data_dir: state}\n"
         "models: {m: {provider: scripted, rules: [{steps: [{tool: tools__wait}], reply: done}]}}\n"
         f"tools: {{wait: {{command: [cat, '{gate}'], timeout: 120s}}}}\n"
         "claws: {a: {model: m, tools: ['tools.wait']}}\n"
     )
-    async with serving(path, mcp_config=False) as (process, _), httpx2.AsyncClient() as http:
-        base = f"http://127.0.0.1:{port}"
+    async with serving(path, mcp_config=False) as (process, lines), httpx2.AsyncClient() as http:
+        base = base_of(lines)
         told = (await http.post(f"{base}/api/claws/a/tell", json={"message": "go"})).json()["message_id"]
         with anyio.fail_after(20):
             async with http.stream("GET", f"{base}/api/events?follow=1") as events:
@@ -170,7 +172,7 @@ async def test_after_a_clean_stop_the_next_start_recovers_nothing_and_runs_the_m
         assert not any("recovered" in line for line in started)
         await anyio.to_thread.run_sync(gate.write_text, "open")  # once the run is back at the gate
         with anyio.fail_after(20):
-            async with http.stream("GET", f"http://127.0.0.1:{port}/api/events?follow=1") as events:
+            async with http.stream("GET", f"{base_of(started)}/api/events?follow=1") as events:
                 async for line in events.aiter_lines():
                     if '"delivery"' in line and '"done"' in line:
                         break
@@ -189,18 +191,17 @@ async def test_a_value_from_a_variable_is_never_printed_or_stored(
 
     secret = "sekrit-0123456789"
     monkeypatch.setenv("KEY", secret)
-    port = free_port()
     api = FakeAPI(lambda n, body: (200, {}, {"choices": "not a list"}))
     async with api.serving() as url:
         path = tmp_path / "m.yaml"
         path.write_text(
-            f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+            "host: {listen: '127.0.0.1:0', data_dir: state}\n"
             f"models: {{m: {{provider: openai, base_url: '{url}/v1/${{KEY}}', model: x}}}}\n"
             "servers: {legacy: {url: 'http://127.0.0.1:9/sse?api_key=${KEY}', transport: sse}}\n"
             "claws: {c: {model: m, tools: ['legacy.*']}}\n"
         )
         async with serving(path, mcp_config=False) as (process, lines), httpx2.AsyncClient() as http:
-            base = f"http://127.0.0.1:{port}"
+            base = base_of(lines)
             asked = (await http.post(f"{base}/api/claws/c/ask", json={"message": "hi"})).json()
             assert asked["state"] == "failed" and f"{url}/v1/${{KEY}}/chat/completions" in asked["error"]
             shown = [
@@ -218,25 +219,23 @@ async def test_a_value_from_a_variable_is_never_printed_or_stored(
 async def test_sigterm_with_streams_open_ends_them_and_stops_without_a_traceback(tmp_path: Path) -> None:
     from mcp.client.sse import sse_client
 
-    port = free_port()
-    path = manifest(tmp_path, f"127.0.0.1:{port}")
-    base = f"http://127.0.0.1:{port}"
-    async with (
-        serving(path) as (process, _),
-        httpx2.AsyncClient(timeout=30) as http,
-        http.stream("GET", f"{base}/api/events?follow=1") as events,
-        Client(sse_client(f"{base}/claws/a/sse")) as over_sse,
-        Client(f"{base}/claws/a/mcp", mode="legacy") as over_http,
-    ):
-        await over_sse.list_tools()
-        await over_http.list_tools()
-        process.send_signal(signal.SIGTERM)
-        with anyio.fail_after(10):
-            assert await process.wait() == 0
-            async for _ in events.aiter_lines():  # to its end, which the host sent: no broken stream
-                pass
-        assert process.stderr is not None
-        rest = b"".join([chunk async for chunk in process.stderr]).decode().splitlines()
+    async with serving(manifest(tmp_path, "127.0.0.1:0")) as (process, lines):
+        base = base_of(lines)
+        async with (
+            httpx2.AsyncClient(timeout=30) as http,
+            http.stream("GET", f"{base}/api/events?follow=1") as events,
+            Client(sse_client(f"{base}/claws/a/sse")) as over_sse,
+            Client(f"{base}/claws/a/mcp", mode="legacy") as over_http,
+        ):
+            await over_sse.list_tools()
+            await over_http.list_tools()
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                assert await process.wait() == 0
+                async for _ in events.aiter_lines():  # to its end, which the host sent: no broken stream
+                    pass
+            assert process.stderr is not None
+            rest = b"".join([chunk async for chunk in process.stderr]).decode().splitlines()
     assert rest == ["clawmcp: SIGTERM: stopping", "clawmcp: stopped"]
 
 
@@ -259,11 +258,10 @@ async def test_a_host_on_port_0_says_which_port_it_got_and_the_cli_finds_it(tmp_
 
 @pytest.mark.anyio
 async def test_a_stdio_servers_stderr_lines_carry_its_name(tmp_path: Path) -> None:
-    port = free_port()
     path = tmp_path / "m.yaml"
     speak = "import sys; print('hello from noisy', file=sys.stderr)"  # and exit: down at once
     path.write_text(
-        f"host: {{listen: '127.0.0.1:{port}', data_dir: state}}\n"
+        "host: {listen: '127.0.0.1:0', data_dir: state}\n"
         f'servers: {{noisy: {{command: python, args: ["-c", "{speak}"]}}}}\n'
         "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
     )

@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning
 from clawmcp.stdio import GONE
 from clawmcp.store.lock import read_lock_info
 from tests.e2e.test_serve import serving
-from tests.fakes import TIME, free_port
+from tests.fakes import TIME
 
 MANIFEST = f"""
 models:
@@ -44,7 +44,7 @@ claws:
 
 def manifest(tmp_path: Path) -> Path:
     path = tmp_path / "m.yaml"
-    path.write_text(f"host: {{listen: '127.0.0.1:{free_port()}', data_dir: state}}\n" + MANIFEST)
+    path.write_text("host: {listen: '127.0.0.1:0', data_dir: state}\n" + MANIFEST)
     return path
 
 
@@ -141,8 +141,7 @@ def test_a_bridge_to_a_host_with_tokens_says_it_needs_one(tmp_path: Path) -> Non
     path = tmp_path / "m.yaml"
     token = "{name: d, token: a-long-enough-token-0123}"
     path.write_text(
-        f"host: {{listen: '127.0.0.1:{free_port()}', data_dir: state, auth: {{tokens: [{token}]}}}}\n"
-        + MANIFEST
+        f"host: {{listen: '127.0.0.1:0', data_dir: state, auth: {{tokens: [{token}]}}}}\n" + MANIFEST
     )
     with host_stopped_after(tmp_path / "state"):
         result = clawmcp("stdio", "scout", str(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.abc import Process
 
 from clawmcp.errors import ToolRefused, ToolServerError
 from clawmcp.manifest import load
@@ -21,7 +23,7 @@ from clawmcp.stdio_transport import LINE_CAP
 from clawmcp.store.memory import MemoryStore
 from clawmcp.toolhub import ToolHub, wire_names
 from tests.conftest import ROOT
-from tests.fakes import PEERS, TIME, free_port
+from tests.fakes import PEERS, TIME, listening
 
 MODELS = "models:\n  m: {provider: scripted, rules: [{reply: hi}]}\n"
 
@@ -141,9 +143,11 @@ async def test_servers_that_hang_or_print_garbage_are_reported_and_the_hub_stays
     ],
 )
 async def test_an_sdk_server_over_http_and_sse(tmp_path: Path, transport: str, entry: str) -> None:
-    port = free_port()
-    command = [sys.executable, str(PEERS / "adder.py"), transport, str(port)]
-    async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as peer:
+    with listening() as sock:
+        port = sock.getsockname()[1]
+        command = [sys.executable, str(PEERS / "adder.py"), transport, str(sock.fileno())]
+        peer = await anyio.open_process(command, stderr=subprocess.DEVNULL, pass_fds=[sock.fileno()])
+    async with peer:
         spec = entry.format(port=port)
         spec = spec if spec.startswith("{") else "{" + spec + "}"
         body = f"servers:\n  adder: {spec}\nclaws:\n  a: {{model: m, tools: ['adder.add']}}\n"
@@ -219,24 +223,32 @@ async def test_a_pattern_that_matches_no_tool_is_a_warning(tmp_path: Path) -> No
 
 @pytest.mark.anyio
 async def test_a_remote_server_that_goes_away_is_reconnected_when_it_is_back(tmp_path: Path) -> None:
-    port = free_port()
-    command = [sys.executable, str(PEERS / "adder.py"), "streamable-http", str(port)]
+    with listening() as sock:  # open throughout: the peer started again serves on the same port
+        await reconnects(tmp_path, sock)
+
+
+async def reconnects(tmp_path: Path, sock: socket.socket) -> None:
+    command = [sys.executable, str(PEERS / "adder.py"), "streamable-http", str(sock.fileno())]
+
+    async def peer() -> Process:
+        return await anyio.open_process(command, stderr=subprocess.DEVNULL, pass_fds=[sock.fileno()])
+
     body = (
-        f"servers:\n  adder: {{url: 'http://127.0.0.1:{port}/mcp'}}\n"
+        f"servers:\n  adder: {{url: 'http://127.0.0.1:{sock.getsockname()[1]}/mcp'}}\n"
         "claws:\n  a: {model: m, tools: ['adder.*']}\n"
     )
-    async with running(tmp_path, body, call_timeout=5) as hub:
-        async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as peer:
-            with anyio.fail_after(20):
-                await hub.wait_up("adder")
-            peer.kill()
+    first = await peer()  # before the hub: a socket that listens with no one behind it would hold its start
+    async with first, running(tmp_path, body, call_timeout=5) as hub:
+        with anyio.fail_after(20):
+            await hub.wait_up("adder")
+        first.kill()
         with anyio.fail_after(10), pytest.raises(ToolServerError, match="tool server 'adder'"):
             await hub.call("a", "adder__add", {"a": 1, "b": 2})
-        async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as peer:
+        async with await peer() as second:
             with anyio.fail_after(20):
                 await hub.wait_up("adder")
             assert (await hub.call("a", "adder__add", {"a": 1, "b": 2})).structured_content == {"result": 3}
-            peer.kill()
+            second.kill()
 
 
 @pytest.mark.anyio

@@ -1,11 +1,15 @@
-"""A small SDK tool server for interop tests: `python adder.py stdio|sse|streamable-http [PORT]`."""
+"""A small SDK tool server for interop tests: `python adder.py stdio|sse|streamable-http [FD]`:
+over HTTP it serves on the listening socket it inherits as file descriptor FD (bound by the test,
+which so knows the port, with no race for it)."""
 
 from __future__ import annotations
 
 import contextlib
+import socket
 import sys
 
 import anyio
+import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("adder")
@@ -48,4 +52,6 @@ if __name__ == "__main__":
     if transport == "stdio":
         server.run("stdio")
     else:
-        server.run(transport, host="127.0.0.1", port=int(sys.argv[2]))  # type: ignore[call-overload]
+        app = server.sse_app() if transport == "sse" else server.streamable_http_app()
+        listening = socket.socket(fileno=int(sys.argv[2]))
+        anyio.run(uvicorn.Server(uvicorn.Config(app, log_level="warning")).serve, [listening])
