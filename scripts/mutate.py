@@ -176,14 +176,19 @@ def run(mutant: Mutant, workdir: Path, timeout: float) -> str:
     original = target.read_text()
     target.write_text(mutant.source)
     env = {**os.environ, "PYTHONPATH": str(workdir / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *MODULES[mutant.module]]
     try:
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+        done = subprocess.run(_pytest(mutant.module), cwd=ROOT, env=env, capture_output=True, timeout=timeout)
         return "survived" if done.returncode == 0 else "killed"
     except subprocess.TimeoutExpired:
         return "killed"  # a mutant that hangs the tests is caught by their timeouts (fail_after)
     finally:
         target.write_text(original)
+
+
+def _pytest(module: str) -> list[str]:
+    """The command that runs a module's unit tests, stopping at the first failure."""
+    plugins = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+    return [sys.executable, "-m", "pytest", "-x", "-q", *plugins, *MODULES[module]]
 
 
 def main() -> int:
@@ -205,23 +210,13 @@ def main() -> int:
         return 0
     equivalent = _equivalent()
     started = time.monotonic()
-    baseline = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            *{t for m in chosen for t in MODULES[m]},
-        ],
-        cwd=ROOT,
-        capture_output=True,
-    )
-    if baseline.returncode != 0:
-        print("the unit tests fail without any mutant; fix them first", file=sys.stderr)
-        return 2
-    timeout = 3 * (time.monotonic() - started) + 30
+    timeouts = {}
+    for module in chosen:  # each module's tests pass unmutated; a mutant gets twice their time
+        began = time.monotonic()
+        if subprocess.run(_pytest(module), cwd=ROOT, capture_output=True).returncode != 0:
+            print(f"the tests of {module} fail without any mutant; fix them first", file=sys.stderr)
+            return 2
+        timeouts[module] = 2 * (time.monotonic() - began) + 10
     with tempfile.TemporaryDirectory() as tmp:
         workdirs = []
         for i in range(args.jobs):
@@ -241,7 +236,7 @@ def main() -> int:
                         free.append(workdir)
                         _progress(len(results), len(found))
                 workdir = free.pop()
-                pending[pool.submit(run, m, workdir, timeout)] = (m, workdir)
+                pending[pool.submit(run, m, workdir, timeouts[m.module])] = (m, workdir)
             for future in concurrent.futures.as_completed(pending):
                 results[pending[future][0]] = future.result()
     print()

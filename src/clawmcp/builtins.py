@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from clawmcp.arguments import invalid_arguments
-from clawmcp.errors import ClawError
+from clawmcp.errors import ClawError, RuntimeFault, ToolRefused, UserError
 from clawmcp.manifest import Manifest
 from clawmcp.models.base import ToolSpec
 from clawmcp.scheduler import SCHEDULE_SCHEMA
@@ -182,9 +182,9 @@ class Builtins:
     async def _call(self, ctx: RunContext, name: str, arguments: dict[str, Any]) -> str:
         spec = self.specs.get(name)
         if spec is None or spec not in self.specs_for(ctx.claw):
-            raise ClawError(f"no built-in tool '{name}' for Claw '{ctx.claw}'")
+            raise ToolRefused(f"no built-in tool '{name}' for Claw '{ctx.claw}'")
         if problem := invalid_arguments(spec.parameters, arguments):
-            raise ClawError(f"{name}: {problem}")
+            raise UserError(f"{name}: {problem}")
         notes, router, args = self.notes, self.messaging, arguments
         if name == "claw__remember":
             note = await notes.remember(ctx.claw, args["text"], args.get("key"))
@@ -212,5 +212,5 @@ class Builtins:
                 return f"schedule {args['id']} removed"
         run = await self.spawn(ctx, args["task"], args.get("instructions"), args.get("tools"))
         if run.state != "done":
-            raise ClawError(f"the sub-agent (run {run.id}) ended {run.state}: {run.error}")
+            raise RuntimeFault(f"the sub-agent (run {run.id}) ended {run.state}: {run.error}")
         return run.reply or ""

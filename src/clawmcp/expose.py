@@ -25,7 +25,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from clawmcp import __version__
 from clawmcp.arguments import invalid_arguments
-from clawmcp.errors import ClawError
+from clawmcp.errors import ClawError, UserError
 from clawmcp.scheduler import SCHEDULE_SCHEMA
 from clawmcp.service import Service
 from clawmcp.store import Run, Step
@@ -105,9 +105,9 @@ def _json(value: Any) -> str:
 
 
 def _check(tool: types.Tool, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The arguments with their defaults, or `ClawError` saying what is wrong with them."""
+    """The arguments with their defaults, or `UserError` saying what is wrong with them."""
     if problem := invalid_arguments(tool.input_schema, arguments):
-        raise ClawError(f"{tool.name}: {problem}")
+        raise UserError(f"{tool.name}: {problem}")
     props = tool.input_schema.get("properties", {})
     return {k: p["default"] for k, p in props.items() if "default" in p} | arguments
 
@@ -239,12 +239,12 @@ class ClawServer(ServerBase):
         service, claw = self.service, self.claw
         if (exposed := self._shown.get(name)) is not None:  # checked like every call, progress passed on
             if problem := invalid_arguments(exposed.input_schema, arguments):
-                raise ClawError(f"{name}: {problem}")
+                raise UserError(f"{name}: {problem}")
 
             return await service.call_tool(claw, name, arguments, progress=progress_to(ctx))
         tool = next((t for t in _CLAW_TOOLS if t.name == name), None)
         if tool is None:
-            raise ClawError(f"Claw '{claw}' has no tool '{name}'")
+            raise UserError(f"Claw '{claw}' has no tool '{name}'")
         args = _check(tool, arguments)
         if name in ("ask", "tell"):
             return await _ask_or_tell(service, ctx, name, claw, args)
@@ -365,7 +365,7 @@ class HostServer(ServerBase):
     async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         tool = next((t for t in _HOST_TOOLS if t.name == name), None)
         if tool is None:
-            raise ClawError(f"the host has no tool '{name}'")
+            raise UserError(f"the host has no tool '{name}'")
         args = _check(tool, arguments)
         service, request = self.service, ctx.request
         if name == "claws":
@@ -374,5 +374,5 @@ class HostServer(ServerBase):
         claw = args["claw"]
         service.manifest.check_claw(claw)
         if not self.reaches(request, claw):
-            raise ClawError(f"this token does not reach Claw '{claw}'")
+            raise UserError(f"this token does not reach Claw '{claw}'")
         return await _ask_or_tell(service, ctx, name, claw, args)

@@ -22,7 +22,6 @@ import anyio
 
 from clawmcp.builtins import Builtins, Messaging, RunContext, Schedules
 from clawmcp.errors import (
-    ClawError,
     ModelError,
     RuntimeFault,
     Stopping,
@@ -320,12 +319,12 @@ class Runtime:
         """Run a sub-agent of the parent's Claw on a task: its own fresh thread, at most the tools
         its parent has, its steps in a run whose parent is the caller's run."""
         if len(parent.chain) >= MAX_DEPTH:
-            raise ClawError(f"claw__spawn: too deep ({' → '.join(parent.chain)}); the limit is {MAX_DEPTH}")
+            raise ToolRefused(f"claw__spawn: too deep ({' → '.join(parent.chain)}); the limit is {MAX_DEPTH}")
         offered = {
             t.name for t in self.tools_for(parent.claw, parent.tools) if not t.name.startswith("claw__")
         }
         if tools is not None and (extra := sorted(set(tools) - offered)):
-            raise ClawError(f"claw__spawn: not among this Claw's tools: {', '.join(extra)}")
+            raise ToolRefused(f"claw__spawn: not among this Claw's tools: {', '.join(extra)}")
         return await self.run(
             parent.claw,
             task,
