@@ -107,6 +107,9 @@ def test_a_home_folder_is_expanded_and_an_unknown_users_is_left_as_it_is(tmp_pat
     assert load([path]).data_dir == Path.home() / "state"
     path = write(tmp_path / "m.yaml", "host: {data_dir: '~nosuchuser0/state'}\n")
     assert load([path]).data_dir == tmp_path / "~nosuchuser0" / "state"
+    path = write(tmp_path / "m.yaml", 'host: {data_dir: "~\\0"}\n')
+    with pytest.raises(ManifestError, match="a NUL character cannot be part of a value"):
+        load([path])
 
 
 def test_data_dir_defaults_to_clawmcp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -276,7 +276,7 @@ def _relative(raw: Any, key: str, folder: Path, *, default: bool) -> Any:
     if not isinstance(raw, dict):
         return raw
     value = raw.get(key)
-    if isinstance(value, str):
+    if isinstance(value, str) and "\0" not in value:  # a NUL is reported as a problem already
         return {**raw, key: os.path.normpath(folder / os.path.expanduser(value))}
     if value is None and default:
         return {**raw, key: str(folder)}
