@@ -75,3 +75,15 @@ async def test_a_message_to_a_claw_not_in_talks_to_or_not_there_is_refused_and_n
             with pytest.raises(UserError, match="no Claw 'nobody'"):
                 await send("a", "nobody", "x")
         assert await store.mailboxes() == {}
+
+
+async def test_a_worker_process_refuses_claw_ask_and_queues_nothing(tmp_path: Path) -> None:
+    async with MemoryStore() as store:
+        r = router(tmp_path, store)
+        r.asks = False  # as in the worker of a Claw with isolation: process
+        with pytest.raises(
+            MessageRefused, match="claw__ask is not available to 'a', which runs with isolation"
+        ):
+            await r.ask("a", "b", "x", chain=("a",), within=1)
+        assert await store.mailboxes() == {}
+        assert (await r.send("a", "b", "x")).mailbox == "b"  # claw__send still works

@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import anyio
 import pytest
 
+from clawmcp.errors import UserError
 from clawmcp.host import Host
-from clawmcp.scheduler import RETRY
+from clawmcp.scheduler import GRACE, RETRY
 from clawmcp.store import Schedule, Store
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
@@ -294,3 +295,59 @@ async def test_a_fire_the_store_cannot_take_is_fired_once_it_can(tmp_path: Path)
         await disk_full(host, False)
         await move(host, clock, tick.next_fire + RETRY)
         assert await slots(host, tick) == [tick.next_fire]
+
+
+async def test_a_skip_schedule_fires_a_slot_it_is_late_for_by_less_than_grace_and_no_more(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock(T0)
+    body = manifest("{name: tick, every: 1m, misfire: skip, send: {to: b, content: tick}}")
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        await move(host, clock, T0 + 60 + GRACE / 2)  # a loaded machine wakes a little late
+        assert await slots(host, schedule) == [T0 + 60]
+        await move(host, clock, T0 + 120 + GRACE * 2)  # too late for this slot: skipped
+        assert await slots(host, schedule) == [T0 + 60]
+        assert await next_fire(host) == T0 + 180
+
+
+NO_SCHEDULES = MODELS + "claws:\n  a: {model: echo, talks_to: [b]}\n  b: {model: echo}\n  c: {model: echo}\n"
+
+
+async def test_a_schedule_made_at_run_time_on_a_host_without_schedules_fires_when_due(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with hosting(tmp_path, NO_SCHEDULES, clock=clock) as host:
+        at = datetime.fromtimestamp(T0 + 3600, UTC).isoformat()
+        schedule = await host.service.schedule(
+            "a", {"name": "later", "at": at, "send": {"to": "b", "content": "hi"}}
+        )
+        await move(host, clock, T0 + 3600)  # the scheduler, asleep with nothing to do, noticed it
+        assert await slots(host, schedule) == [T0 + 3600]
+
+
+async def test_an_unscheduled_schedule_never_fires(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with hosting(tmp_path, NO_SCHEDULES, clock=clock) as host:
+        gone = await host.service.schedule(
+            "a", {"name": "gone", "every": "1m", "send": {"to": "b", "content": "x"}}
+        )
+        kept = await host.service.schedule(
+            "a", {"name": "kept", "every": "2m", "send": {"to": "b", "content": "y"}}
+        )
+        await host.service.unschedule("a", gone.id)
+        await move(host, clock, T0 + 120)
+        assert await slots(host, gone) == [] and await slots(host, kept) == [T0 + 120]
+        assert [s.name for s in await host.store.schedules("a")] == ["kept"]
+
+
+async def test_a_schedule_made_at_run_time_is_checked_as_a_manifest_one_is(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with hosting(tmp_path, NO_SCHEDULES, clock=clock) as host:
+        send = {"name": "s", "every": "1m", "send": {"to": "c", "content": "x"}}
+        with pytest.raises(UserError, match=r"Claw 'a' may not send to 'c' \(talks_to: \['b'\]\)"):
+            await host.service.schedule("a", send)
+        call = {"name": "s", "every": "1m", "call": {"tool": "loud.shout"}}
+        with pytest.raises(UserError, match=r"Claw 'a' may not call 'loud.shout'"):
+            await host.service.schedule("a", call)
+        with pytest.raises(UserError, match="bad schedule: "):
+            await host.service.schedule("a", {"name": "s", "every": "often", "prompt": "x"})
+        assert await host.store.schedules() == []
