@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from clawmcp.supervisor import RestartType, Strategy, Supervisor
@@ -28,7 +29,7 @@ class Children:
         ] = {}  # name -> event: when set, the child crashes ("crash") or returns ("exit")
         self.how: dict[str, str] = {}
 
-    def target(self, name: str) -> Callable[[], object]:
+    def target(self, name: str) -> Callable[[], Awaitable[None]]:
         async def child() -> None:
             self.starts[name] += 1
             self.started_at.setdefault(name, []).append(time.monotonic())
@@ -54,7 +55,7 @@ async def supervising(
         "test", strategy=strategy, intensity=intensity, period=60, backoff=0.01, max_backoff=0.05
     )
     for name, restart in spec.items():
-        sup.add(name, children.target(name), restart)  # type: ignore[arg-type]
+        sup.add(name, children.target(name), restart)
     async with anyio.create_task_group() as tg:
         await tg.start(sup.run)
         yield sup
@@ -139,3 +140,89 @@ async def test_the_strategy_decides_which_children_restart_with_a_crashed_one(
             sup, lambda: c.starts["b"] == 2 and all(ch.state == "running" for ch in sup.children.values())
         )
         assert dict(c.starts) == expected
+
+
+class Time:
+    """The supervisor's clock and sleep: time moves only when the test or a backoff moves it, and
+    each backoff is recorded."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+def timed(t: Time, intensity: int, max_backoff: float = 0.05) -> Supervisor:
+    return Supervisor(
+        "test",
+        intensity=intensity,
+        period=60,
+        backoff=0.01,
+        max_backoff=max_backoff,
+        clock=t.clock,
+        sleep=t.sleep,
+    )
+
+
+async def test_each_backoff_doubles_up_to_max_backoff() -> None:
+    c, t = Children(), Time()
+    c.crash.add("a")
+    sup = timed(t, intensity=5, max_backoff=0.03)
+    sup.add("a", c.target("a"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await until(sup, lambda: sup.children["a"].state == "failed")
+        tg.cancel_scope.cancel()
+    assert t.slept == [0.01, 0.02, 0.03, 0.03, 0.03]
+
+
+async def test_the_restart_window_slides_so_crashes_far_apart_never_fail_a_child() -> None:
+    c, t = Children(), Time()
+    sup = timed(t, intensity=2)
+    sup.add("a", c.target("a"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        for crash in range(1, 6):  # five crashes, each 40 s after the one before
+            await until(sup, lambda crash=crash: c.starts["a"] == crash)  # type: ignore[misc]
+            t.now += 40
+            c.end("a", "crash")
+        await until(sup, lambda: c.starts["a"] == 6)
+        # within any 60 s there were at most two restarts: never past the intensity
+        assert (sup.children["a"].state, sup.children["a"].restarts) == ("running", 5)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_group_restart_waits_until_the_siblings_have_stopped() -> None:
+    log: list[str] = []
+
+    def child(name: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            log.append(f"start {name}")
+            try:
+                if name == "b" and log.count("start b") == 1:
+                    raise RuntimeError("b broke")
+                await anyio.sleep_forever()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    for _ in range(5):  # a cleanup that takes a while
+                        await anyio.lowlevel.checkpoint()
+                log.append(f"end {name}")
+
+        return run
+
+    sup = Supervisor("test", strategy="one_for_all", backoff=0, sleep=lambda s: anyio.lowlevel.checkpoint())
+    for name in "abc":
+        sup.add(name, child(name))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await until(sup, lambda: log.count("start b") == 2 and sup.children["c"].state == "running")
+        tg.cancel_scope.cancel()
+    restarted = log.index("start a", 1)
+    assert {"end a", "end b", "end c"} <= set(log[:restarted])  # all three had stopped first

@@ -61,8 +61,13 @@ class Supervisor:
         period: float = 60.0,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
+        """`clock` (seconds) and `sleep` are for tests: the restart window slides on the clock,
+        and a restart's backoff is one `sleep`."""
         self.name, self.strategy, self.intensity, self.period = name, strategy, intensity, period
+        self.clock, self.sleep = clock, sleep
         self.backoff, self.max_backoff = backoff, max_backoff
         self.children: dict[str, Child] = {}
         self.changed = anyio.Event()
@@ -107,7 +112,7 @@ class Supervisor:
         if child.restart == "temporary" or (child.restart == "transient" and error is None):
             self._set(child, "stopped")
             return
-        now = time.monotonic()
+        now = self.clock()
         child._recent.append(now)
         while child._recent and child._recent[0] < now - self.period:
             child._recent.popleft()
@@ -130,7 +135,7 @@ class Supervisor:
         delay = min(self.max_backoff, self.backoff * 2 ** (len(child._recent) - 1))
         for member in group:
             self._set(member, "restarting")
-        await anyio.sleep(delay)
+        await self.sleep(delay)
         child.restarts += 1
         assert self._tg is not None
         for member in group:
