@@ -30,7 +30,7 @@ async def host_on_http(tmp_path: Path) -> AsyncIterator[tuple[Path, str]]:
     with anyio.fail_after(120):
         async with serving(host):
             await host.hub.wait_up("time")
-            yield path, f"http://{host.manifest.host.listen}"
+            yield path, f"http://{host.listen}"  # the port it got for port 0
 
 
 async def node(*args: str, cwd: Path) -> tuple[int, str, str]:
