@@ -43,13 +43,10 @@ class Mailboxes:
         self._chains: dict[int, tuple[str, ...]] = {}
         self._answers: dict[int, tuple[anyio.Event, list[Answer]]] = {}
 
-    async def enqueue(self, message: Outgoing, *, chain: tuple[str, ...] = ()) -> Message:
+    async def enqueue(self, message: Outgoing) -> Message:
         """Commit a message and notify its mailbox. With a `key` already used for this mailbox,
-        the first message is returned and nothing new is queued. `chain`: the Claws waiting on
-        it through `claw__ask`."""
+        the first message is returned and nothing new is queued."""
         stored = await self._commit(message)
-        if chain:
-            self._chains[stored.id] = chain
         self.notify(message.mailbox)
         return stored
 
@@ -57,7 +54,7 @@ class Mailboxes:
         self, message: Outgoing, *, chain: tuple[str, ...], within: float
     ) -> tuple[Message, Answer | None]:
         """Enqueue a message and wait up to `within` seconds (0: no limit) for its answer; None
-        when there was none by then."""
+        when there was none by then. `chain`: the Claws waiting on it through `claw__ask`."""
         stored = await self._commit(message)
         done, answers = anyio.Event(), list[Answer]()
         self._answers[stored.id] = (done, answers)  # before anyone can claim it
