@@ -4,16 +4,30 @@ retries, a fire delivered twice; and an audit the disk cannot take (on a real SQ
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from clawmcp.errors import ToolRefused
-from clawmcp.store import Outgoing
+from clawmcp.claw import MAX_ATTEMPTS
+from clawmcp.errors import ToolRefused, UserError
+from clawmcp.host import Host
+from clawmcp.store import Message, Outgoing
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
-from tests.fakes import API, LOCAL, FakeAPI, disk_full, hosting, logged, openai_error, tool_server
+from tests.fakes import (
+    API,
+    LOCAL,
+    FakeAPI,
+    FakeClock,
+    disk_full,
+    hosting,
+    logged,
+    openai_error,
+    openai_text,
+    tool_server,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -112,3 +126,58 @@ async def test_an_audit_the_store_cannot_take_is_dropped_and_the_host_goes_on(tm
         await disk_full(host, False)
         with anyio.fail_after(20):
             assert not (await host.hub.call("c", "echo__echo", {})).is_error  # the hub is still there
+
+
+async def settled_until(host: Host, message_id: int, done: Callable[[Message], bool]) -> Message:
+    """The message once `done` holds for it, looking again each time the Claws settle one."""
+    with anyio.fail_after(10):
+        while True:
+            settled = host.claws.settled
+            message = await host.store.get_message(message_id)
+            assert message is not None
+            if done(message):
+                return message
+            await settled.wait()
+
+
+async def test_a_failing_message_is_tried_again_after_a_doubling_backoff_then_dead(tmp_path: Path) -> None:
+    clock = FakeClock(1_000_000.0)
+    api = FakeAPI(lambda n, body: openai_error(401, "invalid key"))  # the provider does not retry that
+    async with hosting(tmp_path, BRAIN, clock=clock, api=api) as host:
+        host.claws.retry_base = 0.001
+        told = await host.claws.tell("c", "hello")
+        waits = []
+        for attempt in range(1, MAX_ATTEMPTS):
+
+            def tried(m: Message, attempt: int = attempt) -> bool:
+                return m.attempts == attempt and m.state == "queued"
+
+            failed = await settled_until(host, told.id, tried)
+            waits.append(failed.available_at - clock.now())
+            clock.set(failed.available_at)  # the retry is due: the consumer, done waiting, claims it
+            host.mailboxes.notify("c")
+        dead = await settled_until(host, told.id, lambda m: m.state == "dead")
+    assert waits == pytest.approx([0.001, 0.002, 0.004, 0.008])
+    assert dead.attempts == MAX_ATTEMPTS and "401 Unauthorized" in (dead.last_error or "")
+
+
+async def test_a_dead_letter_is_retried_or_discarded_and_status_shows_it(tmp_path: Path) -> None:
+    broken = True
+    api = FakeAPI(lambda n, body: openai_error(401, "invalid key") if broken else openai_text("fine"))
+    async with hosting(tmp_path, BRAIN, api=api) as host:
+        host.claws.retry_base = 0.001
+        first, second = [await host.claws.tell("c", text) for text in ("first", "second")]
+        await settled_until(host, second.id, lambda m: m.state == "dead")
+        status = await host.service.status("c")
+        assert [d["id"] for d in status["dead_letters"]] == [first.id, second.id]
+        assert (status["state"], status["mailbox"], status["restarts"]) == ("idle", 0, 0)
+        assert [r["state"] for r in status["last_runs"]] == ["failed"] * 5
+        broken = False
+        assert (await host.service.settle_dead(first.id, "retry")).state == "queued"
+        retried = await settled_until(host, first.id, lambda m: m.state == "done")  # its Claw was woken
+        assert (await host.service.settle_dead(second.id, "discard")).state == "discarded"
+        with pytest.raises(UserError, match=f"message {second.id} is not a dead letter"):
+            await host.service.settle_dead(second.id, "retry")
+        status = await host.service.status("c")
+    assert retried.attempts == 1 and status["dead_letters"] == []
+    assert status["last_runs"][0]["state"] == "done"
