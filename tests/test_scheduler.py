@@ -4,6 +4,7 @@ a real SQLite file)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ import pytest
 
 from clawmcp.errors import UserError
 from clawmcp.host import Host
-from clawmcp.scheduler import GRACE, RETRY
+from clawmcp.scheduler import GRACE, RETRY, SystemClock
 from clawmcp.store import Schedule, Store
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
@@ -351,3 +352,13 @@ async def test_a_schedule_made_at_run_time_is_checked_as_a_manifest_one_is(tmp_p
         with pytest.raises(UserError, match="bad schedule: "):
             await host.service.schedule("a", {"name": "s", "every": "often", "prompt": "x"})
         assert await host.store.schedules() == []
+
+
+async def test_the_system_clock_sleeps_until_a_deadline_and_not_for_one_past() -> None:
+    clock = SystemClock()
+    assert abs(clock.now() - time.time()) < 1
+    with anyio.fail_after(0.5):  # a deadline in the past: no sleep at all
+        await clock.sleep_until(clock.now() - 60)
+    deadline = clock.now() + 0.05
+    await clock.sleep_until(deadline)
+    assert time.time() >= deadline - 0.001  # asyncio may wake a timer a clock tick early
