@@ -31,14 +31,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENT = ROOT / "scripts" / "mutants-equivalent.txt"
 
-MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it
+MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it (pytest arguments)
     "router.py": ["tests/test_asks.py", "tests/test_router.py"],
     "mailbox.py": ["tests/test_asks.py", "tests/test_router.py", "tests/test_claw.py"],
     "scheduler.py": ["tests/test_slots.py", "tests/test_scheduler.py"],
     "supervisor.py": ["tests/test_supervisor.py"],
     "claw.py": ["tests/test_claw.py", "tests/test_router.py", "tests/test_scheduler.py"],
-    "store/memory.py": ["tests/store/test_contract.py"],
-    "store/writer.py": ["tests/store/test_writer.py", "tests/store/test_contract.py"],
+    "store/memory.py": ["tests/store/test_contract.py", "-k", "memory"],
+    "store/writer.py": ["tests/store/test_writer.py", "tests/store/test_contract.py", "-k", "not memory"],
 }
 
 _SWAPS: dict[type, type] = {
@@ -69,17 +69,17 @@ class Mutant:
     line: int
     col: int
     what: str
+    text: str
+    """The line it changes, as it was."""
     source: str
 
     @property
     def key(self) -> str:
         """Names the mutant across runs: the module, the line's text and the change."""
-        text = self.source_line.strip()
-        return f"{self.module} | {text} | {self.what}"
+        return f"{self.module} | {self.text} | {self.what}"
 
-    @property
-    def source_line(self) -> str:
-        return (ROOT / "src" / "clawmcp" / self.module).read_text().splitlines()[self.line - 1]
+    def __str__(self) -> str:
+        return f"{self.module}:{self.line}: {self.what}: {self.text}"
 
 
 def _skipped(tree: ast.Module) -> set[int]:
@@ -145,6 +145,7 @@ def _changes(node: ast.AST) -> list[tuple[str, Change]]:
 def mutants(module: str) -> list[Mutant]:
     """Every mutant of a module (under src/clawmcp), in source order."""
     text = (ROOT / "src" / "clawmcp" / module).read_text()
+    lines = text.splitlines()
     skipped = _skipped(ast.parse(text))
     found = []
     for index, node in enumerate(ast.walk(ast.parse(text))):
@@ -156,7 +157,8 @@ def mutants(module: str) -> list[Mutant]:
             target = list(ast.walk(fresh))[index]
             mutated = _Replace(target, change(target)).visit(fresh)
             source = ast.unparse(ast.fix_missing_locations(mutated))
-            found.append(Mutant(module, line, getattr(node, "col_offset", 0), what, source))
+            col = getattr(node, "col_offset", 0)
+            found.append(Mutant(module, line, col, what, lines[line - 1].strip(), source))
     return sorted(found, key=lambda m: (m.line, m.col))
 
 
@@ -205,7 +207,7 @@ def main() -> int:
     found = [m for module in chosen for m in mutants(module)]
     if args.list:
         for m in found:
-            print(f"{m.module}:{m.line}: {m.what}: {m.source_line.strip()}")
+            print(m)
         print(f"{len(found)} mutants")
         return 0
     equivalent = _equivalent()
@@ -234,11 +236,13 @@ def main() -> int:
                         mutant, workdir = pending.pop(future)
                         results[mutant] = future.result()
                         free.append(workdir)
-                        _progress(len(results), len(found))
+                        _progress(mutant, results[mutant], len(results), len(found))
                 workdir = free.pop()
                 pending[pool.submit(run, m, workdir, timeouts[m.module])] = (m, workdir)
             for future in concurrent.futures.as_completed(pending):
-                results[pending[future][0]] = future.result()
+                mutant = pending[future][0]
+                results[mutant] = future.result()
+                _progress(mutant, results[mutant], len(results), len(found))
     print()
     survivors = [m for m in found if results[m] == "survived"]
     unexplained = [m for m in survivors if m.key not in equivalent]
@@ -247,7 +251,7 @@ def main() -> int:
     killed = len(found) - len(survivors)
     score = killed / counted if counted else 1.0
     for m in unexplained:
-        print(f"survived: {m.module}:{m.line}: {m.what}: {m.source_line.strip()}")
+        print(f"survived: {m}")
     for key in stale:
         print(f"listed as equivalent but no longer a mutant: {key}")
     print(
@@ -268,7 +272,9 @@ def _equivalent() -> dict[str, str]:
     return found
 
 
-def _progress(done: int, total: int) -> None:
+def _progress(mutant: Mutant, result: str, done: int, total: int) -> None:
+    if result == "survived":
+        print(f"\r{' ' * 12}\r... survived: {mutant}", flush=True)
     print(f"\r{done}/{total}", end="", flush=True)
 
 
