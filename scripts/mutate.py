@@ -33,7 +33,7 @@ EQUIVALENT = ROOT / "scripts" / "mutants-equivalent.txt"
 
 MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it (pytest arguments)
     "router.py": ["tests/test_asks.py", "tests/test_router.py"],
-    "mailbox.py": ["tests/test_asks.py", "tests/test_router.py", "tests/test_claw.py"],
+    "mailbox.py": ["tests/test_mailbox.py", "tests/test_asks.py", "tests/test_router.py", "tests/test_claw.py"],
     "scheduler.py": ["tests/test_slots.py", "tests/test_scheduler.py"],
     "supervisor.py": ["tests/test_supervisor.py"],
     "claw.py": ["tests/test_claw.py", "tests/test_router.py", "tests/test_scheduler.py"],

@@ -4,6 +4,7 @@ a real SQLite file)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ import pytest
 
 from clawmcp.errors import UserError
 from clawmcp.host import Host
-from clawmcp.scheduler import GRACE, RETRY, SystemClock
+from clawmcp.scheduler import SystemClock
 from clawmcp.store import Schedule, Store
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
@@ -33,6 +34,9 @@ models:
     rules:
       - when: "^remind me at (?P<at>\\S+)"
         steps: [{tool: claw__schedule, arguments: {name: reminder, at: "{{ match.at }}", prompt: "ding"}}]
+        reply: "{{ results[0] }}"
+      - when: "^schedule oddly"
+        steps: [{tool: claw__schedule, arguments: {name: odd, every: 1m, prompt: p, colour: red}}]
         reply: "{{ results[0] }}"
       - when: "^(?!fail)"
         reply: "echo: {{ input }}"
@@ -294,19 +298,19 @@ async def test_a_fire_the_store_cannot_take_is_fired_once_it_can(tmp_path: Path)
                 await stuck.wait()
         assert await slots(host, tick) == []  # not fired, not lost, and the host goes on
         await disk_full(host, False)
-        await move(host, clock, tick.next_fire + RETRY)
+        await move(host, clock, tick.next_fire + 1)  # tried again each second
         assert await slots(host, tick) == [tick.next_fire]
 
 
-async def test_a_skip_schedule_fires_a_slot_it_is_late_for_by_less_than_grace_and_no_more(
+async def test_a_skip_schedule_fires_a_slot_it_is_late_for_by_less_than_a_second_and_no_more(
     tmp_path: Path,
 ) -> None:
     clock = FakeClock(T0)
     body = manifest("{name: tick, every: 1m, misfire: skip, send: {to: b, content: tick}}")
     async with host_at(tmp_path, body, clock) as (host, schedule):
-        await move(host, clock, T0 + 60 + GRACE / 2)  # a loaded machine wakes a little late
+        await move(host, clock, T0 + 60.9)  # a loaded machine wakes a little late: within a second
         assert await slots(host, schedule) == [T0 + 60]
-        await move(host, clock, T0 + 120 + GRACE * 2)  # too late for this slot: skipped
+        await move(host, clock, T0 + 121.5)  # too late for this slot: skipped
         assert await slots(host, schedule) == [T0 + 60]
         assert await next_fire(host) == T0 + 180
 
@@ -362,3 +366,33 @@ async def test_the_system_clock_sleeps_until_a_deadline_and_not_for_one_past() -
     deadline = clock.now() + 0.05
     await clock.sleep_until(deadline)
     assert time.time() >= deadline - 0.001  # asyncio may wake a timer a clock tick early
+
+
+async def test_claw_schedule_refuses_an_argument_it_does_not_know(tmp_path: Path) -> None:
+    async with hosting(tmp_path, NO_SCHEDULES, clock=FakeClock(T0)) as host:
+        run = await host.runtime.run("a", "schedule oddly")
+        assert await host.store.schedules() == []
+    assert run.reply is not None and run.reply.startswith("claw__schedule: invalid arguments: ")
+    assert run.reply.endswith("Additional properties are not allowed ('colour' was unexpected)")
+
+
+async def test_start_up_says_what_it_added_and_what_it_keeps_but_cannot_fire(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="clawmcp")
+    clock = FakeClock(T0)
+    store = MemoryStore(clock.now)
+    async with host_at(
+        tmp_path, manifest("{name: tick, every: 1m, send: {to: b, content: tick}}"), clock, store
+    ):
+        pass
+    assert "1 schedules added" in caplog.text
+    caplog.clear()
+    async with hosting(tmp_path, NO_SCHEDULES, clock=clock, store=store) as host:  # tick removed, c added
+        await host.service.schedule("c", {"name": "mine", "every": "1h", "prompt": "p"})
+    assert "schedule 'tick' of Claw 'a' removed (no longer in the manifest)" in caplog.text
+    caplog.clear()
+    async with hosting(tmp_path, MODELS + "claws: {a: {model: echo}}\n", clock=clock, store=store):
+        pass
+    assert "schedule 'mine' of Claw 'c' is kept but not fired: no such Claw" in caplog.text
+    assert "schedules added" not in caplog.text and "removed" not in caplog.text

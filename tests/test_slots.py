@@ -60,3 +60,16 @@ def test_at_is_one_slot_which_a_new_schedule_waits_for_even_past() -> None:
     assert next_slot(at, T0 + 3600) is None  # none left
     assert first_slot(at, T0 + 7200) == T0 + 3600  # past: still the one to catch up
     assert due_slots(at, T0 + 3600, T0 + 7200) == ([T0 + 3600], 1)
+
+
+def test_cron_catch_up_never_counts_a_slot_that_is_still_to_come() -> None:
+    minutely = schedule(cron="* * * * *")
+    assert due_slots(minutely, T0, T0 + 59.5) == ([T0], 1)  # 10:01 is half a second away
+    assert due_slots(minutely, T0, T0 + 60) == ([T0, T0 + 60], 2)  # and due at its very instant
+
+
+def test_at_takes_its_own_offset_or_else_the_schedules_timezone() -> None:
+    assert first_slot(schedule(at="2026-11-24T11:00:00+01:00"), T0) == T0  # 10:00 UTC
+    lisbon = schedule(at="2026-07-01T09:00:00", timezone="Europe/Lisbon")  # summer: UTC+1
+    assert first_slot(lisbon, T0) == utc("2026-07-01T08:00:00")
+    assert first_slot(schedule(at="2026-11-24T10:00:00"), T0) == T0  # no zone at all: UTC

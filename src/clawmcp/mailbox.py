@@ -12,7 +12,6 @@ they are events. A worker process has no consumers: it passes what it notifies t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,7 +52,7 @@ class Mailboxes:
     async def ask(
         self, message: Outgoing, *, chain: tuple[str, ...], within: float
     ) -> tuple[Message, Answer | None]:
-        """Enqueue a message and wait up to `within` seconds (0: no limit) for its answer; None
+        """Enqueue a message and wait up to `within` seconds for its answer; None
         when there was none by then. `chain`: the Claws waiting on it through `claw__ask`."""
         stored = await self._commit(message)
         done, answers = anyio.Event(), list[Answer]()
@@ -61,7 +60,7 @@ class Mailboxes:
         self._chains[stored.id] = chain
         self.notify(message.mailbox)
         try:
-            with anyio.move_on_after(within if within > 0 else math.inf):
+            with anyio.move_on_after(within):
                 await done.wait()
         finally:
             del self._answers[stored.id]

@@ -241,8 +241,6 @@ class Scheduler:
                 log.warning("schedule '%s' of Claw '%s' is kept but not fired: no such Claw", name, claw)
         if added:
             log.info("%d schedules added", added)
-        self._current.clear()
-        self._heap.clear()
         for schedule in await self.store.schedules():
             if schedule.claw in self.manifest.claws:
                 self._track(schedule)
