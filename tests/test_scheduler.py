@@ -396,3 +396,17 @@ async def test_start_up_says_what_it_added_and_what_it_keeps_but_cannot_fire(
         pass
     assert "schedule 'mine' of Claw 'c' is kept but not fired: no such Claw" in caplog.text
     assert "schedules added" not in caplog.text and "removed" not in caplog.text
+
+
+async def test_a_schedule_replaced_at_run_time_fires_on_its_new_timing_only(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with hosting(tmp_path, NO_SCHEDULES, clock=clock) as host:
+        send = {"send": {"to": "b", "content": "x"}}
+        minutely = await host.service.schedule("a", {"name": "m", "every": "1m", **send})
+        await host.service.schedule("a", {"name": "r", "every": "90s", **send})
+        replaced = await host.service.schedule("a", {"name": "r", "every": "2h", **send})
+        await move(host, clock, T0 + 60)
+        await move(host, clock, T0 + 120)  # past the old timing's slot (T0 + 90)
+        await move(host, clock, T0 + 7200)
+        assert await slots(host, replaced) == [T0 + 7200]
+        assert (await slots(host, minutely))[:2] == [T0 + 60, T0 + 120]
