@@ -174,11 +174,24 @@ class FakeClock:
     def __init__(self, now: float) -> None:
         self._now = now
         self._moved = anyio.Event()
+        self.deadlines: list[float] = []
+        """Every deadline slept until, in order."""
+        self._slept = anyio.Event()
 
     def now(self) -> float:
         return self._now
 
+    async def deadline(self, count: int) -> float:
+        """The deadline of sleep number `count` (from 0), once it has begun."""
+        with anyio.fail_after(10):
+            while len(self.deadlines) <= count:
+                await self._slept.wait()
+        return self.deadlines[count]
+
     async def sleep_until(self, deadline: float) -> None:
+        self.deadlines.append(deadline)
+        slept, self._slept = self._slept, anyio.Event()
+        slept.set()
         await anyio.lowlevel.checkpoint()  # a sleep always yields, as a real one does: a loop
         while self._now < deadline:  # that sleeps until a past deadline cannot starve the others
             await self._moved.wait()

@@ -183,7 +183,7 @@ async def test_at_fires_once_and_never_again_after_a_restart(tmp_path: Path) -> 
     [("latest", [10]), ("all", list(range(1, 11))), ("skip", [])],
 )
 async def test_misfire_policy_decides_what_a_downtime_of_ten_slots_fires(
-    tmp_path: Path, misfire: str, fired_after_downtime: list[int]
+    tmp_path: Path, misfire: str, fired_after_downtime: list[int], caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock(T0)
     body = manifest(f"{{name: tick, every: 1m, misfire: {misfire}, send: {{to: b, content: tick}}}}")
@@ -191,10 +191,14 @@ async def test_misfire_policy_decides_what_a_downtime_of_ten_slots_fires(
     async with host_at(tmp_path, body, clock, store) as (host, schedule):
         await move(host, clock, T0 + 60)
     clock.set(T0 + 60 + 10 * 60 + 30)  # down for slots 1..10, back half-way to slot 11
+    slept = len(clock.deadlines)
     async with host_at(tmp_path, body, clock, store) as (host, schedule):
         expected = [T0 + 60 + 60 * k for k in [0, *fired_after_downtime]]
         assert await slots(host, schedule) == expected
         assert await next_fire(host) == T0 + 60 + 11 * 60
+        assert await clock.deadline(slept) == T0 + 60 + 11 * 60  # asleep until then
+    missed = 10 - len(fired_after_downtime)
+    assert (f"{missed} missed slots not fired (misfire: {misfire})" in caplog.text) == (missed > 0)
 
 
 async def test_a_changed_manifest_schedule_is_updated_and_a_removed_one_deleted(tmp_path: Path) -> None:
@@ -292,13 +296,15 @@ async def test_a_fire_the_store_cannot_take_is_fired_once_it_can(tmp_path: Path)
     ):
         await disk_full(host, True)
         assert tick.next_fire is not None
+        slept = len(clock.deadlines)
         with logged("cannot fire now") as stuck:
             await move(host, clock, tick.next_fire)
             with anyio.fail_after(10):
                 await stuck.wait()
         assert await slots(host, tick) == []  # not fired, not lost, and the host goes on
         await disk_full(host, False)
-        await move(host, clock, tick.next_fire + 1)  # tried again each second
+        assert await clock.deadline(slept) == tick.next_fire + 1  # tried again each second
+        await move(host, clock, tick.next_fire + 1)
         assert await slots(host, tick) == [tick.next_fire]
 
 
@@ -308,14 +314,18 @@ async def test_a_skip_schedule_fires_a_slot_it_is_late_for_by_less_than_a_second
     clock = FakeClock(T0)
     body = manifest("{name: tick, every: 1m, misfire: skip, send: {to: b, content: tick}}")
     async with host_at(tmp_path, body, clock) as (host, schedule):
-        await move(host, clock, T0 + 60.9)  # a loaded machine wakes a little late: within a second
+        await move(host, clock, T0 + 61)  # a loaded machine wakes a little late: within a second
         assert await slots(host, schedule) == [T0 + 60]
         await move(host, clock, T0 + 121.5)  # too late for this slot: skipped
         assert await slots(host, schedule) == [T0 + 60]
         assert await next_fire(host) == T0 + 180
 
 
-NO_SCHEDULES = MODELS + "claws:\n  a: {model: echo, talks_to: [b]}\n  b: {model: echo}\n  c: {model: echo}\n"
+NO_SCHEDULES = (
+    MODELS
+    + "claws:\n  a: {model: echo, talks_to: [b]}\n  b: {model: echo}\n  c: {model: echo}\n"
+    + "  d: {model: echo, talks_to: ['*']}\n"
+)
 
 
 async def test_a_schedule_made_at_run_time_on_a_host_without_schedules_fires_when_due(tmp_path: Path) -> None:
@@ -410,3 +420,76 @@ async def test_a_schedule_replaced_at_run_time_fires_on_its_new_timing_only(tmp_
         await move(host, clock, T0 + 7200)
         assert await slots(host, replaced) == [T0 + 7200]
         assert (await slots(host, minutely))[:2] == [T0 + 60, T0 + 120]
+
+
+async def test_a_skip_schedule_every_second_fires_only_the_slot_it_is_on_time_for(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    body = manifest("{name: tick, every: 1s, misfire: skip, send: {to: b, content: tick}}")
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        await move(host, clock, T0 + 2)  # slot 1 is a second late, slot 2 on time
+        assert await slots(host, schedule) == [T0 + 2]
+
+
+async def test_misfire_all_gives_each_slot_its_own_run(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    body = manifest("{name: hello, every: 1m, misfire: all, prompt: hi}")
+    store = MemoryStore(clock.now)
+    async with host_at(tmp_path, body, clock, store):
+        pass
+    clock.set(T0 + 3 * 60 + 30)  # down for three slots
+    async with host_at(tmp_path, body, clock, store) as (host, schedule):
+        await until(host, lambda: fires_done(host, schedule.id))
+        fires = await host.store.fires(schedule.id)
+        assert sorted((f.slot, f.outcome) for f in fires) == [(T0 + 60 * k, "ok") for k in (1, 2, 3)]
+        assert len(await host.store.runs("a")) == 3
+
+
+async def test_a_fire_is_an_event_saying_what_it_does_and_how_late_it_is(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with host_at(tmp_path, manifest("{name: tick, every: 1m, send: {to: b, content: x}}"), clock) as (
+        host,
+        _,
+    ):
+        with host.events.subscribe() as live:
+            await move(host, clock, T0 + 60.5)
+            await host.events.flush()
+            fire = next(
+                e
+                for e in [live.receive_nowait() for _ in range(live.statistics().current_buffer_used)]
+                if e.kind == "fire"
+            )
+    assert (fire.claw, fire.data["schedule"], fire.data["action"]) == ("a", "tick", "send")
+    assert fire.data["slot"] == T0 + 60 and fire.data["lateness"] == pytest.approx(0.5)
+
+
+async def test_a_run_time_schedule_needs_a_claw_and_a_recipient_that_exist(tmp_path: Path) -> None:
+    async with hosting(tmp_path, NO_SCHEDULES, clock=FakeClock(T0)) as host:
+        with pytest.raises(UserError, match="no Claw 'nobody'"):
+            await host.service.schedule("nobody", {"name": "s", "every": "1m", "prompt": "x"})
+        with pytest.raises(UserError, match="no Claw 'nobody'"):
+            await host.service.schedule(
+                "d", {"name": "s", "every": "1m", "send": {"to": "nobody", "content": "x"}}
+            )
+        assert await host.store.schedules() == []
+
+
+async def test_a_run_time_schedule_with_a_new_action_only_keeps_its_place(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with hosting(tmp_path, NO_SCHEDULES, clock=clock) as host:
+        await host.service.schedule("a", {"name": "other", "every": "1m", "prompt": "x"})
+        clock.set(T0 + 30)
+        first = await host.service.schedule("a", {"name": "r", "every": "1h", "prompt": "x"})
+        clock.set(T0 + 100)
+        again = await host.service.schedule("a", {"name": "r", "every": "1h", "prompt": "y"})
+    assert (again.id, again.created_at, again.next_fire) == (first.id, T0 + 30, T0 + 30 + 3600)
+
+
+async def test_the_scheduler_sleeps_until_the_next_slot(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with host_at(tmp_path, manifest("{name: tick, every: 1h, send: {to: b, content: x}}"), clock) as (
+        host,
+        _,
+    ):
+        assert await clock.deadline(0) == T0 + 3600
+        await move(host, clock, T0 + 3600)
+        assert await clock.deadline(1) == T0 + 7200
