@@ -226,3 +226,18 @@ async def test_a_group_restart_waits_until_the_siblings_have_stopped() -> None:
         tg.cancel_scope.cancel()
     restarted = log.index("start a", 1)
     assert {"end a", "end b", "end c"} <= set(log[:restarted])  # all three had stopped first
+
+
+async def test_a_restart_exactly_one_period_ago_still_counts() -> None:
+    c, t = Children(), Time()
+    sup = timed(t, intensity=1)
+    sup.add("a", c.target("a"))
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await until(sup, lambda: c.starts["a"] == 1)
+        c.end("a", "crash")  # the first restart, at 0 s (its backoff moves the clock 0.01 s)
+        await until(sup, lambda: c.starts["a"] == 2)
+        t.now = 60.0  # exactly one period after the first crash
+        c.end("a", "crash")
+        await until(sup, lambda: sup.children["a"].state == "failed")
+        tg.cancel_scope.cancel()

@@ -77,10 +77,9 @@ class Supervisor:
     def add(
         self, name: str, target: Callable[[], Awaitable[None]], restart: RestartType = "permanent"
     ) -> None:
-        """Add a child; one added while the supervisor runs starts at once."""
-        child = self.children[name] = Child(name, target, restart)
-        if self._tg is not None:
-            self._tg.start_soon(self._run_child, child)
+        """Add a child, before `run`."""
+        assert self._tg is None, "children are added before the supervisor runs"
+        self.children[name] = Child(name, target, restart)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as self._tg:
