@@ -4,6 +4,7 @@ retries, a fire delivered twice; and an audit the disk cannot take (on a real SQ
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import anyio
 import pytest
 
 from clawmcp.claw import MAX_ATTEMPTS
-from clawmcp.errors import ToolRefused, UserError
+from clawmcp.errors import StoreUnavailable, ToolRefused, UserError
 from clawmcp.host import Host
 from clawmcp.store import Message, Outgoing
 from clawmcp.store.memory import MemoryStore
@@ -181,3 +182,33 @@ async def test_a_dead_letter_is_retried_or_discarded_and_status_shows_it(tmp_pat
         status = await host.service.status("c")
     assert retried.attempts == 1 and status["dead_letters"] == []
     assert status["last_runs"][0]["state"] == "done"
+
+
+class FullDisk(MemoryStore):
+    """A store whose first `failures` claims fail as SQLite's writes do on a full disk."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def claim(self, mailbox: str) -> Message | None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("database or disk is full")
+        return await super().claim(mailbox)
+
+
+async def test_a_claw_waits_out_a_store_that_cannot_commit_backing_off_then_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = "models: {m: {provider: scripted, rules: [{reply: hi}]}}\nclaws: {c: {model: m}}\n"
+    caplog.set_level(logging.INFO, logger="clawmcp")
+    store = FullDisk(failures=0)
+    async with hosting(tmp_path, body, store=store) as host:
+        host.claws.retry_base = 0.001
+        store.failures = 4  # the disk is full for the next four claims
+        told = await host.claws.tell("c", "hello")
+        done = await settled_until(host, told.id, lambda m: m.state == "done")
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Claw 'c': the state store")]
+    assert [m.rsplit(" ", 1)[1] for m in said[:4]] == ["0.001s", "0.002s", "0.004s", "0.008s"]
+    assert said[4] == "Claw 'c': the state store commits again" and done.attempts == 1

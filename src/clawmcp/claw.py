@@ -132,11 +132,12 @@ class Claws:
             if self.runtime.stopping:
                 return
             try:
-                if outage:
+                if outage:  # what was claimed before the outage is queued again
                     await self.store.requeue_running(claw)
+                message = await self.mailboxes.claim(claw)
+                if outage:
                     log.info("Claw '%s': the state store commits again", claw, extra={"claw": claw})
                     outage = 0.0
-                message = await self.mailboxes.claim(claw)
                 self._has_started(claw)
                 if message is None:
                     await self.mailboxes.wait(claw)
