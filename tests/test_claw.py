@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from clawmcp.claw import MAX_ATTEMPTS
@@ -189,9 +190,10 @@ class FullDisk(MemoryStore):
 
     def __init__(self, failures: int) -> None:
         super().__init__()
-        self.failures = failures
+        self.failures, self.claims = failures, 0
 
     async def claim(self, mailbox: str) -> Message | None:
+        self.claims += 1
         if self.failures:
             self.failures -= 1
             raise StoreUnavailable("database or disk is full")
@@ -212,3 +214,92 @@ async def test_a_claw_waits_out_a_store_that_cannot_commit_backing_off_then_goes
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Claw 'c': the state store")]
     assert [m.rsplit(" ", 1)[1] for m in said[:4]] == ["0.001s", "0.002s", "0.004s", "0.008s"]
     assert said[4] == "Claw 'c': the state store commits again" and done.attempts == 1
+
+
+class Sleeps:
+    """The Claws' sleep on a fake clock: records each wait, moves the clock past it, returns."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock, self.slept = clock, list[float]()
+
+    async def __call__(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.clock.set(self.clock.now() + seconds)
+        await anyio.lowlevel.checkpoint()
+
+
+T0 = 1_800_000_000.0
+SCRIPTED = "models: {m: {provider: scripted, rules: [{when: '^ok', reply: hi}]}}\nclaws: {c: {model: m}}\n"
+
+
+async def test_a_failing_message_waits_one_second_then_doubles_before_each_try(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    sleeps = Sleeps(clock)
+    async with hosting(tmp_path, SCRIPTED, clock=clock) as host:
+        host.claws.sleep = sleeps
+        told = await host.claws.tell("c", "no rule matches this")
+        dead = await settled_until(host, told.id, lambda m: m.state == "dead")
+    assert sleeps.slept == [1.0, 2.0, 4.0, 8.0] and dead.attempts == MAX_ATTEMPTS
+
+
+async def test_an_outage_backs_off_doubling_to_a_minute_and_the_next_one_starts_small(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    sleeps, store = Sleeps(clock), FullDisk(failures=0)
+    async with hosting(tmp_path, SCRIPTED, store=store, clock=clock) as host:
+        host.claws.sleep, host.claws.retry_base = sleeps, 10.0
+        store.failures = 5
+        first = await host.claws.tell("c", "ok 1")
+        await settled_until(host, first.id, lambda m: m.state == "done")
+        store.failures = 1
+        second = await host.claws.tell("c", "ok 2")
+        await settled_until(host, second.id, lambda m: m.state == "done")
+    assert sleeps.slept == [10.0, 20.0, 40.0, 60.0, 60.0, 10.0]
+
+
+async def test_tell_names_a_claw_that_is_not_there(tmp_path: Path) -> None:
+    async with hosting(tmp_path, SCRIPTED) as host:
+        with pytest.raises(UserError, match="no Claw 'nobody'"):
+            await host.claws.tell("nobody", "hi")
+        assert await host.store.mailboxes() == {}
+
+
+async def test_a_message_delivered_again_after_its_run_ended_is_not_run_twice(tmp_path: Path) -> None:
+    # The state a crash leaves between a run's end and its message's acknowledgement.
+    store = MemoryStore()
+    async with store:
+        message, _ = await store.enqueue("c", "ok once")
+        await store.claim("c")
+        run, _ = await store.start_run("c", "default", "message", "ok once", message_id=message.id)
+        await store.finish_run(run.id, "done", reply="hi")
+        assert await store.requeue_running() == 1
+    async with hosting(tmp_path, SCRIPTED, store=store) as host:
+        done = await settled_until(host, message.id, lambda m: m.state == "done")
+        runs = await host.store.runs("c")
+    assert [r.id for r in runs] == [run.id] and done.attempts == 2
+
+
+async def test_each_delivery_is_an_event_saying_how_it_ended(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with hosting(tmp_path, SCRIPTED, clock=clock) as host:
+        host.claws.sleep = Sleeps(clock)
+        with host.events.subscribe() as live:
+            good = await host.claws.tell("c", "ok")
+            bad = await host.claws.tell("c", "nothing matches")
+            await settled_until(host, bad.id, lambda m: m.state == "dead")
+            await host.events.flush()
+            seen = [live.receive_nowait() for _ in range(live.statistics().current_buffer_used)]
+    deliveries = [(e.data["id"], e.data["outcome"], e.data["error"]) for e in seen if e.kind == "delivery"]
+    assert deliveries[0] == (good.id, "done", None)
+    assert [outcome for _, outcome, _ in deliveries[1:]] == ["retry"] * 4 + ["dead"]
+    assert all("no rule matches" in (error or "") for _, _, error in deliveries[1:])
+
+
+async def test_an_idle_claw_waits_for_its_mailbox_instead_of_polling_it(tmp_path: Path) -> None:
+    store = FullDisk(failures=0)
+    async with hosting(tmp_path, SCRIPTED, store=store) as host:
+        told = await host.claws.tell("c", "ok")
+        await settled_until(host, told.id, lambda m: m.state == "done")
+        claims = store.claims
+        for _ in range(50):
+            await anyio.lowlevel.checkpoint()
+        assert store.claims == claims

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
 
@@ -54,12 +54,15 @@ class Claws:
         *,
         retry_base: float = 1.0,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         isolate: Isolate | None = None,
         workers: dict[str, Remote] | None = None,
     ) -> None:
         """`isolate` starts the worker of a Claw with `isolation: process`, which is kept in
-        `workers` (the runtime's `remotes`) while it is up."""
+        `workers` (the runtime's `remotes`) while it is up. A mailbox waits out a retry's backoff
+        or a store's outage with `sleep` (tests record it)."""
         self.retry_base, self.clock, self.isolate, self.workers = retry_base, clock, isolate, workers
+        self.sleep = sleep
         self.settled = anyio.Event()
         """Set (and replaced) each time a message is acknowledged, retried or dead-lettered, or
         left to be tried again because the store could not commit."""
@@ -161,7 +164,7 @@ class Claws:
             fired, self.settled = self.settled, anyio.Event()
             fired.set()
             if delay is not None:
-                await anyio.sleep(delay)  # the mailbox waits: its messages are handled in order
+                await self.sleep(delay)  # the mailbox waits: its messages are handled in order
 
     async def _handle(self, claw: str, message: Message) -> tuple[RunState, str | None, str | None, bool]:
         """Handle one message: a run, or for a schedule's fire its prompt or its tool call.

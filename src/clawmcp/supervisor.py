@@ -146,11 +146,10 @@ class Supervisor:
     def _group(self, child: Child) -> list[Child]:
         """The children that restart together with `child`, in start order."""
         children = list(self.children.values())
-        if self.strategy == "one_for_all":
-            return [c for c in children if c.state == "running" or c is child]
+        if self.strategy == "one_for_all":  # the crashed child is still marked running
+            return [c for c in children if c.state == "running"]
         if self.strategy == "rest_for_one":
-            after = children[children.index(child) :]
-            return [c for c in after if c.state == "running" or c is child]
+            return [c for c in children[children.index(child) :] if c.state == "running"]
         return [child]
 
     def _set(self, child: Child, state: ChildState) -> None:
