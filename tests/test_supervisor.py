@@ -241,3 +241,26 @@ async def test_a_restart_exactly_one_period_ago_still_counts() -> None:
         c.end("a", "crash")
         await until(sup, lambda: sup.children["a"].state == "failed")
         tg.cancel_scope.cancel()
+
+
+async def test_a_group_restart_shows_restarting_then_restarts_all_but_its_temporary_members() -> None:
+    c, backing_off, go_on = Children(), anyio.Event(), anyio.Event()
+
+    async def sleep(seconds: float) -> None:
+        backing_off.set()
+        await go_on.wait()
+
+    sup = Supervisor("test", strategy="one_for_all", backoff=0, sleep=sleep)
+    for name, restart in (("a", "permanent"), ("t", "temporary"), ("b", "transient")):
+        sup.add(name, c.target(name), restart)  # type: ignore[arg-type]
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        await until(sup, lambda: len(c.go) == 3)
+        c.end("a", "crash")
+        with anyio.fail_after(10):
+            await backing_off.wait()
+        assert {n: child.state for n, child in sup.children.items()} == dict.fromkeys("atb", "restarting")
+        go_on.set()
+        await until(sup, lambda: c.starts["a"] == 2 and c.starts["b"] == 2)
+        assert (sup.children["t"].state, c.starts["t"]) == ("stopped", 1)
+        tg.cancel_scope.cancel()
