@@ -215,6 +215,8 @@ CHANGES_OF_UNKNOWN_RECORDS: dict[str, Change] = {
     "set_next_fire": lambda s: s.set_next_fire(12345, None),
     "claim_fire": lambda s: s.claim_fire(12345, 60.0, next_fire=None),
     "finish_fire": lambda s: s.finish_fire(12345, 60.0, "ok"),
+    "finish_fire of a run": lambda s: s.finish_fire(1, 60.0, "ok", run_id=12345),
+    "finish_fire acking": lambda s: s.finish_fire(1, 60.0, "ok", ack=12345),
     "record_tool_call": lambda s: s.record_tool_call(
         "c", "t", args_bytes=0, duration=0.0, outcome="ok", run_id=12345
     ),
@@ -227,12 +229,88 @@ async def test_a_change_that_names_an_unknown_record_raises_store_error(store: S
         await change(store)
 
 
-async def test_a_closed_store_refuses_reads_and_writes(store: Store) -> None:
+EVERY_OPERATION: dict[str, Change] = {
+    "enqueue": lambda s: s.enqueue("inbox", "late"),
+    "claim": lambda s: s.claim("inbox"),
+    "ack": lambda s: s.ack(1),
+    "nack": lambda s: s.nack(1, "x", retry_at=None),
+    "get_message": lambda s: s.get_message(1),
+    "depth": lambda s: s.depth("inbox"),
+    "dead_letters": lambda s: s.dead_letters(),
+    "settle_dead": lambda s: s.settle_dead(1, "retry"),
+    "mailboxes": lambda s: s.mailboxes(),
+    "requeue_running": lambda s: s.requeue_running(),
+    "start_run": lambda s: s.start_run("c", "t", "message", "x"),
+    "add_step": lambda s: s.add_step(1, "model", {}),
+    "finish_run": lambda s: s.finish_run(1, "done"),
+    "get_run": lambda s: s.get_run(1),
+    "message_run": lambda s: s.message_run(1),
+    "steps": lambda s: s.steps(1),
+    "runs": lambda s: s.runs(),
+    "interrupt_running": lambda s: s.interrupt_running(),
+    "history": lambda s: s.history("c", "t", 10),
+    "threads": lambda s: s.threads("c"),
+    "remember": lambda s: s.remember("c", "x"),
+    "recall": lambda s: s.recall("c", "x"),
+    "notes": lambda s: s.notes("c"),
+    "put_schedule": lambda s: s.put_schedule(
+        "c",
+        "s",
+        spec={"every": 60.0},
+        action={"prompt": "p"},
+        misfire="latest",
+        source="runtime",
+        next_fire=None,
+    ),
+    "put_schedules": lambda s: s.put_schedules(
+        [Schedule(0, "c", "s", {"every": 60.0}, {"prompt": "p"}, "latest", "runtime", None, 0.0)]
+    ),
+    "delete_schedule": lambda s: s.delete_schedule(1),
+    "schedules": lambda s: s.schedules(),
+    "set_next_fire": lambda s: s.set_next_fire(1, None),
+    "claim_fire": lambda s: s.claim_fire(1, 60.0, next_fire=None),
+    "finish_fire": lambda s: s.finish_fire(1, 60.0, "ok"),
+    "fires": lambda s: s.fires(1),
+    "record_tool_call": lambda s: s.record_tool_call("c", "t", args_bytes=0, duration=0.0, outcome="ok"),
+    "tool_calls": lambda s: s.tool_calls(),
+    "add_events": lambda s: s.add_events([(0.0, "run", "c", {})]),
+    "events": lambda s: s.events(),
+}
+
+
+@pytest.mark.parametrize("operation", EVERY_OPERATION.values(), ids=EVERY_OPERATION.keys())
+async def test_a_closed_store_refuses_every_read_and_write(store: Store, operation: Change) -> None:
     await store.close()
-    with pytest.raises(StoreError):
-        await store.enqueue("inbox", "late")
-    with pytest.raises(StoreError):
-        await store.depth("inbox")
+    with pytest.raises(StoreError, match=r"closed|not open"):
+        await operation(store)
+
+
+async def test_ids_count_from_one_and_default_limits_hold(store: Store) -> None:
+    message, _ = await store.enqueue("inbox", "first")
+    assert message.id == 1
+    for n in range(21):
+        await store.start_run("c", "t", "message", str(n))
+    assert len(await store.runs()) == 20
+    for n in range(101):
+        await store.remember("c", f"note {n} about deploys")
+    assert len(await store.notes("c")) == 100
+    assert len(await store.recall("c", "deploys")) == 5
+    for _ in range(51):
+        await store.record_tool_call("c", "t", args_bytes=0, duration=0.0, outcome="ok")
+    assert len(await store.tool_calls()) == 50
+    tick = await store.put_schedule(
+        "c",
+        "s",
+        spec={"every": 60.0},
+        action={"prompt": "p"},
+        misfire="latest",
+        source="runtime",
+        next_fire=None,
+    )
+    for n in range(21):
+        await store.claim_fire(tick.id, 60.0 * (n + 1), next_fire=None)
+    assert len(await store.fires(tick.id)) == 20
+    assert await store.delete_schedule(12345) is False
 
 
 # -- runs and their steps ---------------------------------------------------------------------------
@@ -300,8 +378,8 @@ async def test_finishing_a_run_commits_its_last_step_history_and_acknowledgement
     )
     assert (done.state, done.reply, done.ended_at) == ("done", "hello", clock.now)
     assert done == await store.get_run(run.id)
-    assert [(s.index, s.data, s.at) for s in await store.steps(run.id)][1:] == [
-        (1, {"text": "hello"}, clock.now)
+    assert [(s.index, s.kind, s.data, s.at) for s in await store.steps(run.id)][1:] == [
+        (1, "model", {"text": "hello"}, clock.now)
     ]
     assert [(h.role, h.content, h.run_id) for h in await store.history("c", "t", 10)] == [
         ("user", "hi", run.id),
@@ -382,6 +460,10 @@ async def test_history_returns_the_last_entries_oldest_first(store: Store, clock
     ]
     assert all((e.claw, e.thread, e.run_id, e.at) == ("c", "t", run.id, clock.now) for e in entries)
     assert len(await store.history("c", "t", limit=50)) == 5
+    assert [e.content for e in await store.history("c", "t", limit=1)] == [{"n": 4}]
+    assert await store.history("c", "t", limit=0) == []
+    _, context = await store.start_run("c", "t", "message", "x")  # no history asked for: none given
+    assert context == []
 
 
 async def test_threads_names_the_threads_of_one_claw(store: Store) -> None:
@@ -399,6 +481,8 @@ async def test_recall_finds_the_notes_that_contain_every_query_word(store: Store
     await store.remember("c", "The vault is in Zurich")
     await store.remember("c", "Rotate the deploy script weekly")
     assert await store.recall("c", "deploy vault") == [both]
+    exact = await store.remember("c", "Zurich office")
+    assert await store.recall("c", "office zurich") == [exact]  # every word of the note asked for
 
 
 async def test_recall_ignores_case_and_the_notes_of_other_claws(store: Store) -> None:
