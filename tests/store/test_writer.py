@@ -202,3 +202,27 @@ async def test_only_a_batch_with_a_durable_write_is_synced_to_disk(conn: sqlite3
     with anyio.fail_after(10):
         async with running(writer):
             assert await writer.write(level) == 1
+
+
+async def test_a_cancelled_writer_returns_only_once_its_batch_in_flight_is_done(
+    conn: sqlite3.Connection,
+) -> None:
+    writer = Writer(conn, "w.db")
+    hold, entered, gate = holder()
+    order = []
+
+    async def opener() -> None:
+        await anyio.wait_all_tasks_blocked()  # the cancelled writer waits for its thread
+        order.append("batch done")
+        gate.set()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as callers:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.run)
+                callers.start_soon(writer.write, hold)
+                await entered.wait()
+                callers.start_soon(opener)
+                tg.cancel_scope.cancel()
+            order.append("writer returned")
+    assert order == ["batch done", "writer returned"]
