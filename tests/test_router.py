@@ -52,7 +52,8 @@ servers:
   time: LOCAL
   slow: LOCAL
 claws:
-  a: {model: relay, talks_to: [b, sleeper], tools: ["time.get_current_time"]}
+  a: {model: relay, talks_to: [b, sleeper, limited], tools: ["time.get_current_time"]}
+  limited: {model: relay, tools: ["slow.pause"], limits: {run_timeout: 50ms}}
   b: {model: relay, talks_to: [a, c]}
   c: {model: relay, subscribe: [alerts]}
   d: {model: relay, subscribe: [alerts]}
@@ -120,7 +121,7 @@ async def test_talks_to_is_enforced_and_a_refused_send_is_audited(tmp_path: Path
     async with hosted(tmp_path) as host:
         run = await host.runtime.run("a", "hop c sneaky")
         no_send = await host.runtime.run("c", "hop a hi")
-    assert run.reply == "Claw 'a' may not message 'c' (talks_to: ['b', 'sleeper'])"
+    assert run.reply == "Claw 'a' may not message 'c' (talks_to: ['b', 'sleeper', 'limited'])"
     assert no_send.reply == "no built-in tool 'claw__send' for Claw 'c'"  # c has no talks_to
     async with host.store:
         calls = await host.store.tool_calls("a")
@@ -189,3 +190,16 @@ async def test_a_message_whose_run_keeps_failing_becomes_a_dead_letter(tmp_path:
 
 async def _dead(host: Host) -> bool:
     return bool(await host.store.dead_letters("c"))
+
+
+@pytest.mark.anyio
+async def test_an_ask_whose_recipient_hits_a_limit_or_a_dead_letter_says_so_at_once(tmp_path: Path) -> None:
+    async with hosted(tmp_path) as host:
+        host.claws.retry_base = 0.001
+        with anyio.fail_after(20):  # not the ask's two minutes
+            limited = await host.runtime.run("a", "ask limited slow")
+            dead = await host.runtime.run("a", "ask b fail every time")
+    assert limited.reply is not None and limited.reply.startswith("'limited' could not answer message ")
+    assert limited.reply.endswith(": stopped at run_timeout (0.05s)")
+    assert dead.reply is not None and "could not answer message" in dead.reply
+    assert "dead letter after 5 tries: " in dead.reply

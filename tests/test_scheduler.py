@@ -493,3 +493,13 @@ async def test_the_scheduler_sleeps_until_the_next_slot(tmp_path: Path) -> None:
         assert await clock.deadline(0) == T0 + 3600
         await move(host, clock, T0 + 3600)
         assert await clock.deadline(1) == T0 + 7200
+
+
+async def test_a_call_fire_of_a_tool_the_servers_do_not_offer_fails_saying_so(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    body = manifest("{name: yell, every: 1m, call: {tool: loud.whisper}}")
+    async with host_at(tmp_path, body, clock) as (host, schedule):
+        await move(host, clock, T0 + 60)
+        await until(host, lambda: fires_done(host, schedule.id))
+        [fire] = await host.store.fires(schedule.id)
+    assert (fire.outcome, fire.error) == ("failed", "tool 'loud.whisper' is not available to Claw 'a' now")
