@@ -13,8 +13,8 @@ import anyio.from_thread
 import anyio.lowlevel
 import pytest
 
-from clawmcp.errors import StoreError
-from clawmcp.store.writer import Operation, Writer
+from clawmcp.errors import StoreError, StoreUnavailable
+from clawmcp.store.writer import Operation, Writer, store_error
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +226,17 @@ async def test_a_cancelled_writer_returns_only_once_its_batch_in_flight_is_done(
                 tg.cancel_scope.cancel()
             order.append("writer returned")
     assert order == ["batch done", "writer returned"]
+
+
+PASSING = [5, 6, 7, 10, 13, 14, 10 | 3 << 8]  # BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN, IOERR_WRITE
+LASTING = [1, 11, 19, 26, None]  # ERROR, CORRUPT, CONSTRAINT, NOTADB, none at all
+
+
+@pytest.mark.parametrize(("code", "passes"), [(c, True) for c in PASSING] + [(c, False) for c in LASTING])
+async def test_a_sqlite_error_that_may_pass_is_store_unavailable(code: int | None, passes: bool) -> None:
+    error = sqlite3.OperationalError("something")
+    if code is not None:
+        error.sqlite_errorcode = code  # as sqlite3 sets it when it raises
+    translated = store_error(error, "state.db")
+    assert isinstance(translated, StoreUnavailable) == passes
+    assert isinstance(translated, StoreError) and str(translated) == "state.db: something"
