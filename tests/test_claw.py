@@ -3,9 +3,10 @@ retries, a fire delivered twice; and an audit the disk cannot take (on a real SQ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -13,9 +14,11 @@ import anyio.lowlevel
 import pytest
 
 from clawmcp.claw import MAX_ATTEMPTS
-from clawmcp.errors import StoreUnavailable, ToolRefused, UserError
+from clawmcp.errors import StoreUnavailable, ToolRefused, UserError, WorkerLost
 from clawmcp.host import Host
-from clawmcp.store import Message, Outgoing
+from clawmcp.manifest import load
+from clawmcp.runtime import OnStep, Runtime
+from clawmcp.store import Message, Outgoing, Run, RunTrigger
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
 from tests.fakes import (
@@ -303,3 +306,105 @@ async def test_an_idle_claw_waits_for_its_mailbox_instead_of_polling_it(tmp_path
         for _ in range(50):
             await anyio.lowlevel.checkpoint()
         assert store.claims == claims
+
+
+class InProcessWorker:
+    """The worker of a Claw with `isolation: process`, in this process: it runs the Claw with a
+    runtime of its own, as `clawmcp worker` does, and is lost when the test says so."""
+
+    def __init__(self, host: Host, claw: str) -> None:
+        self.claw, self.lost = claw, anyio.Event()
+        self.runtime = Runtime(host.manifest, host.store, host.events, host.hub, host.providers, host.router)
+
+    async def run(
+        self,
+        input: str,
+        *,
+        thread: str,
+        trigger: RunTrigger,
+        message_id: int | None,
+        will_retry: bool,
+        acknowledge: bool,
+        on_step: OnStep | None,
+    ) -> Run:
+        return await self.runtime.run(
+            self.claw,
+            input,
+            thread=thread,
+            trigger=trigger,
+            message_id=message_id,
+            will_retry=will_retry,
+            acknowledge=acknowledge,
+            on_step=on_step,
+        )
+
+    async def watch(self) -> None:
+        await self.lost.wait()
+        raise WorkerLost(f"the worker of Claw '{self.claw}' stopped answering")
+
+
+class Workers(list[InProcessWorker]):
+    """The workers started so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._added = anyio.Event()
+
+    def add(self, worker: InProcessWorker) -> InProcessWorker:
+        self.append(worker)
+        added, self._added = self._added, anyio.Event()
+        added.set()
+        return worker
+
+    async def started(self, count: int) -> None:
+        while len(self) < count:
+            await self._added.wait()
+
+
+ISOLATED = (
+    "host: {data_dir: data, supervision: {backoff: 10ms, max_backoff: 50ms}}\n"
+    "models: {m: {provider: scripted, rules: [{when: '^ok', reply: 'done: {{ input }}'}]}}\n"
+    "claws: {iso: {model: m, isolation: process}, plain: {model: m}}\n"
+)
+
+
+@contextlib.asynccontextmanager
+async def isolated(tmp_path: Path) -> AsyncIterator[tuple[Host, Workers]]:
+    (tmp_path / "m.yaml").write_text(ISOLATED)
+    host = Host(load([tmp_path / "m.yaml"]), store=MemoryStore())
+    workers = Workers()
+
+    @contextlib.asynccontextmanager
+    async def isolate(claw: str) -> AsyncIterator[InProcessWorker]:
+        yield workers.add(InProcessWorker(host, claw))
+
+    host.claws.isolate = isolate
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(10):
+            await tg.start(host.run)
+        yield host, workers
+        tg.cancel_scope.cancel()
+
+
+async def test_a_process_claw_runs_its_messages_and_asks_in_its_worker(tmp_path: Path) -> None:
+    async with isolated(tmp_path) as (host, workers):
+        assert [w.claw for w in workers] == ["iso"]  # started before the host was ready
+        told = await host.claws.tell("iso", "ok 1")
+        await settled_until(host, told.id, lambda m: m.state == "done")
+        asked = await host.runtime.run("iso", "ok 2")
+        assert (asked.reply, workers[0].runtime.active["iso"]) == ("done: ok 2", 0)
+        [first, second] = sorted(await host.store.runs("iso"), key=lambda r: r.id)
+    assert (first.reply, first.message_id, second.reply) == ("done: ok 1", told.id, "done: ok 2")
+
+
+async def test_a_lost_worker_is_replaced_and_what_it_was_running_is_interrupted(tmp_path: Path) -> None:
+    async with isolated(tmp_path) as (host, workers):
+        left, _ = await host.store.start_run("iso", "t", "message", "in flight")  # as a worker leaves it
+        workers[0].lost.set()
+        with anyio.fail_after(10):
+            await workers.started(2)
+        interrupted = await host.store.get_run(left.id)
+        assert interrupted is not None and interrupted.state == "interrupted"
+        assert host.claws.supervisor.children["iso"].restarts == 1
+        asked = await host.runtime.run("iso", "ok again")  # through the new worker
+        assert asked.reply == "done: ok again" and workers[1].runtime.active["iso"] == 0
