@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -189,11 +190,12 @@ async def test_a_dead_letter_is_retried_or_discarded_and_status_shows_it(tmp_pat
 
 
 class FullDisk(MemoryStore):
-    """A store whose first `failures` claims fail as SQLite's writes do on a full disk."""
+    """A store whose next `failures` claims (and `nack_failures` nacks) fail as SQLite's writes do
+    on a full disk."""
 
-    def __init__(self, failures: int) -> None:
-        super().__init__()
-        self.failures, self.claims = failures, 0
+    def __init__(self, failures: int, nack_failures: int = 0, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self.failures, self.nack_failures, self.claims = failures, nack_failures, 0
 
     async def claim(self, mailbox: str) -> Message | None:
         self.claims += 1
@@ -201,6 +203,12 @@ class FullDisk(MemoryStore):
             self.failures -= 1
             raise StoreUnavailable("database or disk is full")
         return await super().claim(mailbox)
+
+    async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
+        if self.nack_failures:
+            self.nack_failures -= 1
+            raise StoreUnavailable("database or disk is full")
+        await super().nack(message_id, error, retry_at=retry_at)
 
 
 async def test_a_claw_waits_out_a_store_that_cannot_commit_backing_off_then_goes_on(
@@ -408,3 +416,31 @@ async def test_a_lost_worker_is_replaced_and_what_it_was_running_is_interrupted(
         assert host.claws.supervisor.children["iso"].restarts == 1
         asked = await host.runtime.run("iso", "ok again")  # through the new worker
         assert asked.reply == "done: ok again" and workers[1].runtime.active["iso"] == 0
+
+
+async def test_a_host_is_ready_once_each_claw_could_look_at_its_mailbox(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("host: {data_dir: data}\n" + SCRIPTED)
+    clock = FakeClock(T0)
+    store = FullDisk(failures=3, clock=clock.now)
+    host = Host(load([tmp_path / "m.yaml"]), clock=clock, store=store)
+    host.claws.sleep = Sleeps(clock)
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(10):
+            await tg.start(host.run)
+        assert store.failures == 0 and host.ready  # three failed claims, then one that worked
+        tg.cancel_scope.cancel()
+
+
+async def test_a_host_without_claws_starts(tmp_path: Path) -> None:
+    async with hosting(tmp_path, "models: {m: {provider: scripted, rules: [{reply: hi}]}}\n") as host:
+        assert host.ready and host.readiness()["claws"] == 0
+
+
+async def test_a_message_claimed_before_an_outage_is_queued_again_and_handled(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    store = FullDisk(failures=0, nack_failures=1, clock=clock.now)  # its failure cannot be recorded at first
+    async with hosting(tmp_path, SCRIPTED, clock=clock, store=store) as host:
+        host.claws.sleep = Sleeps(clock)
+        told = await host.claws.tell("c", "nothing matches")
+        dead = await settled_until(host, told.id, lambda m: m.state == "dead")
+    assert dead.attempts == MAX_ATTEMPTS
