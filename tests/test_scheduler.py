@@ -35,6 +35,9 @@ models:
       - when: "^remind me at (?P<at>\\S+)"
         steps: [{tool: claw__schedule, arguments: {name: reminder, at: "{{ match.at }}", prompt: "ding"}}]
         reply: "{{ results[0] }}"
+      - when: "^drop schedule one"
+        steps: [{tool: claw__unschedule, arguments: {id: 1}}]
+        reply: "{{ results[0] }}"
       - when: "^schedule oddly"
         steps: [{tool: claw__schedule, arguments: {name: odd, every: 1m, prompt: p, colour: red}}]
         reply: "{{ results[0] }}"
@@ -503,3 +506,25 @@ async def test_a_call_fire_of_a_tool_the_servers_do_not_offer_fails_saying_so(tm
         await until(host, lambda: fires_done(host, schedule.id))
         [fire] = await host.store.fires(schedule.id)
     assert (fire.outcome, fire.error) == ("failed", "tool 'loud.whisper' is not available to Claw 'a' now")
+
+
+async def test_a_fire_whose_run_removes_its_own_schedule_ends_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(T0)
+    async with hosting(tmp_path, NO_SCHEDULES, clock=clock) as host:
+        doomed = await host.service.schedule(
+            "a", {"name": "doomed", "every": "1m", "prompt": "drop schedule one"}
+        )
+        await host.service.schedule("a", {"name": "other", "every": "1h", "prompt": "x"})
+        assert doomed.id == 1
+        await move(host, clock, T0 + 60)
+
+        async def handled() -> bool:
+            return await host.store.depth("a") == 0 and bool(await host.store.runs("a"))
+
+        await until(host, handled)
+        [run] = await host.store.runs("a")
+        assert [s.name for s in await host.store.schedules("a")] == ["other"]
+    assert run.reply == "schedule 1 removed"
+    assert "was not recorded" not in caplog.text
