@@ -420,14 +420,21 @@ async def test_a_lost_worker_is_replaced_and_what_it_was_running_is_interrupted(
 
 async def test_a_host_is_ready_once_each_claw_could_look_at_its_mailbox(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text("host: {data_dir: data}\n" + SCRIPTED)
-    clock = FakeClock(T0)
-    store = FullDisk(failures=3, clock=clock.now)
-    host = Host(load([tmp_path / "m.yaml"]), clock=clock, store=store)
-    host.claws.sleep = Sleeps(clock)
+    store, disk_back = FullDisk(failures=1), anyio.Event()
+    host = Host(load([tmp_path / "m.yaml"]), store=store)
+
+    async def wait_for_the_disk(seconds: float) -> None:
+        await disk_back.wait()
+
+    host.claws.sleep = wait_for_the_disk  # the Claw's first claim fails; it waits before the next
     async with anyio.create_task_group() as tg:
+        tg.start_soon(host.run)
+        await anyio.wait_all_tasks_blocked()
+        assert not host.ready
+        disk_back.set()
         with anyio.fail_after(10):
-            await tg.start(host.run)
-        assert store.failures == 0 and host.ready  # three failed claims, then one that worked
+            while not host.ready:
+                await anyio.lowlevel.checkpoint()
         tg.cancel_scope.cancel()
 
 

@@ -528,3 +528,51 @@ async def test_a_fire_whose_run_removes_its_own_schedule_ends_quietly(
         assert [s.name for s in await host.store.schedules("a")] == ["other"]
     assert run.reply == "schedule 1 removed"
     assert "was not recorded" not in caplog.text
+
+
+async def test_unschedule_refuses_what_is_not_that_claws_schedule(tmp_path: Path) -> None:
+    async with hosting(tmp_path, NO_SCHEDULES, clock=FakeClock(T0)) as host:
+        mine = await host.service.schedule("b", {"name": "mine", "every": "1h", "prompt": "x"})
+        with pytest.raises(UserError, match=f"Claw 'a' has no schedule {mine.id}"):
+            await host.service.unschedule("a", mine.id)
+        with pytest.raises(UserError, match="no Claw 'nobody'"):
+            await host.service.unschedule("nobody", mine.id)
+        assert [s.id for s in await host.store.schedules()] == [mine.id]
+
+
+async def test_schedules_shows_each_with_its_next_fire_and_its_last(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    async with hosting(tmp_path, NO_SCHEDULES, clock=clock) as host:
+        at = datetime.fromtimestamp(T0 + 60, UTC).isoformat()
+        await host.service.schedule("d", {"name": "once", "at": at, "send": {"to": "c", "content": "x"}})
+        await host.service.schedule("d", {"name": "far", "every": "1h", "prompt": "x"})
+        await move(host, clock, T0 + 60)
+        shown = {s["name"]: s for s in await host.service.schedules("d")}
+        with pytest.raises(UserError, match="no Claw 'nobody'"):
+            await host.service.schedules("nobody")
+    assert shown["once"]["next_fire"] is None
+    assert shown["once"]["last_fire"] == {
+        "slot": datetime.fromtimestamp(T0 + 60, UTC).isoformat(),
+        "outcome": "ok",
+        "error": None,
+        "run_id": None,
+    }
+    assert shown["far"]["next_fire"] == datetime.fromtimestamp(T0 + 3600, UTC).isoformat()
+    assert shown["far"]["last_fire"] is None
+
+
+async def test_a_next_fire_out_of_range_is_shown_as_such(tmp_path: Path) -> None:
+    store = MemoryStore()
+    async with store:  # as an older clawmcp could have stored it
+        await store.put_schedule(
+            "c",
+            "odd",
+            spec={"every": 60.0},
+            action={"prompt": "x"},
+            misfire="latest",
+            source="runtime",
+            next_fire=1e20,
+        )
+    async with hosting(tmp_path, NO_SCHEDULES, clock=FakeClock(T0), store=store) as host:
+        [shown] = await host.service.schedules("c")
+    assert shown["next_fire"] == "out of range (1e+20)"
