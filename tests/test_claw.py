@@ -371,15 +371,38 @@ class Workers(list[InProcessWorker]):
 
 ISOLATED = (
     "host: {data_dir: data, supervision: {backoff: 10ms, max_backoff: 50ms}}\n"
-    "models: {m: {provider: scripted, rules: [{when: '^ok', reply: 'done: {{ input }}'}]}}\n"
-    "claws: {iso: {model: m, isolation: process}, plain: {model: m}}\n"
+    "models: {m: {provider: scripted, rules: [{when: '^ok', reply: 'done: {{ input }}'},"
+    " {when: '^pause', steps: [{tool: slow__pause}], reply: '{{ results[0] }}'}]}}\n"
+    f"servers: {{slow: {LOCAL}}}\n"
+    "claws: {iso: {model: m, isolation: process, tools: ['slow.*']}, plain: {model: m}}\n"
 )
 
 
+class Pause:
+    """A tool that hangs the first time it is called (until the worker is lost) and then answers."""
+
+    def __init__(self) -> None:
+        self.calls, self.hanging = 0, anyio.Event()
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls == 1:
+            self.hanging.set()
+            await anyio.sleep_forever()
+        return "through"
+
+
 @contextlib.asynccontextmanager
-async def isolated(tmp_path: Path) -> AsyncIterator[tuple[Host, Workers]]:
+async def isolated(tmp_path: Path, hang: Pause | None = None) -> AsyncIterator[tuple[Host, Workers]]:
     (tmp_path / "m.yaml").write_text(ISOLATED)
-    host = Host(load([tmp_path / "m.yaml"]), store=MemoryStore())
+    hang_once = hang or Pause()
+
+    async def pause() -> str:
+        """Hang once, then answer."""
+        return await hang_once()
+
+    servers = {"slow": tool_server("slow", pause)}
+    host = Host(load([tmp_path / "m.yaml"]), store=MemoryStore(), servers=servers)
     workers = Workers()
 
     @contextlib.asynccontextmanager
@@ -451,3 +474,16 @@ async def test_a_message_claimed_before_an_outage_is_queued_again_and_handled(tm
         told = await host.claws.tell("c", "nothing matches")
         dead = await settled_until(host, told.id, lambda m: m.state == "dead")
     assert dead.attempts == MAX_ATTEMPTS
+
+
+async def test_a_message_whose_worker_was_lost_mid_run_is_handled_by_the_next_one(tmp_path: Path) -> None:
+    pause = Pause()
+    async with isolated(tmp_path, pause) as (host, workers):
+        told = await host.claws.tell("iso", "pause here")
+        with anyio.fail_after(10):
+            await pause.hanging.wait()
+        workers[0].lost.set()
+        done = await settled_until(host, told.id, lambda m: m.state == "done")
+        runs = sorted(await host.store.runs("iso"), key=lambda r: r.id)
+    assert (done.attempts, [r.state for r in runs]) == (2, ["interrupted", "done"])
+    assert runs[-1].reply == "through"
