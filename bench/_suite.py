@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--no-readme", action="store_true", help="leave the README's table alone")
     args = parser.parse_args()
     sizes = QUICK if args.quick else ARGS
-    benches = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+    benches = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith(("_", "test_")))
     commands = []
     load_before = os.getloadavg()
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
