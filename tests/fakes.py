@@ -243,6 +243,16 @@ def time_server() -> MCPServer:
     return tool_server("time", get_current_time, convert_time)
 
 
+async def until(host: Host, check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until `check` holds, looking again each time the host's Claws settle a message."""
+    with anyio.fail_after(20):
+        while True:
+            settled = host.claws.settled
+            if await check():
+                return
+            await settled.wait()
+
+
 @asynccontextmanager
 async def hosting(
     tmp_path: Path,

@@ -33,6 +33,7 @@ from tests.fakes import (
     openai_error,
     openai_text,
     tool_server,
+    until,
 )
 
 pytestmark = pytest.mark.anyio
@@ -136,14 +137,16 @@ async def test_an_audit_the_store_cannot_take_is_dropped_and_the_host_goes_on(tm
 
 async def settled_until(host: Host, message_id: int, done: Callable[[Message], bool]) -> Message:
     """The message once `done` holds for it, looking again each time the Claws settle one."""
-    with anyio.fail_after(10):
-        while True:
-            settled = host.claws.settled
-            message = await host.store.get_message(message_id)
-            assert message is not None
-            if done(message):
-                return message
-            await settled.wait()
+    found: list[Message] = []
+
+    async def check() -> bool:
+        message = await host.store.get_message(message_id)
+        assert message is not None
+        found[:] = [message]
+        return done(message)
+
+    await until(host, check)
+    return found[0]
 
 
 async def test_a_failing_message_is_tried_again_after_a_doubling_backoff_then_dead(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ rules."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import anyio
 import pytest
 
 from clawmcp.host import Host
-from tests.fakes import LOCAL, hosting, time_server, tool_server
+from tests.fakes import LOCAL, hosting, time_server, tool_server, until
 
 MANIFEST = r"""
 models:
@@ -69,16 +68,6 @@ async def pause() -> str:
 
 def hosted(tmp_path: Path) -> AbstractAsyncContextManager[Host]:
     return hosting(tmp_path, MANIFEST, servers={"time": time_server(), "slow": tool_server("slow", pause)})
-
-
-async def until(host: Host, done: Callable[[], Coroutine[Any, Any, bool]]) -> None:
-    """Wait, message by message, until `done()` holds."""
-    with anyio.fail_after(20):
-        while True:
-            settled = host.claws.settled
-            if await done():
-                return
-            await settled.wait()
 
 
 async def contents(host: Host, claw: str, thread: str) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from clawmcp.scheduler import SystemClock
 from clawmcp.store import Schedule, Store
 from clawmcp.store.memory import MemoryStore
 from clawmcp.store.sqlite import SqliteStore
-from tests.fakes import LOCAL, FakeClock, disk_full, hosting, logged, tool_server
+from tests.fakes import LOCAL, FakeClock, disk_full, hosting, logged, tool_server, until
 
 pytestmark = pytest.mark.anyio
 
@@ -85,16 +85,6 @@ async def move(host: Host, clock: FakeClock, to: float) -> None:
     clock.set(to)
     with anyio.fail_after(10):
         await handled.wait()
-
-
-async def until(host: Host, check: Callable[[], Awaitable[bool]]) -> None:
-    """Wait until `check` holds, looking again each time the Claws settle a message."""
-    with anyio.fail_after(10):
-        while True:
-            settled = host.claws.settled
-            if await check():
-                return
-            await settled.wait()
 
 
 async def fires_done(host: Host, schedule_id: int) -> bool:
