@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from tests.pg import PostgresServer, postgres_server
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,3 +45,10 @@ def _no_process_or_port(request: pytest.FixtureRequest) -> Iterator[None]:
         patch.setattr(socket.socket, "bind", network_only("opened a port", socket.socket.bind))
         patch.setattr(socket.socket, "connect", network_only("connected to a port", socket.socket.connect))
         yield
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole test run (tests/pg.py)."""
+    with postgres_server() as server:
+        yield server

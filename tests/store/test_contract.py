@@ -1,4 +1,4 @@
-"""The behaviour every `Store` shares, run against `MemoryStore` and `SqliteStore` alike."""
+"""The behaviour every `Store` shares, run against `MemoryStore`, `SqliteStore` and `PostgresStore`."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
+from tests.pg import PostgresServer
 
 from clawmcp.errors import StoreError
 from clawmcp.store import Outgoing, Run, Schedule, Store
 from clawmcp.store.memory import MemoryStore
+from clawmcp.store.postgres import PostgresStore
 from clawmcp.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -35,12 +39,18 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> AsyncIterator[Store]:
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock, postgres: PostgresServer
+) -> AsyncIterator[Store]:
     """An open store of each implementation, on the fake clock."""
-    s: Store = (
-        MemoryStore(clock) if request.param == "memory" else SqliteStore(tmp_path / "s.db", clock=clock)
-    )
+    s: Store
+    if request.param == "memory":
+        s = MemoryStore(clock)
+    elif request.param == "sqlite":
+        s = SqliteStore(tmp_path / "s.db", clock=clock)
+    else:
+        s = PostgresStore(await postgres.database(), clock=clock)
     async with s:
         yield s
 
@@ -348,6 +358,21 @@ async def test_steps_are_numbered_from_zero_and_keep_their_json_data(store: Stor
     assert steps[0] == first
 
 
+async def test_steps_added_at_once_are_numbered_without_gaps_or_collisions(store: Store) -> None:
+    run, _ = await store.start_run("c", "t", "message", "hi")  # tool results are added concurrently
+
+    async def add(writer: int) -> None:
+        for n in range(10):
+            await store.add_step(run.id, "tool_result", [writer, n])
+
+    async with anyio.create_task_group() as tg:
+        for writer in range(4):
+            tg.start_soon(add, writer)
+    steps = await store.steps(run.id)
+    assert [s.index for s in steps] == list(range(40))
+    assert sorted(s.data for s in steps) == [[w, n] for w in range(4) for n in range(10)]
+
+
 async def test_finish_run_records_the_outcome(store: Store, clock: FakeClock) -> None:
     run, _ = await store.start_run("c", "t", "message", "hi")
     clock.advance(5)
@@ -496,6 +521,14 @@ async def test_recall_ranks_the_closer_match_first_and_respects_limit(store: Sto
     close = await store.remember("c", "budget budget: the budget for Q3")
     assert await store.recall("c", "budget") == [close, loose]
     assert await store.recall("c", "budget", limit=1) == [close]
+
+
+async def test_recall_splits_words_at_punctuation_and_numbers_like_the_notes(store: Store) -> None:
+    note = await store.remember("c", "e-mail x@y.com about snake_case and pi=3.14")
+    for query in ("mail", "y", "COM", "snake", "case", "14", "pi 3"):
+        assert await store.recall("c", query) == [note], query
+    assert await store.recall("c", "snake_case mail") == [note]
+    assert await store.recall("c", "snak") == []  # whole words only
 
 
 @pytest.mark.parametrize(
@@ -695,6 +728,32 @@ async def test_events_come_back_in_order_with_ids_filtered_by_claw_and_cursor(st
     assert [e.kind for e in await store.events("a")] == ["run"]
     assert [e.kind for e in await store.events(after=added[0].id)] == ["tool", "server"]
     assert [e.kind for e in await store.events(limit=2)] == ["tool", "server"]  # the newest, oldest first
+
+
+async def test_a_reader_following_the_log_sees_every_event_once_while_many_append(store: Store) -> None:
+    async def append(writer: int) -> None:
+        for n in range(20):
+            await store.add_events([(0.0, "run", f"c{writer}", {"n": n}), (0.0, "tool", None, {})])
+
+    seen: list[int] = []
+    appended = anyio.Event()
+
+    async def follow() -> None:
+        while True:
+            done = appended.is_set()
+            seen.extend(e.id for e in await store.events(after=seen[-1] if seen else 0, limit=1000))
+            if done:
+                return
+            await anyio.lowlevel.checkpoint()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            async with anyio.create_task_group() as appenders:
+                for writer in range(8):
+                    appenders.start_soon(append, writer)
+            appended.set()
+    assert seen == [e.id for e in await store.events(limit=1000)]
 
 
 async def test_only_the_newest_events_are_kept(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,11 +9,8 @@ writer nor block it. The schema comes from the numbered files in `migrations/`, 
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -23,6 +20,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from clawmcp.errors import StoreError
+from clawmcp.store.schema import load_migrations
 from clawmcp.store.writer import Operation, Writer, store_error
 
 __all__ = ["SCHEMA_VERSION", "Database", "Params", "fetch", "migrate"]
@@ -32,26 +30,7 @@ BUSY_TIMEOUT_MS = 5000
 Params = Sequence[Any] | Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class _Migration:
-    version: int
-    file: str
-    sql: str
-
-
-def _load_migrations() -> list[_Migration]:
-    folder = importlib.resources.files("clawmcp.store").joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        if match := re.fullmatch(r"(\d{4})_\w+\.sql", entry.name):
-            found.append(_Migration(int(match[1]), entry.name, entry.read_text("utf-8")))
-    found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 1, 2, 3, ...: {[m.file for m in found]}")
-    return found
-
-
-_MIGRATIONS = _load_migrations()
+_MIGRATIONS = load_migrations("migrations")
 SCHEMA_VERSION = _MIGRATIONS[-1].version
 """The schema version this clawmcp writes: the number of its newest migration."""
 

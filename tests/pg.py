@@ -1,0 +1,93 @@
+"""A throwaway PostgreSQL server for tests and benchmarks: Debian's binaries, data and socket in a
+temp folder, reached only through its Unix socket (no port, so no race for one and nothing
+reachable from the network). Run as the `postgres` user when we are root: the server refuses root.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+__all__ = ["PostgresServer", "postgres_server"]
+
+PORT = 5432  # only names the socket file (`.s.PGSQL.5432`): the server listens on no port
+
+
+@dataclass
+class PostgresServer:
+    folder: str
+    bindir: str
+    run_as: list[str]
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@/{database}?host={self.folder}&port={PORT}"
+
+    async def database(self) -> str:
+        """A new empty database; its URL. (Through the socket: no process, no port.)"""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(self.url())
+        try:
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+        return self.url(name)
+
+    def pg_ctl(self, *args: str) -> None:
+        data = f"{self.folder}/data"
+        options = f"-c listen_addresses='' -p {PORT} -k {self.folder} -c fsync=off -c full_page_writes=off"
+        subprocess.run(
+            [
+                *self.run_as,
+                f"{self.bindir}/pg_ctl",
+                "-D",
+                data,
+                "-l",
+                f"{self.folder}/log",
+                "-w",
+                "-o",
+                options,
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """Start a server in a new temp folder; stop it and remove the folder at the end."""
+    found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
+    if not found:
+        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (scripts/test does)")
+    bindir = os.path.dirname(max(found, key=lambda p: int(p.split("/")[-3])))
+    folder = tempfile.mkdtemp(prefix="clawmcp-pg-")
+    run_as = []
+    if os.geteuid() == 0:
+        os.chown(folder, pwd.getpwnam("postgres").pw_uid, -1)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    server = PostgresServer(folder, bindir, run_as)
+    try:
+        initdb = [f"{bindir}/initdb", "-D", f"{folder}/data", "-U", "postgres", "--auth=trust", "--no-sync"]
+        subprocess.run(
+            [*run_as, *initdb, "-E", "UTF8", "--locale=C.UTF-8"],
+            check=True,
+            capture_output=True,
+        )
+        server.pg_ctl("start")
+        yield server
+    finally:
+        subprocess.run(
+            [*run_as, f"{bindir}/pg_ctl", "-D", f"{folder}/data", "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
