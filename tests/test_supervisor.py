@@ -264,3 +264,39 @@ async def test_a_group_restart_shows_restarting_then_restarts_all_but_its_tempor
         await until(sup, lambda: c.starts["a"] == 2 and c.starts["b"] == 2)
         assert (sup.children["t"].state, c.starts["t"]) == ("stopped", 1)
         tg.cancel_scope.cancel()
+
+
+async def test_a_child_added_while_running_starts_and_a_removed_one_stops_for_good() -> None:
+    c = Children()
+    async with supervising(c, {"a": "permanent"}) as sup:
+        sup.add("b", c.target("b"), "permanent")
+        await until(sup, lambda: c.starts == {"a": 1, "b": 1} and "b" in c.go)
+        await sup.remove("b")  # returns once b has stopped
+        assert "b" not in sup.children
+        c.end("a", "crash")
+        await until(sup, lambda: c.starts["a"] == 2 and sup.children["a"].state == "running")
+        assert c.starts["b"] == 1
+
+
+async def test_a_child_removed_while_it_waits_to_restart_is_not_restarted() -> None:
+    c = Children()
+    c.crash.add("a")
+    sup = Supervisor("test", backoff=0.01, max_backoff=0.05)
+    sleeping = anyio.Event()
+    wake = anyio.Event()
+
+    async def sleep(delay: float) -> None:
+        sleeping.set()
+        await wake.wait()
+
+    sup.sleep = sleep
+    sup.add("a", c.target("a"), "permanent")
+    async with anyio.create_task_group() as tg:
+        await tg.start(sup.run)
+        with anyio.fail_after(10):
+            await sleeping.wait()
+        await sup.remove("a")
+        wake.set()
+        await anyio.wait_all_tasks_blocked()  # a restart would have run (and crashed) by now
+        tg.cancel_scope.cancel()
+    assert c.starts["a"] == 1 and "a" not in sup.children

@@ -18,12 +18,20 @@ from typing import Any, Literal, Protocol
 import anyio
 from anyio.abc import TaskStatus
 
-from clawmcp.errors import Stopping, StoreError, StoreUnavailable, ToolRefused, UserError, WorkerLost
+from clawmcp.errors import (
+    MessageRefused,
+    Stopping,
+    StoreError,
+    StoreUnavailable,
+    ToolRefused,
+    UserError,
+    WorkerLost,
+)
 from clawmcp.mailbox import Answer, Mailboxes
 from clawmcp.manifest import Manifest
 from clawmcp.runtime import Remote, Runtime
 from clawmcp.scheduler import FireBody, describe
-from clawmcp.store import FireOutcome, Message, Outgoing, RunState, Store
+from clawmcp.store import FireOutcome, Message, Outgoing, Run, RunState, Store
 from clawmcp.supervisor import Supervisor
 
 __all__ = ["MAX_ATTEMPTS", "Claws", "Isolate"]
@@ -76,21 +84,46 @@ class Claws:
             backoff=s.backoff,
             max_backoff=s.max_backoff,
         )
-        self._starting, self._started = set(manifest.claws), anyio.Event()
-        if not self._starting:
-            self._started.set()
-        for name in manifest.claws:
-            # transient: a Claw's task ends normally only when the host stops
-            self.supervisor.add(name, functools.partial(self._task, name), "transient")
+        self._starting, self._started = set[str](), anyio.Event()
+        self._draining = set[str]()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Ready once every Claw has looked at its mailbox (a process-isolated one: in its worker
-        process, or failed to start that), so the work of starting is done before the host says
-        it is ready."""
+        """Run the Claws this host `start`s, until it stops."""
         async with anyio.create_task_group() as tg:
             await tg.start(self.supervisor.run)
-            await self._started.wait()
             task_status.started()
+
+    def owns(self, claw: str) -> bool:
+        """Whether this host runs the Claw (with several hosts on one store, one of them does)."""
+        return claw in self.supervisor.children
+
+    async def start(self, claws: list[str]) -> None:
+        """Start the Claws' consumers. Returns once each has looked at its mailbox (a
+        process-isolated one: in its worker process, or failed to start that), so that the work
+        of starting is done before the host says it is ready."""
+        if not claws:
+            return
+        if not self._starting:
+            self._started = anyio.Event()
+        self._starting |= set(claws)
+        for name in claws:
+            # transient: a Claw's task ends normally only when it is stopped
+            self.supervisor.add(name, functools.partial(self._task, name), "transient")
+        await self._started.wait()
+
+    async def stop(self, claws: list[str], *, drain: bool) -> None:
+        """Stop the Claws' consumers; with `drain`, each first finishes the message it is handling
+        (up to its run timeout)."""
+        for claw in claws:
+            if drain:
+                self._draining.add(claw)
+                self.mailboxes.notify(claw)  # a consumer waiting for a message sees it should end
+            timeout = self.manifest.claws[claw].limits.run_timeout if drain else 0.0
+            try:
+                await self.supervisor.remove(claw, within=timeout)
+            finally:
+                self._draining.discard(claw)
+                self._has_started(claw)
 
     def _has_started(self, claw: str) -> None:
         self._starting.discard(claw)
@@ -126,13 +159,25 @@ class Claws:
         self.manifest.check_claw(claw)
         return await self.mailboxes.enqueue(Outgoing(claw, content, thread=thread, key=key))
 
+    async def ask_elsewhere(self, claw: str, content: str, *, thread: str = "default") -> Run:
+        """Ask a Claw another host runs, through its mailbox; its run, once done."""
+        within = self.manifest.claws[claw].limits.run_timeout * MAX_ATTEMPTS
+        message, answer = await self.mailboxes.ask(
+            Outgoing(claw, content, thread=thread, kind="ask"), chain=(), within=within
+        )
+        run = await self.store.message_run(message.id)
+        if answer is None or run is None:
+            said = "no answer" if answer is None else answer.error
+            raise MessageRefused(f"Claw '{claw}': {said} (message {message.id})")
+        return run
+
     async def _consume(self, claw: str) -> None:
         """Handle the mailbox's messages in order. A fault while handling one fails that message
         (tried again, then a dead letter), never the Claw; while the store cannot commit, the
         consumer waits and tries again, and queues again what it had claimed."""
         outage = 0.0
         while True:
-            if self.runtime.stopping:
+            if self.runtime.stopping or claw in self._draining:
                 return
             try:
                 if outage:  # what was claimed before the outage is queued again
@@ -298,15 +343,17 @@ class Claws:
         self.manifest.check_claw(claw)
         config = self.manifest.claws[claw]
         model = self.manifest.models[config.model]
-        child = self.supervisor.children[claw]
+        child = self.supervisor.children.get(claw)
         runs = await self.store.runs(claw, limit=5)
         dead = await self.store.dead_letters(claw)
+        if child is None:  # run by another host: what the store shows of it
+            state = "running" if any(r.state == "running" for r in runs) else "idle"
         return {
             "claw": claw,
             "description": config.description,
-            "state": self._state(claw),
-            "restarts": child.restarts,
-            "crash": child.last_error,
+            "state": state if child is None else self._state(claw),
+            "restarts": child.restarts if child else 0,
+            "crash": child.last_error if child else None,
             "model": {"name": config.model, "provider": model.provider, "model": model.model},
             "tools": [t.name for t in self.runtime.tools_for(claw)],
             "schedules": await describe(self.store, claw),

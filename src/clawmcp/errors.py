@@ -12,6 +12,7 @@ ClawError                    root: everything clawmcp raises on purpose
     ├── ModelError           a model provider refused a request or could not be reached
     ├── MessageRefused       a message a Claw may not send, or an ask that cannot be answered
     ├── Stopping             the host is stopping: no new run starts
+    │   └── LeaseLost        this host no longer owns the Claw (several hosts on one store)
     └── WorkerLost           the worker process of a Claw ended or stopped answering
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 __all__ = [
     "ClawError",
     "HostBusy",
+    "LeaseLost",
     "ManifestError",
     "MessageRefused",
     "ModelError",
@@ -102,6 +104,11 @@ class MessageRefused(RuntimeFault):
 
 class Stopping(RuntimeFault):
     """The host is stopping: a run asked for now does not start (it may be asked again later)."""
+
+
+class LeaseLost(Stopping):
+    """This host no longer owns the Claw (its lease expired or moved to another host): the store
+    refuses its writes for that Claw, and the Claw's work stops here; the new owner goes on."""
 
 
 class WorkerLost(RuntimeFault):

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -15,10 +16,11 @@ from typing import Any, ClassVar
 
 import anyio
 import httpx2
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from clawmcp.address import split_listen
 from clawmcp.claw import Claws
+from clawmcp.cluster import Alone, Cluster, Leases
 from clawmcp.errors import StoreError, UserError
 from clawmcp.events import Events
 from clawmcp.mailbox import Mailboxes
@@ -30,8 +32,8 @@ from clawmcp.runtime import MAX_DEPTH, Remote, Runtime
 from clawmcp.scheduler import Clock, Scheduler, SystemClock
 from clawmcp.service import Service
 from clawmcp.store import Store
+from clawmcp.store.configured import configured_store
 from clawmcp.store.lock import DataDirLock
-from clawmcp.store.sqlite import SqliteStore
 from clawmcp.toolhub import ToolHub
 from clawmcp.worker import Worker
 
@@ -61,25 +63,34 @@ class Host:
         models: httpx2.AsyncBaseTransport | None = None,
         servers: Mapping[str, Any] | None = None,
     ) -> None:
-        """What tests replace: `store` (`data_dir/state.db` unless given), the `clock`, the
+        """What tests replace: `store` (the manifest's, `data_dir/state.db` by default), the `clock`, the
         network under the `models` (a fake API's transport) and in-process tool `servers` by name
         (`ToolHub` `local`)."""
         self.manifest = manifest
-        address, _ = split_listen(manifest.host.listen)
+        address, port = split_listen(manifest.host.listen)
         if not _loopback(address) and not manifest.host.auth.tokens:
             raise UserError(
                 f"refusing to listen on {manifest.host.listen} without host.auth.tokens: "
                 "a public address needs tokens (or listen on 127.0.0.1)"
             )
         self.clock = clock or SystemClock()
-        self.store = store or SqliteStore(manifest.data_dir / "state.db", clock=self.clock.now)
+        self.store = store or configured_store(manifest, self.clock.now)
+        name = manifest.host.name or f"{socket.gethostname()}:{port or os.getpid()}"
+        self.cluster: Alone | Cluster = (
+            Cluster(manifest, self.store, name, clock=self.clock.now)
+            if isinstance(self.store, Leases)
+            else Alone(manifest, self.store, name)
+        )
+        """Which Claws this host runs: all of them, or with other hosts on the store its share."""
         self.events = Events(self.store, self.clock.now, manifest.redact)
         self.metrics = Metrics(self.events)
         self.hub = ToolHub(manifest, self.store, self.events, local=servers)
         self.providers = Providers(manifest.models, transport=models)
         self.mailboxes = Mailboxes(self.store, self.events)
         self.router = Router(manifest, self.mailboxes, max_depth=MAX_DEPTH)
-        self.scheduler = Scheduler(manifest, self.store, self.mailboxes, clock=self.clock)
+        self.scheduler = Scheduler(
+            manifest, self.store, self.mailboxes, clock=self.clock, owns=self.cluster.owns
+        )
         workers: dict[str, Remote] = {}
         self.runtime = Runtime(
             manifest,
@@ -109,6 +120,7 @@ class Host:
             self.runtime,
             self.scheduler,
             self.claws,
+            self.cluster,
             self.readiness,
         )
         """What the edges (MCP servers, HTTP) may do with this host."""
@@ -116,6 +128,7 @@ class Host:
         self.listen = manifest.host.listen
         """Where the host listens: `host.listen`, with the port it got when that asks for 0."""
         self._lock: DataDirLock | None = None
+        self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with DataDirLock(self.manifest.data_dir) as self._lock:
@@ -128,7 +141,7 @@ class Host:
 
     def listening(self, listen: str) -> None:
         """The host listens at `listen` now: the lock file tells the CLI and stdio bridges."""
-        self.listen = listen
+        self.listen = self.cluster.listen = listen
         assert self._lock is not None, "Host.run is not running"
         self._lock.set_info(listen=listen)
 
@@ -136,7 +149,7 @@ class Host:
         """After a clean stop: the messages whose runs were interrupted are queued again now, so
         the next start has nothing to recover and says so only after a crash."""
         try:
-            queued = await self.store.requeue_running()
+            queued = await self.cluster.leave()
         except StoreError as e:
             log.warning("stopping: the messages being handled stay for the next start (%s)", e)
             return
@@ -144,15 +157,8 @@ class Host:
             log.info("stopping: %d message(s) being handled are queued again for the next start", queued)
 
     async def _run(self, task_status: TaskStatus[None]) -> None:
-        async with anyio.create_task_group() as tg:
-            runs = await self.store.interrupt_running()
-            messages = await self.store.requeue_running()
-            if runs or messages:
-                log.warning(
-                    "recovered after a crash: %d runs interrupted, %d messages queued again",
-                    runs,
-                    messages,
-                )
+        async with anyio.create_task_group() as self._tg:
+            tg = self._tg
             await tg.start(self.events.run)
             await tg.start(self.hub.run)
             for name, status in self.hub.status().items():
@@ -167,12 +173,51 @@ class Host:
                 log.warning("%s", warning)
             await tg.start(self.claws.run)
             await tg.start(self.scheduler.run)
+            await tg.start(self.cluster.run, self)
             self.ready = True
             # What start-up made lives as long as the host: keep it out of the collector's
             # full passes, which otherwise stall the event loop (and the schedules) for
             # ~100 ms on a host with thousands of Claws and schedules.
             gc.freeze()
             task_status.started()
+
+    # -- the Claws this host runs (`clawmcp.cluster.Duties`) -----------------------------------------
+
+    async def gain(self, claws: list[str], *, grace: float) -> None:
+        """Start the Claws' consumers and schedules; at start, wait until each has looked at its
+        mailbox (see `Claws.start`)."""
+        if self.ready:
+            assert self._tg is not None
+            self._tg.start_soon(self.claws.start, claws)
+        else:
+            await self.claws.start(claws)
+        await self.scheduler.track(claws, grace=grace)
+
+    async def lose(self, claws: list[str], *, drain: bool) -> None:
+        self.scheduler.untrack(claws)
+        await self.claws.stop(claws, drain=drain)
+
+    async def heard(self, channel: str, payload: str) -> None:
+        try:
+            if channel == "clawmcp_mailbox" and self.cluster.owns(payload):
+                self.mailboxes.notify(payload)
+            elif channel == "clawmcp_done":
+                await self.mailboxes.check(int(payload))
+            elif channel == "clawmcp_schedules" and self.cluster.owns(payload):
+                await self.scheduler.track([payload])
+        except StoreError as e:  # it is looked at again in the next resync
+            log.warning("cannot act on %s %s now: %s", channel, payload, e)
+
+    async def resync(self) -> None:
+        owned = [c for c in self.manifest.claws if self.cluster.owns(c)]
+        for claw in owned:
+            self.mailboxes.notify(claw)
+        try:
+            for message_id in self.mailboxes.waiting():
+                await self.mailboxes.check(message_id)
+            await self.scheduler.track(owned)
+        except StoreError as e:
+            log.warning("cannot look at the store's changes now: %s", e)
 
     def readiness(self) -> dict[str, Any]:
         """What `/readyz` shows anyone, token or not: counts, no names."""

@@ -4,10 +4,10 @@ Every message is committed to the store before anyone hears of it; then its mail
 and the mailbox's consumer, waiting on it, claims it. An ask waits here for the answer to exactly
 its message, which the consumer reports once the message's run has finished.
 
-This is the seam a store with notifications of its own (PostgreSQL LISTEN/NOTIFY) implements across
-processes: `notify` and `replied` are what another host would need to hear. Here, in one process,
-they are events. A worker process has no consumers: it passes what it notifies to the host
-(`forward`).
+In one process, notifications are events. With several hosts on one store, the store announces a
+message for a Claw another host runs, and the answer to an ask (PostgreSQL NOTIFY): the host that
+hears it calls `notify`, or `check`, which reads the ask's answer from the store. A worker process
+has no consumers: it passes what it notifies to the host (`forward`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import anyio
 
 from clawmcp.events import Events, excerpt
-from clawmcp.store import MailboxStore, Message, Outgoing
+from clawmcp.store import Message, Outgoing, Store
 
 __all__ = ["Answer", "Mailboxes"]
 
@@ -34,9 +34,7 @@ class Answer:
 class Mailboxes:
     """Enqueue, claim, notify, wait and reply for the mailboxes of one store."""
 
-    def __init__(
-        self, store: MailboxStore, events: Events, *, forward: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, store: Store, events: Events, *, forward: Callable[[str], None] | None = None) -> None:
         self.store, self.events, self.forward = store, events, forward
         self._signals: dict[str, anyio.Event] = {}
         self._chains: dict[int, tuple[str, ...]] = {}
@@ -107,9 +105,29 @@ class Mailboxes:
         """The Claws waiting on a message through `claw__ask` (empty after a restart: none wait)."""
         return self._chains.get(message_id, ())
 
+    def waiting(self) -> list[int]:
+        """The asks waiting here for their answer."""
+        return list(self._answers)
+
+    async def check(self, message_id: int) -> None:
+        """The ask may have been answered on another host: if it is done or dead, its waiter here
+        gets the answer the store has."""
+        if message_id not in self._answers:
+            return
+        message = await self.store.get_message(message_id)
+        if message is None or message.state not in ("done", "dead"):
+            return
+        if message.state == "dead":
+            answer = Answer(error=f"dead letter after {message.attempts} tries: {message.last_error}")
+        elif (run := await self.store.message_run(message_id)) is None:
+            answer = Answer()
+        else:
+            answer = Answer(run.reply, None if run.state == "done" else run.error)
+        self.replied(message_id, answer)
+
     def replied(self, message_id: int, answer: Answer) -> None:
         """The message is answered: its run finished, or it will not be tried again."""
         self._chains.pop(message_id, None)
-        if (waiting := self._answers.get(message_id)) is not None:
+        if (waiting := self._answers.get(message_id)) is not None and not waiting[1]:
             waiting[1].append(answer)
             waiting[0].set()

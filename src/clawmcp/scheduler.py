@@ -23,6 +23,7 @@ import heapq
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
@@ -33,7 +34,7 @@ from anyio.abc import TaskStatus
 from cronsim import CronSim
 from pydantic import ValidationError
 
-from clawmcp.errors import StoreError, StoreUnavailable, UserError
+from clawmcp.errors import LeaseLost, StoreError, StoreUnavailable, UserError
 from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import Manifest, model
 from clawmcp.manifest.check import tool_allowed
@@ -186,14 +187,22 @@ class Scheduler:
     """Fires the schedules of a manifest's Claws. Start with `tg.start(scheduler.run)`."""
 
     def __init__(
-        self, manifest: Manifest, store: ScheduleStore, mailboxes: Mailboxes, *, clock: Clock | None = None
+        self,
+        manifest: Manifest,
+        store: ScheduleStore,
+        mailboxes: Mailboxes,
+        *,
+        clock: Clock | None = None,
+        owns: Callable[[str], bool] = lambda claw: True,
     ) -> None:
-        self.manifest, self.store, self.mailboxes = manifest, store, mailboxes
+        """`owns`: whether this host runs a Claw (and so fires its schedules); see `track`."""
+        self.manifest, self.store, self.mailboxes, self.owns = manifest, store, mailboxes, owns
         self.clock = clock or SystemClock()
         self.fired = anyio.Event()
         """Set (and replaced) each time a due schedule has been handled: fired or skipped."""
         self._current: dict[int, Schedule] = {}
         self._heap: list[tuple[float, int]] = []
+        self._grace: dict[int, float] = {}  # schedule id -> a wider grace for its next fire
         self._sleep: anyio.CancelScope | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -242,8 +251,27 @@ class Scheduler:
         if added:
             log.info("%d schedules added", added)
         for schedule in await self.store.schedules():
-            if schedule.claw in self.manifest.claws:
+            if schedule.claw in self.manifest.claws and self.owns(schedule.claw):
                 self._track(schedule)
+
+    async def track(self, claws: list[str], *, grace: float = 0.0) -> None:
+        """This host now runs these Claws: take their schedules in hand as the store has them.
+        Their next fire may count a slot up to `grace` seconds late as on time (the time their
+        previous host may have been gone), so that `misfire: skip` does not drop it."""
+        wanted = set(claws)
+        self.untrack(claws)
+        for schedule in await self.store.schedules():
+            if schedule.claw in wanted:
+                self._track(schedule)
+                self._grace[schedule.id] = grace
+        await self.tick()  # what is due fires now (at start: before the host is ready)
+        self._poke()
+
+    def untrack(self, claws: list[str]) -> None:
+        """This host no longer runs these Claws: it fires none of their schedules."""
+        gone = set(claws)
+        for schedule_id in [i for i, s in self._current.items() if s.claw in gone]:
+            del self._current[schedule_id]
 
     @staticmethod
     def _draft(
@@ -274,14 +302,14 @@ class Scheduler:
     async def tick(self) -> float | None:
         """Fire what is due now; return when the next slot is due."""
         now = self.clock.now()
-        due: list[Schedule] = []
+        due: dict[int, Schedule] = {}  # by id: a schedule tracked again is in the heap twice
         while self._heap and self._heap[0][0] <= now:
             slot, schedule_id = heapq.heappop(self._heap)
             if self._valid(slot, schedule_id):
-                due.append(self._current[schedule_id])
+                due[schedule_id] = self._current[schedule_id]
         if due:
             async with anyio.create_task_group() as tg:  # concurrent fires share the store's commits
-                for schedule in due:
+                for schedule in due.values():
                     tg.start_soon(self._fire_due, schedule, now)
         while self._heap and not self._valid(*self._heap[0]):
             heapq.heappop(self._heap)
@@ -297,7 +325,7 @@ class Scheduler:
     async def _fire_due(self, schedule: Schedule, now: float) -> None:
         assert schedule.next_fire is not None
         slots, count = due_slots(schedule, schedule.next_fire, now)
-        on_time = [s for s in slots[-1:] if now - s <= GRACE]
+        on_time = [s for s in slots[-1:] if now - s <= max(GRACE, self._grace.pop(schedule.id, 0.0))]
         chosen = {"latest": slots[-1:], "all": slots, "skip": on_time}[schedule.misfire]
         if count > len(chosen):
             log.warning(
@@ -330,6 +358,8 @@ class Scheduler:
                 )
                 chosen, after = [], slot  # this slot stays next; nothing is stored meanwhile
                 break
+            except LeaseLost:
+                return  # another host runs the Claw now, and fires this slot
             except StoreError:
                 if schedule.id in self._current:
                     raise
@@ -396,8 +426,9 @@ class Scheduler:
             next_fire=draft.next_fire,
             created_at=draft.created_at,
         )
-        self._track(schedule)
-        self._poke()
+        if self.owns(claw):  # else the store tells the host that runs the Claw
+            self._track(schedule)
+            self._poke()
         return schedule
 
     async def unschedule(self, claw: str, schedule_id: int) -> None:

@@ -15,6 +15,7 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import CallToolResult
 
 from clawmcp.claw import Claws
+from clawmcp.cluster import Alone, Cluster
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest
 from clawmcp.metrics import Metrics
@@ -39,19 +40,26 @@ class Service:
         runtime: Runtime,
         scheduler: Scheduler,
         claws: Claws,
+        cluster: Alone | Cluster,
         readiness: Callable[[], dict[str, Any]],
     ) -> None:
         self.manifest, self.readiness = manifest, readiness
         self._store, self._events, self._metrics, self._hub = store, events, metrics, hub
-        self._runtime, self._scheduler, self._claws = runtime, scheduler, claws
+        self._runtime, self._scheduler, self._claws, self._cluster = runtime, scheduler, claws, cluster
 
     # -- a Claw's work ---------------------------------------------------------------------------
 
     async def ask(
         self, claw: str, message: str, *, thread: str = "default", on_step: OnStep | None = None
     ) -> Run:
-        """Run the Claw on a message now; the finished run. `on_step` hears of each step."""
-        return await self._runtime.run(claw, message, thread=thread, on_step=on_step)
+        """Run the Claw on a message now; the finished run. `on_step` hears of each step.
+
+        A Claw another host runs is asked through the store: the message waits in its mailbox
+        like any other, and `on_step` hears nothing until the run is done."""
+        self.manifest.check_claw(claw)
+        if self._cluster.owns(claw):
+            return await self._runtime.run(claw, message, thread=thread, on_step=on_step)
+        return await self._claws.ask_elsewhere(claw, message, thread=thread)
 
     async def tell(
         self, claw: str, message: str, *, thread: str = "default", key: str | None = None
@@ -60,7 +68,14 @@ class Service:
         return await self._claws.tell(claw, message, thread=thread, key=key)
 
     async def status(self, claw: str) -> dict[str, Any]:
-        return await self._claws.status(claw)
+        """The Claw's status, with `host`: the name of the host that runs it (none while no live
+        host has it)."""
+        status = await self._claws.status(claw)
+        return {**status, "host": (await self._cluster.owners()).get(claw)}
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        """The hosts of the store: name, listen address, times, whether alive, Claws owned."""
+        return await self._cluster.hosts()
 
     async def schedule(self, claw: str, fields: dict[str, Any]) -> Schedule:
         return await self._scheduler.schedule(claw, fields)
@@ -137,10 +152,13 @@ class Service:
 
     async def metrics(self, shown: Callable[[str], bool]) -> bytes:
         """`/metrics` for the Claws `shown` accepts."""
-        children = self._claws.supervisor.children
-        return self._metrics.text(
-            mailboxes=await self._store.mailboxes(),
-            restarts={claw: children[claw].restarts for claw in self.manifest.claws},
+        children, owns = self._claws.supervisor.children, self._cluster.owns
+        mailboxes = await self._store.mailboxes()
+        return self._metrics.text(  # gauges of the Claws this host runs: each Claw counted once
+            mailboxes={
+                m: counts for m, counts in mailboxes.items() if owns(m) or m not in self.manifest.claws
+            },
+            restarts={claw: child.restarts for claw, child in children.items()},
             servers={name: (s.state == "up", s.reconnects) for name, s in self._hub.status().items()},
             shown=shown,
         )

@@ -77,15 +77,29 @@ class Supervisor:
     def add(
         self, name: str, target: Callable[[], Awaitable[None]], restart: RestartType = "permanent"
     ) -> None:
-        """Add a child, before `run`."""
-        assert self._tg is None, "children are added before the supervisor runs"
-        self.children[name] = Child(name, target, restart)
+        """Add a child; while the supervisor runs, it starts at once."""
+        child = self.children[name] = Child(name, target, restart)
+        if self._tg is not None:
+            self._tg.start_soon(self._run_child, child)
+
+    async def remove(self, name: str, *, within: float = 0.0) -> None:
+        """Stop a child and forget it: it is not restarted. A running child has `within` seconds
+        to end by itself, then it is cancelled; this returns once it has ended."""
+        child = self.children.pop(name)
+        if child.state == "running":
+            with anyio.move_on_after(within):
+                await child._done.wait()
+        if child._scope is not None:
+            child._scope.cancel()
+        if child.state == "running":
+            await child._done.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as self._tg:
             for child in self.children.values():
                 self._tg.start_soon(self._run_child, child)
             task_status.started()
+            await anyio.sleep_forever()  # children may be added later
 
     async def _run_child(self, child: Child) -> None:
         child._done = anyio.Event()
@@ -138,6 +152,8 @@ class Supervisor:
         child.restarts += 1
         assert self._tg is not None
         for member in group:
+            if self.children.get(member.name) is not member:  # removed meanwhile
+                continue
             if member is child or member.restart != "temporary":
                 self._tg.start_soon(self._run_child, member)
             else:

@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from fnmatch import fnmatchcase
 from typing import Any, cast
@@ -37,7 +38,7 @@ from clawmcp.models.providers import Providers
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, OnStep, Runtime
 from clawmcp.store import Event, Run, RunTrigger, Step, Store
-from clawmcp.store.sqlite import SqliteStore
+from clawmcp.store.configured import configured_store
 from clawmcp.toolhub import ToolHub
 
 __all__ = ["HEALTH_INTERVAL", "Worker", "serve_worker"]
@@ -122,7 +123,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
     """The worker process: serve `run` for one Claw over stdio until the host closes it."""
     manifest.check_claw(claw)
     manifest = _servers_of(manifest, claw)
-    store = SqliteStore(manifest.data_dir / "state.db")
+    store = configured_store(manifest, time.time)
     events = Events(store, redact=manifest.redact)
     hub = ToolHub(manifest, store, events)
     providers = Providers(manifest.models)

@@ -86,6 +86,13 @@ class Manifest:
     def data_dir(self) -> Path:
         return _data_dir(self.host.data_dir)
 
+    @property
+    def store(self) -> str:
+        """`host.store`, else $CLAWMCP_STORE, else `sqlite`."""
+        if "store" in self.host.model_fields_set:
+            return self.host.store
+        return os.environ.get("CLAWMCP_STORE") or "sqlite"
+
 
 def no_claw(name: str, claws: Iterable[str]) -> UserError:
     """The error for a Claw that is not there, naming those that are (or those the asker may see)."""

@@ -124,6 +124,19 @@ class Host(_Strict):
     auth: Auth = Auth()
     allowed_hosts: list[str] = []
     supervision: Supervision = Supervision()
+    store: str = Field(
+        default="sqlite",
+        description="sqlite (data_dir/state.db) or a postgresql:// URL shared by several hosts",
+    )
+    name: str = Field(default="", description="unique among the hosts of one store; default: machine:port")
+    lease: Duration = Field(default=10.0, description="a host not heard from this long loses its Claws")
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        if v != "sqlite" and not v.startswith(("postgresql://", "postgres://")):
+            raise _fail("expected sqlite or a postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL")
+        return v
 
     @field_validator("listen")
     @classmethod

@@ -18,8 +18,10 @@ order, but without the lock they could commit out of order, and a reader that fo
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
@@ -27,8 +29,9 @@ from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
+from anyio.abc import TaskStatus
 
-from clawmcp.errors import StoreError, StoreUnavailable
+from clawmcp.errors import LeaseLost, StoreError, StoreUnavailable, UserError
 from clawmcp.store import (
     EVENTS_KEPT,
     Clock,
@@ -56,12 +59,18 @@ from clawmcp.store.schema import load_migrations
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "display_url"]
 
 T = TypeVar("T")
+log = logging.getLogger("clawmcp")
 if TYPE_CHECKING:
     Connection: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 _MIGRATIONS = load_migrations("pg_migrations")
 SCHEMA_VERSION = _MIGRATIONS[-1].version
 """The schema version this clawmcp writes: the number of its newest PostgreSQL migration."""
 
+CHANNELS = ("clawmcp_mailbox", "clawmcp_done", "clawmcp_leases", "clawmcp_schedules")
+"""What a host hears from the others: a mailbox has a message (payload: the Claw), an ask is
+answered (the message id), a lease is free, a Claw's schedules changed (the Claw)."""
+PROBE = 10.0
+"""Seconds between probes of the connection that listens for notifications."""
 TIMEOUT = 10.0
 """Seconds one statement (or the wait for a connection) may take before the call fails."""
 
@@ -111,6 +120,19 @@ def _decoded(row: asyncpg.Record, *json_columns: str) -> dict[str, Any]:
     return values
 
 
+_FENCE = """
+    SELECT 1 FROM claw_leases l JOIN hosts h ON h.id = l.host
+    WHERE l.claw = $1 AND l.host = $2 AND l.epoch = $3 AND h.expires_at > now()
+    FOR SHARE OF l
+"""
+_MESSAGE_CLAW = "SELECT mailbox FROM messages WHERE id = $1"
+_RUN_CLAW = "SELECT claw FROM runs WHERE id = $1"
+_SCHEDULE_CLAW = "SELECT claw FROM schedules WHERE id = $1"
+# An ask answered (done or dead): the host where it is asked hears of it.
+_ANSWERED = """
+    SELECT pg_notify('clawmcp_done', id::text) FROM messages
+    WHERE id = $1 AND kind = 'ask' AND state IN ('done', 'dead')
+"""
 _ENQUEUE = """
     INSERT INTO messages
         (mailbox, content, sender, thread, kind, reply_to, key, available_at, created_at)
@@ -152,6 +174,7 @@ async def _enqueue(conn: Connection, params: tuple[Any, ...], now: float) -> tup
 
 
 async def _add_step(conn: Connection, run_id: int, kind: StepKind, data: Any, at: float) -> Step:
+    """Number the step under the run's row lock: steps added at once never collide."""
     row = await conn.fetchrow(_ADD_STEP, run_id, kind, json.dumps(data), at)
     if row is None:
         raise StoreError(f"no run {run_id}")
@@ -169,6 +192,11 @@ class PostgresStore(Store):
         self._clock = clock
         self._pool_size = pool_size
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self.host: str | None = None
+        """This host's id once it has joined the hosts of the store: from then on, the writes
+        for a Claw commit only while this host holds the Claw's lease (`_fence`)."""
+        self.epochs: dict[str, int] = {}
+        """The leases this host holds: Claw -> epoch."""
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -256,10 +284,27 @@ class PostgresStore(Store):
     async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         return await self._transaction(lambda conn: conn.fetchrow(sql, *args))
 
-    async def _change(self, sql: str, args: Sequence[Any], missing: str) -> None:
-        """Run an UPDATE that must change a row; no such row is the caller's mistake."""
-        if await self._fetchrow(f"{sql} RETURNING 1", *args) is None:
+    async def _fence(self, conn: Connection, claw: str | None) -> None:
+        """Refuse (`LeaseLost`) a write for `claw` unless this host holds its lease, alive by the
+        database's clock. The lease row stays share-locked until the write commits, so no other
+        host can take the Claw in between: a write of a host that lost its Claw never commits."""
+        if self.host is None or claw is None:
+            return
+        epoch = self.epochs.get(claw)
+        if epoch is None or await conn.fetchval(_FENCE, claw, self.host, epoch) is None:
+            raise LeaseLost(f"this host no longer owns Claw '{claw}'")
+
+    async def _fence_row(self, conn: Connection, sql: str, row_id: int, missing: str) -> None:
+        """`_fence` for the Claw of a row found by `sql` (its id as $1); `missing` if none."""
+        claw = await conn.fetchval(sql, row_id)
+        if claw is None:
             raise StoreError(missing)
+        await self._fence(conn, claw)
+
+    async def _announce(self, conn: Connection, mailbox: str) -> None:
+        """Wake the mailbox's consumer on whichever host owns it (on this one, the caller does)."""
+        if self.host is not None and mailbox not in self.epochs:
+            await conn.execute("SELECT pg_notify('clawmcp_mailbox', $1)", mailbox)
 
     # -- mailboxes and messages -----------------------------------------------------------------
 
@@ -275,7 +320,14 @@ class PostgresStore(Store):
         key: str | None = None,
     ) -> tuple[Message, bool]:
         params = (mailbox, content, sender, thread, kind, reply_to, key)
-        return await self._transaction(lambda conn: _enqueue(conn, params, self._clock()))
+
+        async def enqueue(conn: Connection) -> tuple[Message, bool]:
+            message, new = await _enqueue(conn, params, self._clock())
+            if new:
+                await self._announce(conn, mailbox)
+            return message, new
+
+        return await self._transaction(enqueue)
 
     async def claim(self, mailbox: str) -> Message | None:
         sql = """
@@ -288,11 +340,15 @@ class PostgresStore(Store):
             )
             RETURNING *
         """
-        return _message(await self._fetchrow(sql, mailbox, self._clock()))
+
+        async def claim(conn: Connection) -> Message | None:
+            await self._fence(conn, mailbox)
+            return _message(await conn.fetchrow(sql, mailbox, self._clock()))
+
+        return await self._transaction(claim)
 
     async def ack(self, message_id: int) -> None:
-        sql = "UPDATE messages SET state = 'done' WHERE id = $1"
-        await self._change(sql, (message_id,), f"no message {message_id}")
+        await self._settle(message_id, "UPDATE messages SET state = 'done' WHERE id = $1")
 
     async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
         sql = """
@@ -302,7 +358,17 @@ class PostgresStore(Store):
                 last_error = $2
             WHERE id = $1
         """
-        await self._change(sql, (message_id, error, retry_at), f"no message {message_id}")
+        await self._settle(message_id, sql, error, retry_at)
+
+    async def _settle(self, message_id: int, sql: str, *args: Any) -> None:
+        """Ack or nack a message of a Claw this host owns; an answered ask is announced."""
+
+        async def settle(conn: Connection) -> None:
+            await self._fence_row(conn, _MESSAGE_CLAW, message_id, f"no message {message_id}")
+            await conn.execute(sql, message_id, *args)
+            await conn.execute(_ANSWERED, message_id)
+
+        await self._transaction(settle)
 
     async def get_message(self, message_id: int) -> Message | None:
         return _message(await self._fetchrow("SELECT * FROM messages WHERE id = $1", message_id))
@@ -326,10 +392,16 @@ class PostgresStore(Store):
             WHERE id = $1 AND state = 'dead'
             RETURNING *
         """
-        message = _message(await self._fetchrow(sql, message_id, action == "retry", self._clock()))
-        if message is None:
-            raise StoreError(f"message {message_id} is not a dead letter")
-        return message
+
+        async def settle(conn: Connection) -> Message:
+            message = _message(await conn.fetchrow(sql, message_id, action == "retry", self._clock()))
+            if message is None:
+                raise StoreError(f"message {message_id} is not a dead letter")
+            if action == "retry":
+                await self._announce(conn, message.mailbox)
+            return message
+
+        return await self._transaction(settle)
 
     async def mailboxes(self) -> dict[str, tuple[int, int]]:
         sql = """
@@ -344,7 +416,12 @@ class PostgresStore(Store):
             UPDATE messages SET state = 'queued'
             WHERE state = 'running' AND ($1::text IS NULL OR mailbox = $1) RETURNING id
         """
-        return len(await self._fetch(sql, mailbox))
+
+        async def requeue(conn: Connection) -> int:
+            await self._fence(conn, mailbox)
+            return len(await conn.fetch(sql, mailbox))
+
+        return await self._transaction(requeue)
 
     # -- runs and their steps -------------------------------------------------------------------
 
@@ -367,6 +444,7 @@ class PostgresStore(Store):
         params = (claw, thread, trigger, input, message_id, parent_run_id, self._clock())
 
         async def start(conn: Connection) -> tuple[Run, list[HistoryEntry]]:
+            await self._fence(conn, claw)
             context = await conn.fetch(_HISTORY, claw, thread, history) if history > 0 else []
             run = _run(await conn.fetchrow(sql, *params))
             assert run is not None
@@ -376,7 +454,12 @@ class PostgresStore(Store):
 
     async def add_step(self, run_id: int, kind: StepKind, data: Any) -> Step:
         now = self._clock()
-        return await self._transaction(lambda conn: _add_step(conn, run_id, kind, data, now))
+
+        async def add(conn: Connection) -> Step:
+            await self._fence_row(conn, _RUN_CLAW, run_id, f"no run {run_id}")
+            return await _add_step(conn, run_id, kind, data, now)
+
+        return await self._transaction(add)
 
     async def finish_run(
         self,
@@ -401,6 +484,7 @@ class PostgresStore(Store):
         params = (state, reply, error, input_tokens, output_tokens, now, run_id)
 
         async def write(conn: Connection) -> Run:
+            await self._fence_row(conn, _RUN_CLAW, run_id, f"no run {run_id}")
             run = _run(await conn.fetchrow(finish, *params))
             if run is None:
                 raise StoreError(f"no run {run_id}")
@@ -412,6 +496,7 @@ class PostgresStore(Store):
             )
             if ack and run.message_id is not None:
                 await conn.execute("UPDATE messages SET state = 'done' WHERE id = $1", run.message_id)
+                await conn.execute(_ANSWERED, run.message_id)
             return run
 
         return await self._transaction(write)
@@ -436,7 +521,12 @@ class PostgresStore(Store):
             UPDATE runs SET state = 'interrupted', ended_at = $1
             WHERE state = 'running' AND ($2::text IS NULL OR claw = $2) RETURNING id
         """
-        return len(await self._fetch(sql, self._clock(), claw))
+
+        async def interrupt(conn: Connection) -> int:
+            await self._fence(conn, claw)
+            return len(await conn.fetch(sql, self._clock(), claw))
+
+        return await self._transaction(interrupt)
 
     # -- thread history -------------------------------------------------------------------------
 
@@ -499,9 +589,14 @@ class PostgresStore(Store):
     ) -> Schedule:
         created = self._clock() if created_at is None else created_at
         params = (claw, name, json.dumps(spec), json.dumps(action), misfire, source, next_fire, created)
-        row = await self._fetchrow(_PUT_SCHEDULE, *params)
-        assert row is not None
-        return Schedule(**_decoded(row, "spec", "action"))
+
+        async def put(conn: Connection) -> Schedule:
+            row = await conn.fetchrow(_PUT_SCHEDULE, *params)
+            assert row is not None
+            await self._schedules_changed(conn, claw)
+            return Schedule(**_decoded(row, "spec", "action"))
+
+        return await self._transaction(put)
 
     async def put_schedules(self, schedules: Sequence[Schedule]) -> None:
         rows = [
@@ -520,16 +615,29 @@ class PostgresStore(Store):
         await self._transaction(lambda conn: conn.executemany(_PUT_SCHEDULE, rows))
 
     async def delete_schedule(self, schedule_id: int) -> bool:
-        sql = "DELETE FROM schedules WHERE id = $1 RETURNING id"
-        return await self._fetchrow(sql, schedule_id) is not None
+        async def delete(conn: Connection) -> bool:
+            claw = await conn.fetchval("DELETE FROM schedules WHERE id = $1 RETURNING claw", schedule_id)
+            if claw is not None:
+                await self._schedules_changed(conn, claw)
+            return claw is not None
+
+        return await self._transaction(delete)
+
+    async def _schedules_changed(self, conn: Connection, claw: str) -> None:
+        """The host that runs the Claw (if another) takes its schedules in hand again."""
+        if self.host is not None and claw not in self.epochs:
+            await conn.execute("SELECT pg_notify('clawmcp_schedules', $1)", claw)
 
     async def schedules(self, claw: str | None = None) -> list[Schedule]:
         sql = "SELECT * FROM schedules WHERE ($1::text IS NULL OR claw = $1) ORDER BY claw, name"
         return [Schedule(**_decoded(row, "spec", "action")) for row in await self._fetch(sql, claw)]
 
     async def set_next_fire(self, schedule_id: int, next_fire: float | None) -> None:
-        sql = "UPDATE schedules SET next_fire = $2 WHERE id = $1"
-        await self._change(sql, (schedule_id, next_fire), f"no schedule {schedule_id}")
+        async def move(conn: Connection) -> None:
+            await self._fence_row(conn, _SCHEDULE_CLAW, schedule_id, f"no schedule {schedule_id}")
+            await conn.execute("UPDATE schedules SET next_fire = $2 WHERE id = $1", schedule_id, next_fire)
+
+        await self._transaction(move)
 
     async def claim_fire(
         self,
@@ -542,7 +650,7 @@ class PostgresStore(Store):
         merge: bool = False,
     ) -> bool:
         now = self._clock()
-        moved = "UPDATE schedules SET next_fire = $2 WHERE id = $1 RETURNING id"
+        moved = "UPDATE schedules SET next_fire = $2 WHERE id = $1"
         waiting = """
             SELECT 1 FROM messages
             WHERE mailbox = $1 AND state = 'queued' AND kind = 'fire' AND key LIKE $2 LIMIT 1
@@ -554,8 +662,8 @@ class PostgresStore(Store):
 
         async def claim(conn: Connection) -> bool:
             nonlocal message, outcome
-            if await conn.fetchrow(moved, schedule_id, next_fire) is None:
-                raise StoreError(f"no schedule {schedule_id}")
+            await self._fence_row(conn, _SCHEDULE_CLAW, schedule_id, f"no schedule {schedule_id}")
+            await conn.execute(moved, schedule_id, next_fire)
             if (
                 merge
                 and message
@@ -566,7 +674,11 @@ class PostgresStore(Store):
                 return False
             if message:
                 m = message
-                await _enqueue(conn, (m.mailbox, m.content, m.sender, m.thread, m.kind, None, m.key), now)
+                _, new = await _enqueue(
+                    conn, (m.mailbox, m.content, m.sender, m.thread, m.kind, None, m.key), now
+                )
+                if new:
+                    await self._announce(conn, m.mailbox)
             return True
 
         return await self._transaction(claim)
@@ -587,6 +699,7 @@ class PostgresStore(Store):
         """
 
         async def finish(conn: Connection) -> None:
+            await self._fence_row(conn, _SCHEDULE_CLAW, schedule_id, f"no schedule {schedule_id}")
             if await conn.fetchrow(sql, schedule_id, slot, outcome, run_id, error) is None:
                 raise StoreError(f"no fire of schedule {schedule_id} at slot {slot}")
             if ack is not None:
@@ -654,3 +767,210 @@ class PostgresStore(Store):
         return [
             Event(**_decoded(row, "data")) for row in reversed(await self._fetch(sql, after, claw, limit))
         ]
+
+    # -- several hosts: membership, leases, notifications ---------------------------------------
+
+    async def join(self, name: str, listen: str, claws: dict[str, Any], ttl: float) -> None:
+        """Join the hosts of this store as a new host (a new id) named `name`, alive for `ttl`
+        seconds unless renewed. A live host of the same name is taken to be this host's previous
+        run and replaced. Refused (`UserError`) when the Claw definitions differ from those of
+        the live hosts; with none alive, this host's definitions become the store's."""
+        host = str(uuid.uuid4())
+
+        async def join(conn: Connection) -> None:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('clawmcp:join'))")
+            await conn.execute("DELETE FROM hosts WHERE name = $1", name)
+            live = await conn.fetch("SELECT name FROM hosts WHERE expires_at > now() ORDER BY name")
+            agreed = await conn.fetchval("SELECT claws FROM cluster")
+            if live and agreed is not None and (differ := _differences(json.loads(agreed), claws)):
+                others = ", ".join(row["name"] for row in live)
+                raise UserError(
+                    f"this host's Claws differ from those of the running hosts ({others}): {differ}; "
+                    "deploy the same Claw definitions (or stop every host to change them)"
+                )
+            await conn.execute(
+                "INSERT INTO cluster (id, claws, applied_by) VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE"
+                " SET claws = excluded.claws, applied_by = excluded.applied_by, applied_at = now()",
+                json.dumps(claws),
+                name,
+            )
+            await conn.execute(
+                "INSERT INTO hosts (id, name, listen, expires_at)"
+                " VALUES ($1, $2, $3, now() + $4 * interval '1s')",
+                host,
+                name,
+                listen,
+                ttl,
+            )
+            await conn.execute(
+                "INSERT INTO claw_leases (claw) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", list(claws)
+            )
+
+        await self._transaction(join)
+        self.host, self.epochs = host, {}
+
+    async def renew(self, ttl: float, listen: str) -> Literal["alive", "expired", "replaced"]:
+        """Keep this host alive for `ttl` more seconds: `alive`; or it was too late (`expired`:
+        its leases may have moved) or another host took its name (`replaced`)."""
+        sql = "UPDATE hosts SET expires_at = now() + $2 * interval '1s', listen = $3 WHERE id = $1"
+
+        async def renew(conn: Connection) -> Literal["alive", "expired", "replaced"]:
+            row = await conn.fetchrow(
+                "SELECT expires_at > now() AS alive FROM hosts WHERE id = $1 FOR UPDATE", self.host
+            )
+            if row is None:
+                return "replaced"
+            if not row["alive"]:
+                return "expired"
+            await conn.execute(sql, self.host, ttl, listen)
+            return "alive"
+
+        return await self._transaction(renew)
+
+    async def live_hosts(self) -> list[str]:
+        """The names of the hosts alive now."""
+        return [row["name"] for row in await self._fetch("SELECT name FROM hosts WHERE expires_at > now()")]
+
+    async def take(self, claws: Sequence[str], now: float) -> tuple[list[str], int, int]:
+        """Take (again, with a new epoch, if this host stopped them) the leases of those of `claws`
+        that no other live host holds, while this host is alive;
+        in the same transaction, what their last owner left running is recovered (runs
+        interrupted, messages queued again). The Claws taken, and how many runs and messages."""
+        take = """
+            UPDATE claw_leases l SET host = $2, epoch = nextval('lease_epoch'), acquired_at = now()
+            WHERE l.claw = ANY($1::text[])
+              AND (l.host IS NULL OR l.host = $2 OR NOT EXISTS (
+                  SELECT 1 FROM hosts h WHERE h.id = l.host AND h.expires_at > now()))
+              AND EXISTS (SELECT 1 FROM hosts WHERE id = $2 AND expires_at > now())
+            RETURNING l.claw, l.epoch
+        """
+        interrupt = """
+            UPDATE runs SET state = 'interrupted', ended_at = $2
+            WHERE claw = ANY($1::text[]) AND state = 'running' RETURNING id
+        """
+        requeue = """
+            UPDATE messages SET state = 'queued'
+            WHERE mailbox = ANY($1::text[]) AND state = 'running' RETURNING id
+        """
+
+        async def take_leases(conn: Connection) -> tuple[dict[str, int], int, int]:
+            taken = {row["claw"]: row["epoch"] for row in await conn.fetch(take, list(claws), self.host)}
+            if not taken:
+                return taken, 0, 0
+            runs = await conn.fetch(interrupt, list(taken), now)
+            messages = await conn.fetch(requeue, list(taken))
+            return taken, len(runs), len(messages)
+
+        taken, runs, messages = await self._transaction(take_leases)
+        self.epochs.update(taken)
+        return sorted(taken), runs, messages
+
+    async def release(self, claws: Sequence[str]) -> int:
+        """Give up these Claws' leases (their work here has stopped): what they left running is
+        queued again, and the other hosts hear that the Claws are free. How many messages."""
+        requeue = """
+            UPDATE messages SET state = 'queued'
+            WHERE mailbox = ANY($1::text[]) AND state = 'running' RETURNING id
+        """
+        free = "UPDATE claw_leases SET host = NULL WHERE claw = ANY($1::text[]) AND host = $2 RETURNING claw"
+
+        async def release(conn: Connection) -> int:
+            freed = [row["claw"] for row in await conn.fetch(free, list(claws), self.host)]
+            messages = await conn.fetch(requeue, freed)
+            await conn.execute("SELECT pg_notify('clawmcp_leases', '')")
+            return len(messages)
+
+        try:
+            return await self._transaction(release)
+        finally:
+            self.forget(claws)
+
+    def forget(self, claws: Sequence[str]) -> None:
+        """This host no longer counts on these leases (it stopped their work): its writes for
+        them are refused from now on."""
+        for claw in claws:
+            self.epochs.pop(claw, None)
+
+    async def leave(self) -> int:
+        """`release` every lease, then leave the hosts of the store."""
+        messages = await self.release(list(self.epochs))
+        await self._transaction(lambda conn: conn.execute("DELETE FROM hosts WHERE id = $1", self.host))
+        self.host = None
+        return messages
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        """The hosts of the store, alive or recently gone: name, listen address, start, last
+        renewal's expiry, whether alive, and the Claws each owns."""
+        sql = """
+            SELECT h.name, h.listen, extract(epoch FROM h.started_at) AS started_at,
+                extract(epoch FROM h.expires_at) AS expires_at, h.expires_at > now() AS alive,
+                coalesce(array_agg(l.claw ORDER BY l.claw) FILTER (WHERE l.claw IS NOT NULL), '{}') AS claws
+            FROM hosts h LEFT JOIN claw_leases l ON l.host = h.id
+            GROUP BY h.id ORDER BY h.name
+        """
+        return [
+            {**dict(row), "claws": list(row["claws"]) if row["alive"] else []}
+            for row in await self._fetch(sql)
+        ]
+
+    async def owners(self) -> dict[str, str]:
+        """The Claws that have a live owner: Claw -> host name."""
+        sql = """
+            SELECT l.claw, h.name FROM claw_leases l JOIN hosts h ON h.id = l.host WHERE h.expires_at > now()
+        """
+        return {row["claw"]: row["name"] for row in await self._fetch(sql)}
+
+    async def listen(
+        self,
+        heard: Callable[[str, str], None],
+        resync: Callable[[], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Hear the store's notifications (`heard(channel, payload)`) on a connection of its own,
+        for ever. Notifications sent while it was not connected are lost: after every
+        (re)connection `resync` is called, so that the host looks again at what it may have
+        missed."""
+        started = False
+        while True:
+            try:
+                conn = await asyncpg.connect(self.url, timeout=TIMEOUT)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                log.warning(
+                    "state store %s: cannot listen for notifications (%s); trying again", self.name, e
+                )
+                await anyio.sleep(1)
+                continue
+            lost = anyio.Event()
+            try:
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                for channel in CHANNELS:
+                    await conn.add_listener(
+                        channel, lambda _c, _pid, channel, payload: heard(channel, payload)
+                    )
+                resync()
+                if not started:
+                    task_status.started()
+                    started = True
+                while not lost.is_set():
+                    with anyio.move_on_after(PROBE):
+                        await lost.wait()
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=TIMEOUT)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
+                log.warning("state store %s: notifications lost (%s); listening again", self.name, e)
+            finally:
+                conn.terminate()
+            await anyio.sleep(1)
+
+
+def _differences(stored: dict[str, Any], mine: dict[str, Any]) -> str:
+    """What differs between two sets of Claw definitions, in a few words."""
+    said = [f"Claw '{c}' is only on this host" for c in sorted(mine.keys() - stored.keys())]
+    said += [f"Claw '{c}' is missing here" for c in sorted(stored.keys() - mine.keys())]
+    for claw in sorted(mine.keys() & stored.keys()):
+        if keys := sorted(
+            k for k in mine[claw].keys() | stored[claw].keys() if mine[claw].get(k) != stored[claw].get(k)
+        ):
+            said.append(f"Claw '{claw}' differs in {', '.join(keys)}")
+    return "; ".join(said)

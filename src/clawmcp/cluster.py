@@ -1,0 +1,290 @@
+"""Which Claws this host runs.
+
+A host alone on its store (SQLite, memory) runs every Claw: `Alone`. Several hosts on one
+PostgreSQL store (DESIGN §8) share the Claws: `Cluster`. Each Claw is run by exactly one live host,
+the holder of the Claw's lease. A host renews itself every heartbeat; one that is not renewed for
+`lease` seconds is dead by the database's clock, and the others take its Claws. Each Claw prefers
+one live host by rendezvous hashing of the Claw's and the hosts' names, so the Claws spread
+evenly, a dead host's Claws spread over the others, a joining host takes about its share (each
+handed over between two messages), and a host restarted under its name gets its Claws back.
+
+The store refuses a write for a Claw from a host that does not hold its lease (`LeaseLost`), so a
+paused or cut-off host cannot commit for a Claw another host has taken. It also stops its Claws
+itself once it has not renewed for `lease - heartbeat` seconds (its "trust window"), before the
+others may take them.
+
+The host's side of this is `Duties`: start the work of the Claws gained (their mailbox consumers,
+their schedules), stop the work of those lost, and act on what the other hosts announce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from clawmcp.errors import StoreError, StoreUnavailable
+from clawmcp.manifest import Manifest
+from clawmcp.store import Store
+
+__all__ = ["Alone", "Cluster", "Duties", "Leases", "preferred"]
+
+log = logging.getLogger("clawmcp")
+
+POLL = 15.0
+"""Seconds between looks at every owned mailbox and waiting ask, in case a notification was lost."""
+
+
+def preferred(claw: str, hosts: Sequence[str]) -> str:
+    """The host that should run `claw`: rendezvous (highest random weight) hashing."""
+    return max(hosts, key=lambda host: hashlib.sha256(f"{claw}\0{host}".encode()).digest())
+
+
+class Duties(Protocol):
+    """What a host does when its Claws change, and with what the other hosts announce."""
+
+    async def gain(self, claws: list[str], *, grace: float) -> None:
+        """Start the Claws' work here. `grace`: how late a schedule slot may be and still fire
+        under `misfire: skip` (their previous owner may have died a while ago)."""
+
+    async def lose(self, claws: list[str], *, drain: bool) -> None:
+        """Stop the Claws' work here; with `drain`, let a run in progress finish first."""
+
+    async def heard(self, channel: str, payload: str) -> None:
+        """Another host announced something (`Leases.listen`)."""
+
+    async def resync(self) -> None:
+        """Announcements may have been missed: look again at every owned mailbox, waiting ask and
+        schedule."""
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """What a store shared by several hosts keeps of them (`PostgresStore`)."""
+
+    host: str | None
+    epochs: dict[str, int]
+
+    async def join(self, name: str, listen: str, claws: dict[str, Any], ttl: float) -> None: ...
+    async def renew(self, ttl: float, listen: str) -> Literal["alive", "expired", "replaced"]: ...
+    async def live_hosts(self) -> list[str]: ...
+    async def take(self, claws: Sequence[str], now: float) -> tuple[list[str], int, int]: ...
+    async def release(self, claws: Sequence[str]) -> int: ...
+    def forget(self, claws: Sequence[str]) -> None: ...
+    async def leave(self) -> int: ...
+    async def hosts(self) -> list[dict[str, Any]]: ...
+    async def owners(self) -> dict[str, str]: ...
+    async def listen(
+        self,
+        heard: Callable[[str, str], None],
+        resync: Callable[[], None],
+        *,
+        task_status: TaskStatus[None] = ...,
+    ) -> None: ...
+
+
+class Alone:
+    """The only host of its store: it owns every Claw, from start to stop."""
+
+    def __init__(self, manifest: Manifest, store: Store, name: str) -> None:
+        self.manifest, self.store, self.name = manifest, store, name
+        self.listen = manifest.host.listen
+        self.owned: set[str] = set()
+        self.started_at = time.time()
+
+    def owns(self, claw: str) -> bool:
+        return claw in self.owned
+
+    async def run(self, duties: Duties, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Recover what a crash left running, then start every Claw."""
+        runs = await self.store.interrupt_running()
+        messages = await self.store.requeue_running()
+        if runs or messages:
+            log.warning(
+                "recovered after a crash: %d runs interrupted, %d messages queued again", runs, messages
+            )
+        self.owned = set(self.manifest.claws)
+        await duties.gain(sorted(self.owned), grace=0.0)
+        task_status.started()
+
+    async def leave(self) -> int:
+        """After a clean stop: what was interrupted is queued again for the next start."""
+        return await self.store.requeue_running()
+
+    async def owners(self) -> dict[str, str]:
+        return dict.fromkeys(self.manifest.claws, self.name)
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": self.name,
+                "listen": self.listen,
+                "started_at": self.started_at,
+                "expires_at": None,
+                "alive": True,
+                "claws": sorted(self.owned),
+            }
+        ]
+
+
+class Cluster:
+    """One of several hosts on a store that keeps `Leases`. Start with `tg.start(cluster.run, duties)`:
+    it returns once the host has joined and taken its first share of the Claws."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        leases: Leases,
+        name: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.manifest, self.leases, self.name = manifest, leases, name
+        self.listen = manifest.host.listen
+        self.lease = manifest.host.lease
+        self.heartbeat = min(1.0, self.lease / 3)
+        self.clock, self.monotonic = clock, monotonic
+        self.claws = {name: c.model_dump(mode="json") for name, c in manifest.claws.items()}
+        self.owned: set[str] = set()
+        self._handing: set[str] = set()
+        self._seen: dict[str, int] = {}  # live host -> rounds it has been seen live in a row
+        self._trusted_until = 0.0
+        self._wake = anyio.Event()
+        self._tg: TaskGroup | None = None
+
+    def owns(self, claw: str) -> bool:
+        return claw in self.owned
+
+    async def run(self, duties: Duties, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self._join()
+        async with anyio.create_task_group() as self._tg:
+            await self._tg.start(self.leases.listen, self._heard(duties), self._resync(duties))
+            self._tg.start_soon(self._watch, duties)
+            self._tg.start_soon(self._poll, duties)
+            await self._round(duties, grace=0.0)
+            task_status.started()
+            while True:
+                with anyio.move_on_after(self.heartbeat):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                await self._round(duties, grace=self.lease + 2 * self.heartbeat)
+
+    async def _join(self) -> None:
+        started = self.monotonic()
+        await self.leases.join(self.name, self.listen, self.claws, self.lease)
+        self._trusted_until = started + self.lease - self.heartbeat
+        log.info("host '%s' joined the hosts of the store", self.name)
+
+    def _heard(self, duties: Duties) -> Callable[[str, str], None]:
+        def heard(channel: str, payload: str) -> None:
+            if channel == "clawmcp_leases":
+                self._wake.set()
+            elif self._tg is not None:
+                self._tg.start_soon(duties.heard, channel, payload)
+
+        return heard
+
+    def _resync(self, duties: Duties) -> Callable[[], None]:
+        def resync() -> None:
+            self._wake.set()
+            if self._tg is not None:
+                self._tg.start_soon(duties.resync)
+
+        return resync
+
+    async def _poll(self, duties: Duties) -> None:
+        while True:
+            await anyio.sleep(POLL)
+            await duties.resync()
+
+    async def _round(self, duties: Duties, *, grace: float) -> None:
+        """Renew this host; take the free Claws it prefers; hand over those another host prefers."""
+        started = self.monotonic()
+        try:
+            state = await self.leases.renew(self.lease, self.listen)
+        except StoreUnavailable as e:
+            log.warning(
+                "host '%s': cannot renew (%s); its Claws stop in %.1fs unless it can",
+                self.name,
+                e,
+                max(0.0, self._trusted_until - self.monotonic()),
+            )
+            return
+        if state == "replaced":
+            raise StoreError(f"another host joined the store with this host's name '{self.name}'")
+        if state == "expired":
+            log.warning(
+                "host '%s' was not renewed in time: its Claws stop here and it joins again", self.name
+            )
+            await self._lose_all(duties)
+            await self._join()
+            return
+        self._trusted_until = started + self.lease - self.heartbeat
+        try:
+            live = await self.leases.live_hosts()
+            self._seen = {h: self._seen.get(h, 0) + 1 for h in live}
+            wanted = {c for c in self.manifest.claws if preferred(c, live) == self.name}
+            if wanted - self.owned:
+                taken, runs, messages = await self.leases.take(sorted(wanted - self.owned), self.clock())
+                if runs or messages:
+                    log.warning(
+                        "took over %s: %d runs interrupted, %d messages queued again",
+                        ", ".join(taken),
+                        runs,
+                        messages,
+                    )
+                if taken:
+                    self.owned |= set(taken)
+                    await duties.gain(taken, grace=grace)
+        except StoreUnavailable as e:
+            log.warning("host '%s': cannot take its Claws now (%s)", self.name, e)
+            return
+        assert self._tg is not None
+        for claw in sorted(self.owned - wanted - self._handing):
+            if self._seen.get(preferred(claw, live), 0) >= 2:  # a host that has stayed up a while
+                self._handing.add(claw)
+                self._tg.start_soon(self._hand_over, duties, claw)
+
+    async def _hand_over(self, duties: Duties, claw: str) -> None:
+        """Give a Claw to the host that prefers it, between two of its messages."""
+        try:
+            await duties.lose([claw], drain=True)
+            self.owned.discard(claw)
+            await self.leases.release([claw])
+            log.info("host '%s' handed Claw '%s' over", self.name, claw)
+        except StoreUnavailable as e:
+            log.warning("host '%s': cannot hand Claw '%s' over now (%s)", self.name, claw, e)
+        finally:
+            self._handing.discard(claw)
+
+    async def _watch(self, duties: Duties) -> None:
+        """Stop every Claw here once the trust window has passed without a renewal."""
+        while True:
+            await anyio.sleep(max(0.0, self._trusted_until - self.monotonic()))
+            if self.monotonic() >= self._trusted_until and self.owned:
+                log.warning("host '%s' could not renew for %gs: its Claws stop here", self.name, self.lease)
+                await self._lose_all(duties)
+            await anyio.sleep(self.heartbeat)
+
+    async def _lose_all(self, duties: Duties) -> None:
+        lost, self.owned = sorted(self.owned), set()
+        self.leases.forget(lost)
+        await duties.lose(lost, drain=False)
+
+    async def leave(self) -> int:
+        """After a clean stop (the Claws' work here has stopped): give every Claw up at once and
+        leave the hosts of the store. How many messages were queued again."""
+        self.owned = set()
+        return await self.leases.leave()
+
+    async def owners(self) -> dict[str, str]:
+        return await self.leases.owners()
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        return await self.leases.hosts()
