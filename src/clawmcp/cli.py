@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,19 +137,35 @@ def _claws(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(claws, indent=2))
         return 0
-    rows = [("CLAW", "STATE", "MODEL", "MAILBOX", "DEAD", "SCHEDULES", "LAST RUN")]
+    rows = [("CLAW", "STATE", "HOST", "MODEL", "MAILBOX", "DEAD", "SCHEDULES", "LAST RUN")]
     for c in claws:
         last = c["last_runs"][0]["state"] if c["last_runs"] else "-"
         rows.append(
             (
                 c["claw"],
                 c["state"],
+                c["host"] or "-",
                 c["model"]["name"],
                 str(c["mailbox"]),
                 str(len(c["dead_letters"])),
                 str(len(c["schedules"])),
                 last,
             )
+        )
+    _table(rows)
+    return 0
+
+
+def _hosts(args: argparse.Namespace) -> int:
+    hosts = _api(args, "GET", "/api/hosts")
+    if args.json:
+        print(json.dumps(hosts, indent=2))
+        return 0
+    rows = [("HOST", "LISTEN", "STATE", "RENEWED", "CLAWS")]
+    for h in hosts:
+        ago = f"{max(0.0, time.time() - h['renewed_at']):.1f}s ago"
+        rows.append(
+            (h["name"], h["listen"], "up" if h["alive"] else "gone", ago, ", ".join(h["claws"]) or "-")
         )
     _table(rows)
     return 0
@@ -352,6 +369,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("message", metavar="MESSAGE")
         p.add_argument("--thread", default="default", help="conversation name (default: default)")
         against_host(p)
+    p = command("hosts", _hosts, "list the hosts of the store and the Claws each runs")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
     p = command("tools", _tools, "list the tools of the running host's servers: pattern and wire name")
     p.add_argument("server", nargs="?", metavar="SERVER", help="only this server (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON")

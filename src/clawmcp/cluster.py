@@ -125,7 +125,7 @@ class Alone:
                 "name": self.name,
                 "listen": self.listen,
                 "started_at": self.started_at,
-                "expires_at": None,
+                "renewed_at": time.time(),
                 "alive": True,
                 "claws": sorted(self.owned),
             }

@@ -70,8 +70,12 @@ class Service:
     async def status(self, claw: str) -> dict[str, Any]:
         """The Claw's status, with `host`: the name of the host that runs it (none while no live
         host has it)."""
-        status = await self._claws.status(claw)
-        return {**status, "host": (await self._cluster.owners()).get(claw)}
+        [status] = await self.statuses([claw])
+        return status
+
+    async def statuses(self, claws: list[str]) -> list[dict[str, Any]]:
+        owners = await self._cluster.owners()
+        return [{**await self._claws.status(claw), "host": owners.get(claw)} for claw in claws]
 
     async def hosts(self) -> list[dict[str, Any]]:
         """The hosts of the store: name, listen address, times, whether alive, Claws owned."""

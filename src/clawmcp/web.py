@@ -254,7 +254,14 @@ async def metrics(request: Request) -> Response:
 async def api_claws(request: Request) -> JSONResponse:
     service = _service(request)
     names = [c for c in sorted(service.manifest.claws) if reaches(request, c)]
-    return JSONResponse([await service.status(c) for c in names])
+    return JSONResponse(await service.statuses(names))
+
+
+async def api_hosts(request: Request) -> JSONResponse:
+    """The hosts of the store (one, with SQLite): name, listen address, times, alive, the Claws
+    (of those the token reaches) each runs."""
+    hosts = await _service(request).hosts()
+    return JSONResponse([{**h, "claws": [c for c in h["claws"] if reaches(request, c)]} for h in hosts])
 
 
 async def api_send(request: Request) -> JSONResponse:
@@ -331,7 +338,7 @@ async def api_dashboard(request: Request) -> JSONResponse:
     redact = service.manifest.redact
     return JSONResponse(
         {
-            "claws": [await service.status(c) for c in names],
+            "claws": await service.statuses(names),
             "servers": {
                 name: {
                     "state": s.state,
@@ -396,6 +403,7 @@ ROUTES = [
     Route("/api/dashboard", api_dashboard),
     Route("/api/events", api_events),
     Route("/api/claws", api_claws),
+    Route("/api/hosts", api_hosts),
     Route("/api/tools", api_tools),
     Route("/api/dead", api_dead),
     Route("/api/dead/{id}/{action}", api_settle_dead, methods=["POST"]),

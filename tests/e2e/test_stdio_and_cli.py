@@ -164,7 +164,17 @@ async def test_stdio_bridges_to_a_running_host_and_the_cli_talks_to_it(tmp_path:
         assert scout["last_runs"][0]["state"] == "done"  # the bridged ask ran in the serving host
 
         table = clawmcp("claws", "-p", str(path)).stdout.splitlines()
-        assert table[0].split() == ["CLAW", "STATE", "MODEL", "MAILBOX", "DEAD", "SCHEDULES", "LAST", "RUN"]
+        assert table[0].split() == [
+            "CLAW",
+            "STATE",
+            "HOST",
+            "MODEL",
+            "MAILBOX",
+            "DEAD",
+            "SCHEDULES",
+            "LAST",
+            "RUN",
+        ]
         assert [line.split()[0] for line in table[1:]] == ["editor", "scout"]
 
         asked = clawmcp("ask", "editor", "hello", "-p", str(path))

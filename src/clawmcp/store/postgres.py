@@ -779,7 +779,9 @@ class PostgresStore(Store):
 
         async def join(conn: Connection) -> None:
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('clawmcp:join'))")
-            await conn.execute("DELETE FROM hosts WHERE name = $1", name)
+            await conn.execute(  # its previous run, and hosts gone for a day
+                "DELETE FROM hosts WHERE name = $1 OR expires_at < now() - interval '1 day'", name
+            )
             live = await conn.fetch("SELECT name FROM hosts WHERE expires_at > now() ORDER BY name")
             agreed = await conn.fetchval("SELECT claws FROM cluster")
             if live and agreed is not None and (differ := _differences(json.loads(agreed), claws)):
@@ -812,7 +814,10 @@ class PostgresStore(Store):
     async def renew(self, ttl: float, listen: str) -> Literal["alive", "expired", "replaced"]:
         """Keep this host alive for `ttl` more seconds: `alive`; or it was too late (`expired`:
         its leases may have moved) or another host took its name (`replaced`)."""
-        sql = "UPDATE hosts SET expires_at = now() + $2 * interval '1s', listen = $3 WHERE id = $1"
+        sql = """
+            UPDATE hosts SET renewed_at = now(), expires_at = now() + $2 * interval '1s', listen = $3
+            WHERE id = $1
+        """
 
         async def renew(conn: Connection) -> Literal["alive", "expired", "replaced"]:
             row = await conn.fetchrow(
@@ -899,11 +904,11 @@ class PostgresStore(Store):
         return messages
 
     async def hosts(self) -> list[dict[str, Any]]:
-        """The hosts of the store, alive or recently gone: name, listen address, start, last
-        renewal's expiry, whether alive, and the Claws each owns."""
+        """The hosts of the store, alive or gone: name, listen address, when it started and last
+        renewed itself (seconds since the epoch), whether alive, and the Claws it owns."""
         sql = """
-            SELECT h.name, h.listen, extract(epoch FROM h.started_at) AS started_at,
-                extract(epoch FROM h.expires_at) AS expires_at, h.expires_at > now() AS alive,
+            SELECT h.name, h.listen, extract(epoch FROM h.started_at)::float8 AS started_at,
+                extract(epoch FROM h.renewed_at)::float8 AS renewed_at, h.expires_at > now() AS alive,
                 coalesce(array_agg(l.claw ORDER BY l.claw) FILTER (WHERE l.claw IS NOT NULL), '{}') AS claws
             FROM hosts h LEFT JOIN claw_leases l ON l.host = h.id
             GROUP BY h.id ORDER BY h.name

@@ -7,6 +7,7 @@ CREATE TABLE hosts (
     name       text NOT NULL UNIQUE,
     listen     text NOT NULL,
     started_at timestamptz NOT NULL DEFAULT now(),
+    renewed_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );
 
