@@ -66,14 +66,17 @@ async def test_an_ask_gets_the_answer_to_its_message_and_then_nobody_waits_on_it
         async def answer() -> None:
             await mailboxes.wait("b")
             message = await mailboxes.claim("b")
-            assert message is not None and mailboxes.chain_of(message.id) == ("a",)
+            assert message is not None and message.chain == ("a",)  # kept with the message
             mailboxes.replied(message.id, Answer("fine"))
 
         with anyio.fail_after(5):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(answer)
-                message, got = await mailboxes.ask(Outgoing("b", "x", kind="ask"), chain=("a",), within=5)
-        assert got == Answer("fine")
-        assert mailboxes.chain_of(message.id) == ()  # answered: no Claw waits on it any more
+                _, got = await mailboxes.ask(Outgoing("b", "x", kind="ask"), chain=("a",), within=5)
+        assert got == Answer("fine") and mailboxes.waiting() == []
         late, none = await mailboxes.ask(Outgoing("b", "y", kind="ask"), chain=("a",), within=0.01)
-        assert none is None and mailboxes.chain_of(late.id) == ("a",)  # still handled in its chain
+        assert none is None and mailboxes.waiting() == []
+        stored = await store.get_message(late.id)
+        assert stored is not None and stored.chain == (
+            "a",
+        )  # still handled in its chain, even after a restart

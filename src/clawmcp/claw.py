@@ -234,7 +234,7 @@ class Claws:
                     message_id=message.id,
                     will_retry=message.attempts < MAX_ATTEMPTS,
                     acknowledge=fire is None,  # a fire's message is done with the fire's outcome
-                    chain=self.mailboxes.chain_of(message.id),
+                    chain=message.chain,
                 )
                 state, reply, error, run_id = run.state, run.reply, run.error, run.id
                 acked = fire is None and state != "failed"

@@ -37,7 +37,6 @@ class Mailboxes:
     def __init__(self, store: Store, events: Events, *, forward: Callable[[str], None] | None = None) -> None:
         self.store, self.events, self.forward = store, events, forward
         self._signals: dict[str, anyio.Event] = {}
-        self._chains: dict[int, tuple[str, ...]] = {}
         self._answers: dict[int, tuple[anyio.Event, list[Answer]]] = {}
 
     async def enqueue(self, message: Outgoing) -> Message:
@@ -52,10 +51,9 @@ class Mailboxes:
     ) -> tuple[Message, Answer | None]:
         """Enqueue a message and wait up to `within` seconds for its answer; None
         when there was none by then. `chain`: the Claws waiting on it through `claw__ask`."""
-        stored = await self._commit(message)
+        stored = await self._commit(message, chain)
         done, answers = anyio.Event(), list[Answer]()
         self._answers[stored.id] = (done, answers)  # before anyone can claim it
-        self._chains[stored.id] = chain
         self.notify(message.mailbox)
         try:
             with anyio.move_on_after(within):
@@ -64,9 +62,9 @@ class Mailboxes:
             del self._answers[stored.id]
         return stored, answers[0] if answers else None
 
-    async def _commit(self, m: Outgoing) -> Message:
+    async def _commit(self, m: Outgoing, chain: tuple[str, ...] = ()) -> Message:
         stored, new = await self.store.enqueue(
-            m.mailbox, m.content, sender=m.sender, thread=m.thread, kind=m.kind, key=m.key
+            m.mailbox, m.content, sender=m.sender, thread=m.thread, kind=m.kind, key=m.key, chain=chain
         )
         if new:
             self.events.emit(
@@ -101,10 +99,6 @@ class Mailboxes:
             signal = self._signals[mailbox] = anyio.Event()
         return signal
 
-    def chain_of(self, message_id: int) -> tuple[str, ...]:
-        """The Claws waiting on a message through `claw__ask` (empty after a restart: none wait)."""
-        return self._chains.get(message_id, ())
-
     def waiting(self) -> list[int]:
         """The asks waiting here for their answer."""
         return list(self._answers)
@@ -127,7 +121,6 @@ class Mailboxes:
 
     def replied(self, message_id: int, answer: Answer) -> None:
         """The message is answered: its run finished, or it will not be tried again."""
-        self._chains.pop(message_id, None)
         if (waiting := self._answers.get(message_id)) is not None and not waiting[1]:
             waiting[1].append(answer)
             waiting[0].set()

@@ -3,6 +3,7 @@ PostgreSQL server (tests/pg.py), real HTTP."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ import pytest
 from anyio.abc import Process
 
 from tests.e2e.test_serve import base_of, serving
-from tests.pg import PostgresServer
+from tests.pg import PostgresServer, postgres_server
 
 pytestmark = pytest.mark.anyio
 
@@ -45,12 +46,14 @@ def serve(path: Path, url: str) -> list[str]:
 
 
 @asynccontextmanager
-async def hosts(tmp_path: Path, url: str, *names: str) -> AsyncIterator[dict[str, tuple[Process, str]]]:
+async def hosts(
+    tmp_path: Path, url: str, *names: str, body: str = BODY
+) -> AsyncIterator[dict[str, tuple[Process, str]]]:
     """Start the named hosts on the store; yields each one's process and base URL."""
     async with AsyncExitStack() as stack:
         started = {}
         for name in names:
-            path = host_file(tmp_path, name)
+            path = host_file(tmp_path, name, body)
             process, lines = await stack.enter_async_context(serving(path, command=serve(path, url)))
             started[name] = (process, base_of(lines))
         yield started
@@ -153,3 +156,177 @@ async def test_three_hosts_share_the_claws_serve_every_claw_and_take_over_a_kill
             assert len(twice) <= 1, twice  # at most the one in flight when h2 died was run again
         finally:
             await store.close()
+
+
+RELAY = """
+models:
+  m:
+    provider: scripted
+    rules:
+      - {when: "^ping", reply: "pong {{ input }}"}
+      - when: "^relay (?P<to>[a-z]+) (?P<text>.*)"
+        steps: [{tool: claw__ask, arguments: {to: "{{ match.to }}", content: "{{ match.text }}"}}]
+        reply: "{{ results[0] }}"
+claws: {ada: {model: m, talks_to: ["*"]}, jo: {model: m, talks_to: ["*"]}}
+"""
+
+
+async def test_claws_on_two_hosts_ask_each_other_and_a_loop_across_hosts_is_refused_at_once(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with (
+        hosts(tmp_path, url, "h1", "h2", body=RELAY) as started,
+        httpx2.AsyncClient(timeout=60) as http,
+    ):
+        bases = {name: base for name, (_, base) in started.items()}
+
+        async def placed() -> bool:
+            return await owners(http, bases["h2"]) == {"ada": "h1", "jo": "h2"}
+
+        await until(placed)
+        for base in bases.values():
+            asked = await http.post(f"{base}/api/claws/ada/ask", json={"message": "relay jo ping 1"})
+            assert asked.json()["reply"] == "pong ping 1"  # ada on h1 asked jo on h2
+        with anyio.fail_after(20):  # refused at once, not after a timeout
+            looped = await http.post(
+                f"{bases['h2']}/api/claws/ada/ask", json={"message": "relay jo relay ada ping"}
+            )
+        assert "ask loop: ada → jo → ada" in looped.json()["reply"], looped.json()
+
+
+SLOW = """
+models: {m: {provider: scripted, rules: [{when: "^slow", steps: [{tool: tools__slow}], reply: "done"}]}}
+tools: {slow: {command: [sleep, "2"], timeout: 30s}}
+claws: {ada: {model: m, tools: [tools.slow]}, jo: {model: m}}
+"""
+
+
+async def test_a_paused_owner_loses_its_claw_and_none_of_its_writes_for_it_commit_after(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    store = await asyncpg.connect(url)
+    async with hosts(tmp_path, url, "h1", "h2", body=SLOW) as started, httpx2.AsyncClient(timeout=30) as http:
+        (h1, _), h2 = started["h1"], started["h2"][1]
+
+        async def placed() -> bool:
+            return (await owners(http, h2))["ada"] == "h1"
+
+        await until(placed)
+        told = (await http.post(f"{h2}/api/claws/ada/tell", json={"message": "slow"})).json()["message_id"]
+        running = "SELECT id FROM runs WHERE message_id = $1 AND state = 'running'"
+        first = await until(lambda: store.fetchval(running, told))  # h1 runs it: its tool sleeps 2 s
+        h1.send_signal(signal.SIGSTOP)
+        try:
+
+            async def taken() -> bool:
+                return (await owners(http, h2))["ada"] == "h2"
+
+            await until(taken)
+        finally:
+            h1.send_signal(signal.SIGCONT)  # its tool call has ended: it goes on with the run it lost
+        done = "SELECT count(*) FROM runs WHERE message_id = $1 AND state = 'done'"
+        await until(lambda: store.fetchval(done, told))  # h2 ran the message again
+
+        async def rejoined() -> bool:  # h1 saw it lost its Claws, and is back as a host
+            hosts_ = (await http.get(f"{h2}/api/hosts")).json()
+            return any(h["name"] == "h1" and h["alive"] for h in hosts_)
+
+        await until(rejoined)
+        runs = await store.fetch("SELECT id, state FROM runs WHERE message_id = $1 ORDER BY id", told)
+        assert [(r["id"], r["state"]) for r in runs] == [(first, "interrupted"), (runs[1]["id"], "done")]
+        assert await store.fetchval("SELECT state FROM messages WHERE id = $1", told) == "done"
+    await store.close()
+
+
+async def test_hosts_ride_out_a_restart_of_postgresql_and_lose_no_acknowledged_message(
+    tmp_path: Path,
+) -> None:
+    with postgres_server() as server:  # its own server: this test stops it
+        url = server.url()
+        async with hosts(tmp_path, url, "h1", "h2") as started, httpx2.AsyncClient(timeout=30) as http:
+            bases = [base for _, base in started.values()]
+            acked: dict[int, int] = {}
+            fifty = anyio.Event()
+
+            async def tell(n: int) -> None:
+                while True:  # a client retries with the same key until the host accepts it
+                    try:
+                        answer = await http.post(
+                            f"{bases[n % 2]}/api/claws/{CLAWS[n % 6]}/tell",
+                            json={"message": "hi", "key": f"k{n}"},
+                        )
+                    except httpx2.TransportError:
+                        answer = None
+                    if answer is not None and answer.status_code == 200:
+                        acked[n] = answer.json()["message_id"]
+                        return
+                    await anyio.sleep(0.2)  # the store is down: try again soon
+
+            async def load() -> None:
+                for n in range(200):
+                    await tell(n)
+                    if n == 50:
+                        fifty.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(load)
+                await fifty.wait()
+                await anyio.to_thread.run_sync(server.pg_ctl, "-m", "immediate", "stop")
+                await anyio.to_thread.run_sync(server.pg_ctl, "start")
+            store = await asyncpg.connect(url)
+            try:
+                done = "SELECT count(*) = 200 FROM messages WHERE id = ANY($1::bigint[]) AND state = 'done'"
+                await until(lambda: store.fetchval(done, list(acked.values())), within=60)
+            finally:
+                await store.close()
+
+
+async def test_a_host_whose_claws_differ_from_the_running_hosts_refuses_to_start_with_one_line(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with hosts(tmp_path, url, "h1"):
+        other = BODY.replace("ada: {model: m}", "ada: {model: m, talks_to: [jo]}").replace(
+            ", gus: {model: m}", ""
+        )
+        path = host_file(tmp_path, "h2", other)
+        refused = await anyio.run_process(serve(path, url), check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.decode().splitlines() == [
+        "this host's Claws differ from those of the running hosts (h1): Claw 'gus' is missing here; "
+        "Claw 'ada' differs in talks_to; deploy the same Claw definitions (or stop every host to change them)"
+    ]
+
+
+async def test_a_schedule_fires_each_slot_once_across_hosts_and_the_slot_of_a_failover_too(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    every = 5.0
+    schedule = f"schedules: [{{name: tick, every: {every}s, prompt: tick, misfire: skip}}]"
+    body = BODY.replace("jo: {model: m}", f"jo: {{model: m, {schedule}}}")
+    store = await asyncpg.connect(url)
+    slots = "SELECT slot, fired_at FROM fires ORDER BY slot"
+    async with (
+        hosts(tmp_path, url, "h1", "h2", "h3", body=body) as started,
+        httpx2.AsyncClient(timeout=30) as http,
+    ):
+
+        async def placed() -> bool:
+            return (await owners(http, started["h1"][1]))["jo"] == "h2"
+
+        await until(placed)
+        first = (await until(lambda: store.fetch(slots)))[0]["slot"]
+        await anyio.sleep(max(0.0, first + every - 0.5 - time.time()))  # h2 dies just before a slot
+        started["h2"][0].kill()
+        fired = "SELECT fired_at - slot FROM fires WHERE slot = $1"
+        late = await until(lambda: store.fetchval(fired, first + every))
+    # The slot fell in the failover gap: the new owner fired it, later than misfire: skip allows
+    # on a running host (GRACE, 1 s), since the time the Claw had no host is not the Claw's fault.
+    assert 1.0 < late < LEASE + 3
+    twice = "SELECT key FROM messages WHERE key LIKE 'schedule:%' GROUP BY key HAVING count(*) > 1"
+    assert await store.fetch(twice) == []  # each slot fired once, by one host
+    assert [round(r["slot"] - first) for r in await store.fetch(slots)][:2] == [0, every]
+    await store.close()

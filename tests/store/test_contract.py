@@ -72,6 +72,15 @@ async def test_enqueue_commits_a_new_queued_message(store: Store, clock: FakeClo
     assert await store.get_message(message.id) == message
 
 
+async def test_a_message_keeps_the_chain_of_claws_waiting_on_it(store: Store) -> None:
+    asked, _ = await store.enqueue("c", "ask", kind="ask", chain=["a", "b"])
+    told, _ = await store.enqueue("c", "tell")
+    assert (asked.chain, told.chain) == (("a", "b"), ())
+    claimed = await store.claim("c")
+    assert claimed is not None and claimed.chain == ("a", "b")
+    assert await store.get_message(told.id) == told
+
+
 async def test_enqueue_with_a_known_key_returns_the_first_message(store: Store) -> None:
     first, _ = await store.enqueue("inbox", "one", key="k")
     again, new = await store.enqueue("inbox", "two", key="k")

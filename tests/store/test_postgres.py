@@ -3,12 +3,14 @@ cancellation, a server that goes away. (Its behaviour as a store is in test_cont
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import asyncpg
 import pytest
 from tests.pg import PostgresServer, postgres_server
 
-from clawmcp.errors import StoreError, StoreUnavailable
+from clawmcp.errors import LeaseLost, StoreError, StoreUnavailable
 from clawmcp.store.postgres import SCHEMA_VERSION, PostgresStore, display_url
 
 pytestmark = pytest.mark.anyio
@@ -104,3 +106,58 @@ async def test_while_the_server_is_down_calls_fail_as_unavailable_and_work_again
                 "after",
             ]
             assert second.id > first.id
+
+
+async def test_a_host_that_lost_a_claws_lease_can_write_nothing_more_for_it(postgres: PostgresServer) -> None:
+    url = await postgres.database()
+    async with PostgresStore(url) as a, PostgresStore(url) as b:
+        claws: dict[str, Any] = {"c": {}, "d": {}}
+        await a.join("a", "127.0.0.1:1", claws, ttl=30)
+        await b.join("b", "127.0.0.1:2", claws, ttl=30)
+        assert (await a.take(["c"], now=0.0))[0] == ["c"]
+        assert (await b.take(["c"], now=0.0))[0] == []  # a holds it
+        schedule = await a.put_schedule(
+            "c",
+            "s",
+            spec={"every": 60.0},
+            action={"prompt": "p"},
+            misfire="latest",
+            source="runtime",
+            next_fire=60,
+        )
+        first, _ = await a.enqueue("c", "one")
+        await a.enqueue("c", "two")
+        claimed = await a.claim("c")
+        assert claimed is not None
+        run, _ = await a.start_run("c", "t", "message", "one", message_id=claimed.id)
+        await a.add_step(run.id, "model", {})
+
+        admin = await asyncpg.connect(url)  # a pauses past its lease: by the database's clock it is gone
+        await admin.execute("UPDATE hosts SET expires_at = now() - interval '1s' WHERE name = 'a'")
+        await admin.close()
+        taken, runs, messages = await b.take(["c"], now=0.0)
+        assert (taken, runs, messages) == (["c"], 1, 1)  # b recovered what a left running
+
+        refused = [
+            a.claim("c"),
+            a.ack(first.id),
+            a.nack(first.id, "x", retry_at=None),
+            a.start_run("c", "t", "message", "x"),
+            a.add_step(run.id, "tool_result", {}),
+            a.finish_run(run.id, "done", reply="late", ack=True),
+            a.interrupt_running("c"),
+            a.requeue_running("c"),
+            a.claim_fire(schedule.id, 60.0, next_fire=120.0),
+            a.set_next_fire(schedule.id, 1.0),
+            a.finish_fire(schedule.id, 60.0, "ok"),
+        ]
+        for write in refused:
+            with pytest.raises(LeaseLost, match="no longer owns Claw 'c'"):
+                await write
+        assert (await b.get_run(run.id)).state == "interrupted"  # type: ignore[union-attr]
+        assert [s.kind for s in await b.steps(run.id)] == ["model"]
+        assert (await b.get_message(first.id)).state == "queued"  # type: ignore[union-attr]
+        assert await b.fires(schedule.id) == []
+        again = await b.claim("c")
+        assert again is not None and again.id == first.id  # b goes on with it
+        await a.enqueue("c", "anyone may still tell")  # not a write of the owner's

@@ -76,6 +76,8 @@ class Message:
     available_at: float
     last_error: str | None
     created_at: float
+    chain: tuple[str, ...] = ()
+    """The Claws waiting on it through `claw__ask`, the asker last."""
 
 
 @dataclass(frozen=True)
@@ -197,9 +199,11 @@ class MailboxStore(abc.ABC):
         kind: MessageKind = "message",
         reply_to: int | None = None,
         key: str | None = None,
+        chain: Sequence[str] = (),
     ) -> tuple[Message, bool]:
         """Commit a message to `mailbox`. Returns it and whether it is new: a second enqueue with
-        the same `key` to the same mailbox returns the first message and False."""
+        the same `key` to the same mailbox returns the first message and False. `chain`: the
+        Claws waiting on it through `claw__ask`."""
 
     @abc.abstractmethod
     async def claim(self, mailbox: str) -> Message | None:

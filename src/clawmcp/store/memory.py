@@ -106,6 +106,7 @@ class MemoryStore(Store):
         kind: MessageKind = "message",
         reply_to: int | None = None,
         key: str | None = None,
+        chain: Sequence[str] = (),
     ) -> tuple[Message, bool]:
         await self._enter()
         if key is not None:
@@ -127,6 +128,7 @@ class MemoryStore(Store):
             attempts=0,
             available_at=now,
             last_error=None,
+            chain=tuple(chain),
             created_at=now,
         )
         self._messages[message.id] = message

@@ -106,7 +106,7 @@ def _tsvector(text: str) -> str:
 
 
 def _message(row: asyncpg.Record | None) -> Message | None:
-    return Message(**dict(row)) if row else None
+    return Message(**dict(row) | {"chain": tuple(row["chain"])}) if row else None
 
 
 def _run(row: asyncpg.Record | None) -> Run | None:
@@ -135,8 +135,8 @@ _ANSWERED = """
 """
 _ENQUEUE = """
     INSERT INTO messages
-        (mailbox, content, sender, thread, kind, reply_to, key, available_at, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+        (mailbox, content, sender, thread, kind, reply_to, key, chain, available_at, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)
     ON CONFLICT (mailbox, key) DO NOTHING
     RETURNING *
 """
@@ -163,14 +163,15 @@ _PUT_SCHEDULE = """
 
 
 async def _enqueue(conn: Connection, params: tuple[Any, ...], now: float) -> tuple[Message, bool]:
-    """Insert a message (mailbox, content, sender, thread, kind, reply_to, key), or return the one
-    already there with its key (a concurrent insert of the key is waited for, then seen)."""
-    if row := await conn.fetchrow(_ENQUEUE, *params, now):
-        return Message(**dict(row)), True
+    """Insert a message (mailbox, content, sender, thread, kind, reply_to, key, chain), or return
+    the one already there with its key (a concurrent insert of the key is waited for, then seen)."""
+    if message := _message(await conn.fetchrow(_ENQUEUE, *params, now)):
+        return message, True
     mailbox, key = params[0], params[6]
-    row = await conn.fetchrow("SELECT * FROM messages WHERE mailbox = $1 AND key = $2", mailbox, key)
-    assert row is not None
-    return Message(**dict(row)), False
+    sql = "SELECT * FROM messages WHERE mailbox = $1 AND key = $2"
+    message = _message(await conn.fetchrow(sql, mailbox, key))
+    assert message is not None
+    return message, False
 
 
 async def _add_step(conn: Connection, run_id: int, kind: StepKind, data: Any, at: float) -> Step:
@@ -318,8 +319,9 @@ class PostgresStore(Store):
         kind: MessageKind = "message",
         reply_to: int | None = None,
         key: str | None = None,
+        chain: Sequence[str] = (),
     ) -> tuple[Message, bool]:
-        params = (mailbox, content, sender, thread, kind, reply_to, key)
+        params = (mailbox, content, sender, thread, kind, reply_to, key, list(chain))
 
         async def enqueue(conn: Connection) -> tuple[Message, bool]:
             message, new = await _enqueue(conn, params, self._clock())
@@ -381,7 +383,7 @@ class PostgresStore(Store):
         sql = """
             SELECT * FROM messages WHERE ($1::text IS NULL OR mailbox = $1) AND state = 'dead' ORDER BY id
         """
-        return [Message(**dict(row)) for row in await self._fetch(sql, mailbox)]
+        return [m for row in await self._fetch(sql, mailbox) if (m := _message(row))]
 
     async def settle_dead(self, message_id: int, action: Literal["retry", "discard"]) -> Message:
         sql = """
@@ -675,7 +677,7 @@ class PostgresStore(Store):
             if message:
                 m = message
                 _, new = await _enqueue(
-                    conn, (m.mailbox, m.content, m.sender, m.thread, m.kind, None, m.key), now
+                    conn, (m.mailbox, m.content, m.sender, m.thread, m.kind, None, m.key, []), now
                 )
                 if new:
                     await self._announce(conn, m.mailbox)

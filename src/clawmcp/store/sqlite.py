@@ -43,21 +43,26 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "migrate"]
 _WORD = re.compile(r"[^\W_]+")
 
 
+def _message(row: sqlite3.Row) -> Message:
+    values = dict(row)
+    return Message(**values | {"chain": tuple(json.loads(values["chain"]))})
+
+
 def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...], now: float) -> tuple[Message, bool]:
-    """Insert a message (mailbox, content, sender, thread, kind, reply_to, key), or return the
-    one already queued with its key."""
+    """Insert a message (mailbox, content, sender, thread, kind, reply_to, key, chain as JSON),
+    or return the one already queued with its key."""
     sql = """
         INSERT INTO messages
-            (mailbox, content, sender, thread, kind, reply_to, key, available_at, created_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            (mailbox, content, sender, thread, kind, reply_to, key, chain, available_at, created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (mailbox, key) DO NOTHING
         RETURNING *
     """
     if rows := fetch(conn, sql, (*params, now, now)):
-        return Message(**dict(rows[0])), True
+        return _message(rows[0]), True
     mailbox, key = params[0], params[6]
     [row] = fetch(conn, "SELECT * FROM messages WHERE mailbox = ? AND key = ?", (mailbox, key))
-    return Message(**dict(row)), False
+    return _message(row), False
 
 
 _EVENTS = """
@@ -113,8 +118,9 @@ class SqliteStore(Database, Store):
         kind: MessageKind = "message",
         reply_to: int | None = None,
         key: str | None = None,
+        chain: Sequence[str] = (),
     ) -> tuple[Message, bool]:
-        params = (mailbox, content, sender, thread, kind, reply_to, key)
+        params = (mailbox, content, sender, thread, kind, reply_to, key, json.dumps(list(chain)))
         return await self._write(lambda conn: _enqueue(conn, params, self._clock()))
 
     async def claim(self, mailbox: str) -> Message | None:
@@ -130,7 +136,7 @@ class SqliteStore(Database, Store):
         params = (mailbox, self._clock())
         # Not durable: losing a claim to a power cut only gives the message back to the mailbox.
         rows = await self._write(lambda conn: fetch(conn, sql, params), durable=False)
-        return Message(**dict(rows[0])) if rows else None
+        return _message(rows[0]) if rows else None
 
     async def ack(self, message_id: int) -> None:
         sql = "UPDATE messages SET state = 'done' WHERE id = ?"
@@ -149,7 +155,7 @@ class SqliteStore(Database, Store):
 
     async def get_message(self, message_id: int) -> Message | None:
         rows = await self._read("SELECT * FROM messages WHERE id = ?", (message_id,))
-        return Message(**dict(rows[0])) if rows else None
+        return _message(rows[0]) if rows else None
 
     async def depth(self, mailbox: str) -> int:
         sql = "SELECT count(*) FROM messages WHERE mailbox = ? AND state IN ('queued', 'running')"
@@ -158,7 +164,7 @@ class SqliteStore(Database, Store):
 
     async def dead_letters(self, mailbox: str | None = None) -> list[Message]:
         sql = "SELECT * FROM messages WHERE (? IS NULL OR mailbox = ?) AND state = 'dead' ORDER BY id"
-        return [Message(**dict(row)) for row in await self._read(sql, (mailbox, mailbox))]
+        return [_message(row) for row in await self._read(sql, (mailbox, mailbox))]
 
     async def settle_dead(self, message_id: int, action: Literal["retry", "discard"]) -> Message:
         sql = """
@@ -173,7 +179,7 @@ class SqliteStore(Database, Store):
         rows = await self._write(lambda conn: fetch(conn, sql, params))
         if not rows:
             raise StoreError(f"message {message_id} is not a dead letter")
-        return Message(**dict(rows[0]))
+        return _message(rows[0])
 
     async def mailboxes(self) -> dict[str, tuple[int, int]]:
         sql = """
@@ -428,7 +434,7 @@ class SqliteStore(Database, Store):
                 return False
             if message:
                 m = message
-                _enqueue(conn, (m.mailbox, m.content, m.sender, m.thread, m.kind, None, m.key), now)
+                _enqueue(conn, (m.mailbox, m.content, m.sender, m.thread, m.kind, None, m.key, "[]"), now)
             return True
 
         return await self._write(claim)

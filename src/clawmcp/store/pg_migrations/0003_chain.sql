@@ -1,0 +1,3 @@
+-- The Claws waiting on a message through claw__ask, kept with it so that the loop and depth guards
+-- hold after a restart and across hosts.
+ALTER TABLE messages ADD COLUMN chain text[] NOT NULL DEFAULT '{}';
