@@ -30,6 +30,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.server.mcpserver import Context, MCPServer
 
+from clawmcp.cluster import Leases
 from clawmcp.errors import WorkerLost
 from clawmcp.events import Events
 from clawmcp.mailbox import Mailboxes
@@ -42,6 +43,10 @@ from clawmcp.store.configured import configured_store
 from clawmcp.toolhub import ToolHub
 
 __all__ = ["HEALTH_INTERVAL", "Worker", "serve_worker"]
+
+LEASE_VARIABLE = "CLAWMCP_WORKER_LEASE"
+"""With several hosts on one store: `HOST EPOCH` of the host's lease on the worker's Claw, so that
+the worker's writes are fenced as the host's are (see `clawmcp.cluster`)."""
 
 HEALTH_INTERVAL = 5.0
 """Seconds between pings of an idle worker, so a dead one is noticed before the next message."""
@@ -59,7 +64,10 @@ class Worker:
         cls, manifest: Manifest, claw: str, store: Store, mailboxes: Mailboxes
     ) -> AsyncIterator[Worker]:
         command = [sys.executable, "-m", "clawmcp", "worker", claw, *manifest.files]
-        params = StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
+        env = dict(os.environ)
+        if isinstance(store, Leases) and store.host is not None:
+            env[LEASE_VARIABLE] = f"{store.host} {store.epochs[claw]}"
+        params = StdioServerParameters(command=command[0], args=command[1:], env=env)
         async with Client(params, mode="legacy") as client:
             yield cls(claw, client, store, mailboxes)
 
@@ -124,6 +132,9 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
     manifest.check_claw(claw)
     manifest = _servers_of(manifest, claw)
     store = configured_store(manifest, time.time)
+    if isinstance(store, Leases) and (lease := os.environ.get(LEASE_VARIABLE)):
+        host, epoch = lease.split()
+        store.host, store.epochs = host, {claw: int(epoch)}
     events = Events(store, redact=manifest.redact)
     hub = ToolHub(manifest, store, events)
     providers = Providers(manifest.models)

@@ -72,11 +72,11 @@ async def owners(http: httpx2.AsyncClient, base: str) -> dict[str, str | None]:
     return {c["claw"]: c["host"] for c in (await http.get(f"{base}/api/claws")).json()}
 
 
-async def test_one_host_on_postgresql_tells_and_asks_and_keeps_what_it_was_told(
+async def test_one_host_on_postgresql_tells_and_asks_and_keeps_what_it_was_told_even_in_a_worker(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
     url = await postgres.database()
-    path = host_file(tmp_path, "h1")
+    path = host_file(tmp_path, "h1", BODY.replace("bob: {model: m}", "bob: {model: m, isolation: process}"))
     async with serving(path, command=serve(path, url)) as (_, lines), httpx2.AsyncClient() as http:
         base = base_of(lines)
         assert (await http.post(f"{base}/api/claws/ada/ask", json={"message": "ping 1"})).json()["reply"] == (
@@ -329,4 +329,38 @@ async def test_a_schedule_fires_each_slot_once_across_hosts_and_the_slot_of_a_fa
     twice = "SELECT key FROM messages WHERE key LIKE 'schedule:%' GROUP BY key HAVING count(*) > 1"
     assert await store.fetch(twice) == []  # each slot fired once, by one host
     assert [round(r["slot"] - first) for r in await store.fetch(slots)][:2] == [0, every]
+    await store.close()
+
+
+async def test_a_joining_host_takes_its_claws_between_two_messages_and_a_stopped_one_gives_them_back_at_once(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    body = BODY.replace("gus: {model: m}", "gus: {model: m, tools: [tools.slow]}").replace(
+        "claws:", 'tools: {slow: {command: [sleep, "3"], timeout: 30s}}\nclaws:'
+    )
+    body = body.replace(
+        "{reply: ok}", '{when: "^slow", steps: [{tool: tools__slow}], reply: slept}, {reply: ok}'
+    )
+    store = await asyncpg.connect(url)
+    async with hosts(tmp_path, url, "h1", "h2", body=body) as started, httpx2.AsyncClient(timeout=30) as http:
+        h1 = started["h1"][1]
+
+        async def gus_on(host: str) -> bool:
+            return (await owners(http, h1))["gus"] == host
+
+        await until(lambda: gus_on("h1"))
+        told = (await http.post(f"{h1}/api/claws/gus/tell", json={"message": "slow"})).json()["message_id"]
+        await until(lambda: store.fetchval("SELECT id FROM runs WHERE message_id = $1", told))
+        path = host_file(tmp_path, "h3", body)
+        async with serving(path, command=serve(path, url)) as (h3, _):
+            await until(lambda: gus_on("h3"))  # h3 prefers gus: h1 handed it over...
+            states = "SELECT state FROM runs WHERE message_id = $1 ORDER BY id"
+            assert [r["state"] for r in await store.fetch(states, told)] == ["done"]  # ...after its run
+            h3.send_signal(signal.SIGTERM)
+            with anyio.fail_after(10):
+                await h3.wait()
+            stopped = time.monotonic()
+            await until(lambda: gus_on("h1"))
+            assert time.monotonic() - stopped < LEASE / 2  # released at once, not left to expire
     await store.close()
