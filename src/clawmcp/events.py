@@ -6,6 +6,10 @@ writes what was emitted to the store, many events per commit, and then hands eac
 (now with its id) to the listeners (the metrics) and the subscribers (dashboards and `logs -f`). A
 subscriber more than `BUFFER` events behind is dropped, its stream closed, so a stalled reader
 never holds up the host.
+
+With several hosts on one store (`shared`), the log is everyone's: subscribers get every host's
+events, read from the store in id order each time the store announces new ones (`heard`); the
+listeners still get only this host's, so each host's metrics count what it did.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class Events:
         self._wake = anyio.Event()
         self._listeners: list[Callable[[Event], None]] = []
         self._subscribers: set[MemoryObjectSendStream[Event]] = set()
+        self.shared = False
+        """Whether other hosts append to the same log (see the module's docstring)."""
+        self._cursor = 0  # shared: the last id handed to the subscribers (or announced)
+        self._reading = anyio.Lock()
 
     def emit(self, kind: EventKind, claw: str | None, **data: Any) -> None:
         """Record that something happened now; it is stored and published soon after."""
@@ -92,6 +100,25 @@ class Events:
                 listener(event)
             except Exception:  # a fault of ours in a listener: the log goes on
                 log.exception("event %d (%s) could not be handled", event.id, event.kind)
+        if not self.shared:
+            self._hand(event)
+
+    async def heard(self, last: int | None = None) -> None:
+        """Shared: the store has events up to id `last` (None: perhaps more than were announced).
+        The subscribers get them, in id order."""
+        if not self._subscribers:
+            if last is None:
+                newest = await self.store.events(limit=1)
+                last = newest[-1].id if newest else 0
+            self._cursor = max(self._cursor, last)
+            return
+        async with self._reading:  # one reader: each event handed on once
+            while self._subscribers and (batch := await self.store.events(after=self._cursor, limit=BUFFER)):
+                for event in batch:
+                    self._hand(event)
+                self._cursor = max(self._cursor, batch[-1].id)
+
+    def _hand(self, event: Event) -> None:
         for send in list(self._subscribers):
             try:
                 send.send_nowait(event)

@@ -83,6 +83,7 @@ class Host:
         )
         """Which Claws this host runs: all of them, or with other hosts on the store its share."""
         self.events = Events(self.store, self.clock.now, manifest.redact)
+        self.events.shared = isinstance(self.cluster, Cluster)
         self.metrics = Metrics(self.events)
         self.hub = ToolHub(manifest, self.store, self.events, local=servers)
         self.providers = Providers(manifest.models, transport=models)
@@ -205,6 +206,8 @@ class Host:
                 await self.mailboxes.check(int(payload))
             elif channel == "clawmcp_schedules" and self.cluster.owns(payload):
                 await self.scheduler.track([payload])
+            elif channel == "clawmcp_events":
+                await self.events.heard(int(payload))
         except StoreError as e:  # it is looked at again in the next resync
             log.warning("cannot act on %s %s now: %s", channel, payload, e)
 
@@ -216,6 +219,7 @@ class Host:
             for message_id in self.mailboxes.waiting():
                 await self.mailboxes.check(message_id)
             await self.scheduler.track(owned)
+            await self.events.heard()
         except StoreError as e:
             log.warning("cannot look at the store's changes now: %s", e)
 

@@ -3,6 +3,7 @@ PostgreSQL server (tests/pg.py), real HTTP."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -364,3 +365,39 @@ async def test_a_joining_host_takes_its_claws_between_two_messages_and_a_stopped
             await until(lambda: gus_on("h1"))
             assert time.monotonic() - stopped < LEASE / 2  # released at once, not left to expire
     await store.close()
+
+
+async def test_the_activity_log_followed_on_one_host_shows_every_hosts_events_in_order(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with hosts(tmp_path, url, "h1", "h2") as started, httpx2.AsyncClient(timeout=30) as http:
+        h1, h2 = started["h1"][1], started["h2"][1]
+        await until(
+            lambda: _equal(owners(http, h1), {c: "h2" if c in ("jo", "kit", "cy") else "h1" for c in CLAWS})
+        )
+        seen: list[dict[str, Any]] = []
+        with anyio.fail_after(30):
+            async with http.stream("GET", f"{h1}/api/events?follow=1&limit=1") as stream:
+                for claw in ("kit", "ada", "jo"):  # run on h2, h1, h2; told through the other host
+                    await http.post(
+                        f"{h2 if claw == 'ada' else h1}/api/claws/{claw}/tell", json={"message": "hi"}
+                    )
+                async for text in stream.aiter_lines():
+                    if text.startswith("data:"):
+                        seen.append(json.loads(text[5:]))
+                        done = {
+                            e["claw"] for e in seen if e["kind"] == "run" and e["data"]["state"] == "done"
+                        }
+                        if done >= {"kit", "ada", "jo"}:
+                            break
+        ids = [e["id"] for e in seen]
+        assert ids == sorted(set(ids))  # in order, none twice
+        logged = [
+            e["id"] for e in (await http.get(f"{h2}/api/events?limit=1000")).json() if e["id"] >= ids[0]
+        ]
+        assert ids == logged[: len(ids)]  # none skipped
+
+
+async def _equal(value: Awaitable[Any], expected: Any) -> bool:
+    return bool(await value == expected)

@@ -66,9 +66,10 @@ _MIGRATIONS = load_migrations("pg_migrations")
 SCHEMA_VERSION = _MIGRATIONS[-1].version
 """The schema version this clawmcp writes: the number of its newest PostgreSQL migration."""
 
-CHANNELS = ("clawmcp_mailbox", "clawmcp_done", "clawmcp_leases", "clawmcp_schedules")
+CHANNELS = ("clawmcp_mailbox", "clawmcp_done", "clawmcp_leases", "clawmcp_schedules", "clawmcp_events")
 """What a host hears from the others: a mailbox has a message (payload: the Claw), an ask is
-answered (the message id), a lease is free, a Claw's schedules changed (the Claw)."""
+answered (the message id), a lease is free, a Claw's schedules changed (the Claw), events were
+appended (the last id)."""
 PROBE = 10.0
 """Seconds between probes of the connection that listens for notifications."""
 TIMEOUT = 10.0
@@ -756,6 +757,8 @@ class PostgresStore(Store):
             ids = sorted(row["id"] for row in await conn.fetch(sql, *columns))
             if ids:
                 await conn.execute("DELETE FROM events WHERE id <= $1", ids[-1] - EVENTS_KEPT)
+                if self.host is not None:  # the hosts that follow the log read them
+                    await conn.execute("SELECT pg_notify('clawmcp_events', $1)", str(ids[-1]))
             return [
                 Event(i, at, kind, claw, data) for i, (at, kind, claw, data) in zip(ids, events, strict=True)
             ]
