@@ -21,8 +21,20 @@ from pathlib import Path
 
 BENCH = Path(__file__).parent
 README = BENCH.parent / "README.md"
-ARGS = {"toolhub": ["1000"], "messaging": ["10000"], "scale": ["1000", "65"], "mcphttp": ["500"]}
-QUICK = {"toolhub": ["100"], "messaging": ["1000"], "scale": ["20", "3"], "mcphttp": ["30"]}
+ARGS = {
+    "toolhub": ["1000"],
+    "messaging": ["10000"],
+    "scale": ["1000", "65"],
+    "mcphttp": ["500"],
+    "cluster": ["10000", "5"],
+}
+QUICK = {
+    "toolhub": ["100"],
+    "messaging": ["1000"],
+    "scale": ["20", "3"],
+    "mcphttp": ["30"],
+    "cluster": ["500", "1"],
+}
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 

@@ -156,12 +156,9 @@ class Service:
 
     async def metrics(self, shown: Callable[[str], bool]) -> bytes:
         """`/metrics` for the Claws `shown` accepts."""
-        children, owns = self._claws.supervisor.children, self._cluster.owns
-        mailboxes = await self._store.mailboxes()
-        return self._metrics.text(  # gauges of the Claws this host runs: each Claw counted once
-            mailboxes={
-                m: counts for m, counts in mailboxes.items() if owns(m) or m not in self.manifest.claws
-            },
+        children = self._claws.supervisor.children
+        return self._metrics.text(  # gauges of the Claws this host runs: each Claw counted by one host
+            mailboxes=await self._store.mailboxes(),
             restarts={claw: child.restarts for claw, child in children.items()},
             servers={name: (s.state == "up", s.reconnects) for name, s in self._hub.status().items()},
             shown=shown,

@@ -88,6 +88,32 @@ async def test_enqueue_with_a_known_key_returns_the_first_message(store: Store) 
     assert await store.depth("inbox") == 1
 
 
+async def test_enqueues_at_once_each_get_their_own_message_and_a_bad_one_fails_alone(store: Store) -> None:
+    results: dict[int, tuple[int, bool] | str] = {}
+
+    async def enqueue(n: int) -> None:
+        try:
+            message, new = await store.enqueue(
+                f"m{n % 3}", str(n), key="same" if n % 5 == 0 else None, reply_to=999 if n == 7 else None
+            )
+            assert message.content == str(n) or not new
+            results[n] = (message.id, new)
+        except StoreError as e:
+            results[n] = str(e)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(30):
+            tg.start_soon(enqueue, n)
+    assert isinstance(results.pop(7), str)  # no message 999 to reply to
+    keyed = [r for n in range(0, 30, 5) if isinstance(r := results.pop(n), tuple)]  # "same", twice each
+    assert len(keyed) == 6
+    assert sorted(new for _, new in keyed) == [False, False, False, True, True, True]
+    assert len({i for i, _ in keyed}) == 3
+    made = [r for r in results.values() if isinstance(r, tuple)]
+    assert all(new for _, new in made) and len({i for i, _ in made}) == 23
+    assert await store.depth("m0") + await store.depth("m1") + await store.depth("m2") == 26
+
+
 async def test_the_same_key_in_another_mailbox_makes_a_new_message(store: Store) -> None:
     first, _ = await store.enqueue("a", "one", key="k")
     other, new = await store.enqueue("b", "one", key="k")

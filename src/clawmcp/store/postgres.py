@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
@@ -72,6 +73,8 @@ answered (the message id), a lease is free, a Claw's schedules changed (the Claw
 appended (the last id)."""
 PROBE = 10.0
 """Seconds between probes of the connection that listens for notifications."""
+ENQUEUE_BATCH = 1000
+"""At most this many enqueues share a commit."""
 TIMEOUT = 10.0
 """Seconds one statement (or the wait for a connection) may take before the call fails."""
 
@@ -134,6 +137,26 @@ _ANSWERED = """
     SELECT pg_notify('clawmcp_done', id::text) FROM messages
     WHERE id = $1 AND kind = 'ask' AND state IN ('done', 'dead')
 """
+_NEW_IDS = "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1)"
+# Many messages in one statement, with ids taken before, so that each row returned is known by its
+# id; a key already used is skipped (and read with _KEYED).
+_ENQUEUE_MANY = """
+    INSERT INTO messages
+        (id, mailbox, content, sender, thread, kind, reply_to, key, chain, available_at, created_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT i, mb, ct, se, th, ki, re, ke, ARRAY(SELECT json_array_elements_text(ch::json)), $10, $10
+    FROM unnest(
+        $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
+        $8::text[], $9::text[]
+    ) AS u (i, mb, ct, se, th, ki, re, ke, ch)
+    ORDER BY i
+    ON CONFLICT (mailbox, key) DO NOTHING
+    RETURNING *
+"""
+_KEYED = """
+    SELECT m.* FROM messages m JOIN unnest($1::text[], $2::text[]) AS u (mailbox, key)
+        ON m.mailbox = u.mailbox AND m.key = u.key
+"""
 _ENQUEUE = """
     INSERT INTO messages
         (mailbox, content, sender, thread, kind, reply_to, key, chain, available_at, created_at)
@@ -161,6 +184,16 @@ _PUT_SCHEDULE = """
         source = excluded.source, next_fire = excluded.next_fire
     RETURNING *
 """
+
+
+@dataclass
+class _Enqueue:
+    """One enqueue waiting to be committed with others (`PostgresStore.enqueue`)."""
+
+    params: tuple[Any, ...]  # mailbox, content, sender, thread, kind, reply_to, key, chain as JSON
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: tuple[Message, bool] | None = None
+    error: StoreError | None = None
 
 
 async def _enqueue(conn: Connection, params: tuple[Any, ...], now: float) -> tuple[Message, bool]:
@@ -194,6 +227,8 @@ class PostgresStore(Store):
         self._clock = clock
         self._pool_size = pool_size
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._enqueues: list[_Enqueue] = []
+        self._committing: anyio.Event | None = None  # set when the batch being committed is
         self.host: str | None = None
         """This host's id once it has joined the hosts of the store: from then on, the writes
         for a Claw commit only while this host holds the Claw's lease (`_fence`)."""
@@ -305,7 +340,7 @@ class PostgresStore(Store):
 
     async def _announce(self, conn: Connection, mailbox: str) -> None:
         """Wake the mailbox's consumer on whichever host owns it (on this one, the caller does)."""
-        if self.host is not None and mailbox not in self.epochs:
+        if mailbox not in self.epochs:
             await conn.execute("SELECT pg_notify('clawmcp_mailbox', $1)", mailbox)
 
     # -- mailboxes and messages -----------------------------------------------------------------
@@ -322,15 +357,70 @@ class PostgresStore(Store):
         key: str | None = None,
         chain: Sequence[str] = (),
     ) -> tuple[Message, bool]:
-        params = (mailbox, content, sender, thread, kind, reply_to, key, list(chain))
+        if self._pool is None:
+            raise StoreError(f"state store {self.name} is not open")
+        item = _Enqueue((mailbox, content, sender, thread, kind, reply_to, key, json.dumps(list(chain))))
+        self._enqueues.append(item)
+        with anyio.CancelScope(shield=True):  # committed once asked for, as every call is
+            while not item.done.is_set():
+                if self._committing is None:  # this caller commits what is waiting, its own too
+                    self._committing = anyio.Event()
+                    batch, self._enqueues = self._enqueues[:ENQUEUE_BATCH], self._enqueues[ENQUEUE_BATCH:]
+                    try:
+                        await self._enqueue_all(batch)
+                    finally:
+                        committed, self._committing = self._committing, None
+                        committed.set()
+                else:
+                    await self._committing.wait()
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
 
-        async def enqueue(conn: Connection) -> tuple[Message, bool]:
-            message, new = await _enqueue(conn, params, self._clock())
-            if new:
+    async def _enqueue_all(self, batch: list[_Enqueue]) -> None:
+        """Commit many enqueues in one transaction (one statement), each item's result or error
+        set. When the batch fails for one bad item, each is tried alone."""
+        now = self._clock()
+
+        async def insert(conn: Connection) -> list[tuple[Message, bool]]:
+            ids = [row[0] for row in await conn.fetch(_NEW_IDS, len(batch))]
+            columns = [list(column) for column in zip(*(item.params for item in batch), strict=True)]
+            inserted = {
+                m.id: m for row in await conn.fetch(_ENQUEUE_MANY, ids, *columns, now) if (m := _message(row))
+            }
+            keys = [
+                (item.params[0], item.params[6])
+                for i, item in zip(ids, batch, strict=True)
+                if i not in inserted
+            ]
+            found: dict[tuple[str, str | None], Message] = {}
+            if keys:
+                pairs = [list(column) for column in zip(*keys, strict=True)]
+                found = {
+                    (m.mailbox, m.key): m for row in await conn.fetch(_KEYED, *pairs) if (m := _message(row))
+                }
+            for mailbox in {m.mailbox for m in inserted.values()}:
                 await self._announce(conn, mailbox)
-            return message, new
+            return [
+                (inserted[i], True) if i in inserted else (found[(item.params[0], item.params[6])], False)
+                for i, item in zip(ids, batch, strict=True)
+            ]
 
-        return await self._transaction(enqueue)
+        try:
+            results = await self._transaction(insert)
+        except StoreError as e:
+            if len(batch) > 1 and not isinstance(e, StoreUnavailable):
+                for item in batch:
+                    await self._enqueue_all([item])
+                return
+            for item in batch:
+                item.error = e
+                item.done.set()
+            return
+        for item, result in zip(batch, results, strict=True):
+            item.result = result
+            item.done.set()
 
     async def claim(self, mailbox: str) -> Message | None:
         sql = """
@@ -367,9 +457,12 @@ class PostgresStore(Store):
         """Ack or nack a message of a Claw this host owns; an answered ask is announced."""
 
         async def settle(conn: Connection) -> None:
-            await self._fence_row(conn, _MESSAGE_CLAW, message_id, f"no message {message_id}")
-            await conn.execute(sql, message_id, *args)
-            await conn.execute(_ANSWERED, message_id)
+            row = await conn.fetchrow(f"{sql} RETURNING mailbox, kind, state", message_id, *args)
+            if row is None:
+                raise StoreError(f"no message {message_id}")
+            await self._fence(conn, row["mailbox"])  # the lease stays ours until the commit
+            if row["kind"] == "ask" and row["state"] in ("done", "dead"):
+                await conn.execute("SELECT pg_notify('clawmcp_done', $1)", str(message_id))
 
         await self._transaction(settle)
 
@@ -628,7 +721,7 @@ class PostgresStore(Store):
 
     async def _schedules_changed(self, conn: Connection, claw: str) -> None:
         """The host that runs the Claw (if another) takes its schedules in hand again."""
-        if self.host is not None and claw not in self.epochs:
+        if claw not in self.epochs:
             await conn.execute("SELECT pg_notify('clawmcp_schedules', $1)", claw)
 
     async def schedules(self, claw: str | None = None) -> list[Schedule]:
