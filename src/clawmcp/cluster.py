@@ -23,6 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import anyio
@@ -73,6 +74,8 @@ class Leases(Protocol):
     async def join(self, name: str, listen: str, claws: dict[str, Any], ttl: float) -> None: ...
     async def renew(self, ttl: float, listen: str) -> Literal["alive", "expired", "replaced"]: ...
     async def live_hosts(self) -> list[str]: ...
+    async def silent_hosts(self) -> dict[str, datetime]: ...
+    async def expire(self, name: str, seen: datetime) -> bool: ...
     async def take(self, claws: Sequence[str], now: float) -> tuple[list[str], int, int]: ...
     async def release(self, claws: Sequence[str]) -> int: ...
     def forget(self, claws: Sequence[str]) -> None: ...
@@ -154,6 +157,7 @@ class Cluster:
         self.owned: set[str] = set()
         self._handing: set[str] = set()
         self._seen: dict[str, int] = {}  # live host -> rounds it has been seen live in a row
+        self._silent: dict[str, tuple[datetime, float]] = {}  # host -> (expires_at, since when)
         self._trusted_until = 0.0
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
@@ -227,6 +231,7 @@ class Cluster:
             return
         self._trusted_until = started + self.lease - self.heartbeat
         try:
+            await self._reap()
             live = await self.leases.live_hosts()
             self._seen = {h: self._seen.get(h, 0) + 1 for h in live}
             wanted = {c for c in self.manifest.claws if preferred(c, live) == self.name}
@@ -250,6 +255,19 @@ class Cluster:
             if self._seen.get(preferred(claw, live), 0) >= 2:  # a host that has stayed up a while
                 self._handing.add(claw)
                 self._tg.start_soon(self._hand_over, duties, claw)
+
+    async def _reap(self) -> None:
+        """End the hosts that died: a host's process holds a lock while it lives; one whose lock is
+        free and that has not renewed itself for two heartbeats is dead (its row would expire
+        only at the end of its lease)."""
+        now, silent, before = self.monotonic(), await self.leases.silent_hosts(), self._silent
+        self._silent = {
+            h: (seen, before[h][1] if before.get(h, (None,))[0] == seen else now)
+            for h, seen in silent.items()
+        }
+        for host, (seen, since) in self._silent.items():
+            if now - since >= 2 * self.heartbeat and await self.leases.expire(host, seen):
+                log.warning("host '%s' is gone (its process ended): its Claws are taken over", host)
 
     async def _hand_over(self, duties: Duties, claw: str) -> None:
         """Give a Claw to the host that prefers it, between two of its messages."""

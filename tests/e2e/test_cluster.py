@@ -32,11 +32,11 @@ BODY = (
 )
 
 
-def host_file(tmp_path: Path, name: str, body: str = BODY) -> Path:
+def host_file(tmp_path: Path, name: str, body: str = BODY, lease: float = LEASE) -> Path:
     """A manifest of one host: its own data_dir and name, the shared Claws."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(
-        f"host: {{listen: '127.0.0.1:0', data_dir: state-{name}, name: {name}, lease: {LEASE}s}}\n{body}"
+        f"host: {{listen: '127.0.0.1:0', data_dir: state-{name}, name: {name}, lease: {lease}s}}\n{body}"
     )
     return path
 
@@ -48,13 +48,13 @@ def serve(path: Path, url: str) -> list[str]:
 
 @asynccontextmanager
 async def hosts(
-    tmp_path: Path, url: str, *names: str, body: str = BODY
+    tmp_path: Path, url: str, *names: str, body: str = BODY, lease: float = LEASE
 ) -> AsyncIterator[dict[str, tuple[Process, str]]]:
     """Start the named hosts on the store; yields each one's process and base URL."""
     async with AsyncExitStack() as stack:
         started = {}
         for name in names:
-            path = host_file(tmp_path, name, body)
+            path = host_file(tmp_path, name, body, lease)
             process, lines = await stack.enter_async_context(serving(path, command=serve(path, url)))
             started[name] = (process, base_of(lines))
         yield started
@@ -401,3 +401,20 @@ async def test_the_activity_log_followed_on_one_host_shows_every_hosts_events_in
 
 async def _equal(value: Awaitable[Any], expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_the_claws_of_a_killed_host_move_long_before_its_lease_ends(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with hosts(tmp_path, url, "h1", "h2", lease=60) as started, httpx2.AsyncClient(timeout=30) as http:
+        h1 = started["h1"][1]
+
+        async def jo_on(host: str) -> bool:
+            return (await owners(http, h1))["jo"] == host
+
+        await until(lambda: jo_on("h2"))
+        started["h2"][0].kill()
+        killed = time.monotonic()
+        await until(lambda: jo_on("h1"))
+        assert time.monotonic() - killed < 10  # its process is gone: no need to wait out 60 s

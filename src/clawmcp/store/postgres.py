@@ -25,6 +25,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
@@ -124,6 +125,7 @@ def _decoded(row: asyncpg.Record, *json_columns: str) -> dict[str, Any]:
     return values
 
 
+_HOST_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('clawmcp:host:' || $1, 0))"
 _FENCE = """
     SELECT 1 FROM claw_leases l JOIN hosts h ON h.id = l.host
     WHERE l.claw = $1 AND l.host = $2 AND l.epoch = $3 AND h.expires_at > now()
@@ -230,6 +232,7 @@ class PostgresStore(Store):
         self._enqueues: list[_Enqueue] = []
         self._committing: anyio.Event | None = None  # set when the batch being committed is
         self.host: str | None = None
+        self.host_name = ""
         """This host's id once it has joined the hosts of the store: from then on, the writes
         for a Claw commit only while this host holds the Claw's lease (`_fence`)."""
         self.epochs: dict[str, int] = {}
@@ -907,7 +910,23 @@ class PostgresStore(Store):
             )
 
         await self._transaction(join)
-        self.host, self.epochs = host, {}
+        self.host, self.host_name, self.epochs = host, name, {}
+
+    async def silent_hosts(self) -> dict[str, datetime]:
+        """The other live hosts whose process holds no connection to listen on (it died, or it
+        is connecting again): name -> their row's `expires_at`."""
+        sql = """
+            SELECT name, expires_at FROM hosts
+            WHERE expires_at > now() AND id <> $1
+              AND pg_try_advisory_xact_lock(hashtextextended('clawmcp:host:' || name, 0))
+        """
+        return {row["name"]: row["expires_at"] for row in await self._fetch(sql, self.host)}
+
+    async def expire(self, name: str, seen: datetime) -> bool:
+        """End the life of a host that died: its Claws are free now. Only if it has not renewed
+        itself since `seen` (its `expires_at`), so that a live host is never hit."""
+        sql = "UPDATE hosts SET expires_at = now() WHERE name = $1 AND expires_at = $2 RETURNING 1"
+        return await self._fetchrow(sql, name, seen) is not None
 
     async def renew(self, ttl: float, listen: str) -> Literal["alive", "expired", "replaced"]:
         """Keep this host alive for `ttl` more seconds: `alive`; or it was too late (`expired`:
@@ -1047,6 +1066,14 @@ class PostgresStore(Store):
             lost = anyio.Event()
             try:
                 conn.add_termination_listener(lambda _, lost=lost: lost.set())
+                # Held while this connection lives: when the process dies, the other hosts see it
+                # free at once (`silent_hosts`), long before the host's row expires.
+                if not await conn.fetchval(_HOST_LOCK, self.host_name):
+                    log.warning(
+                        "state store %s: another process holds the lock of host '%s'",
+                        self.name,
+                        self.host_name,
+                    )
                 for channel in CHANNELS:
                     await conn.add_listener(
                         channel, lambda _c, _pid, channel, payload: heard(channel, payload)
