@@ -17,6 +17,7 @@ import asyncpg
 import httpx2
 import pytest
 from anyio.abc import Process
+from mcp import Client
 
 from tests.e2e.test_serve import base_of, serving
 from tests.pg import PostgresServer, postgres_server
@@ -105,7 +106,13 @@ async def test_three_hosts_share_the_claws_serve_every_claw_and_take_over_a_kill
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
     url = await postgres.database()
-    async with hosts(tmp_path, url, "h1", "h2", "h3") as started, httpx2.AsyncClient(timeout=30) as http:
+    body = BODY.replace(
+        "jo: {model: m}", "jo: {model: m, schedules: [{name: tick, every: 1s, prompt: tick}]}"
+    )
+    async with (
+        hosts(tmp_path, url, "h1", "h2", "h3", body=body) as started,
+        httpx2.AsyncClient(timeout=30) as http,
+    ):
         bases = {name: base for name, (_, base) in started.items()}
 
         async def spread() -> dict[str, str | None] | None:
@@ -114,14 +121,23 @@ async def test_three_hosts_share_the_claws_serve_every_claw_and_take_over_a_kill
 
         placed = await until(spread)
         assert placed == {"ada": "h1", "bob": "h1", "jo": "h2", "kit": "h2", "cy": "h3", "gus": "h3"}
+        store = await asyncpg.connect(url)
+        told: list[int] = []
         for name, base in bases.items():  # every host serves every Claw
             assert await owners(http, base) == placed
             for claw in CLAWS:
                 asked = await http.post(f"{base}/api/claws/{claw}/ask", json={"message": f"ping {name}"})
                 assert asked.json()["reply"] == f"pong ping {name}", (name, claw)
+                answer = await http.post(f"{base}/api/claws/{claw}/tell", json={"message": f"from {name}"})
+                told.append(answer.json()["message_id"])
+        async with Client(f"{bases['h1']}/claws/jo/mcp") as client:  # an MCP client, another host
+            result = await client.call_tool("ask", {"message": "ping over MCP"})
+            assert result.content[0].text == "pong ping over MCP"  # type: ignore[union-attr]
+        done = "SELECT count(*) = $2 FROM messages WHERE id = ANY($1::bigint[]) AND state = 'done'"
+        await until(lambda: store.fetchval(done, told, len(told)))
 
         # h2 dies (SIGKILL) while 100 tells to its Claw "jo" arrive through the others
-        told: list[int] = []
+        told = []
 
         async def tell(n: int) -> None:
             base = bases["h1" if n % 2 else "h3"]
@@ -132,7 +148,7 @@ async def test_three_hosts_share_the_claws_serve_every_claw_and_take_over_a_kill
             for n in range(50):
                 tg.start_soon(tell, n)
         started["h2"][0].kill()
-        killed = time.monotonic()
+        killed, killed_at = time.monotonic(), time.time()
         async with anyio.create_task_group() as tg:
             for n in range(50, 100):
                 tg.start_soon(tell, n)
@@ -145,16 +161,23 @@ async def test_three_hosts_share_the_claws_serve_every_claw_and_take_over_a_kill
         took = time.monotonic() - killed
         assert new_owner in ("h1", "h3") and took <= LEASE + 5, took
 
-        store = await asyncpg.connect(url)
         try:
-            done = "SELECT count(*) = 100 FROM messages WHERE id = ANY($1::bigint[]) AND state = 'done'"
-            await until(lambda: store.fetchval(done, told))
+            await until(lambda: store.fetchval(done, told, 100))
             runs = await store.fetch(
                 "SELECT message_id, state FROM runs WHERE message_id = ANY($1::bigint[])", told
             )
             assert len({r["message_id"] for r in runs if r["state"] == "done"}) == 100
             twice = [r for r in runs if r["state"] != "done"]
             assert len(twice) <= 1, twice  # at most the one in flight when h2 died was run again
+            # jo's every-second schedule: each slot fired once, by whichever host owned jo then;
+            # of the slots while jo had no host, the latest fired (misfire: latest), the rest not
+            after = "SELECT count(*) >= 2 FROM fires WHERE slot > $1"
+            await until(lambda: store.fetchval(after, killed_at + took))  # firing again after the takeover
+            slots = [r["slot"] for r in await store.fetch("SELECT slot FROM fires ORDER BY slot")]
+            keys = "SELECT count(*) = count(DISTINCT key) FROM messages WHERE key LIKE 'schedule:%'"
+            assert await store.fetchval(keys)
+            gaps = [round(b - a) for a, b in zip(slots, slots[1:], strict=False)]
+            assert max(gaps) <= LEASE + 3, slots  # the failover gap, at most
         finally:
             await store.close()
 
