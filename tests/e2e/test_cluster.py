@@ -3,6 +3,7 @@ PostgreSQL server (tests/pg.py), real HTTP."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import sys
@@ -176,7 +177,7 @@ async def test_three_hosts_share_the_claws_serve_every_claw_and_take_over_a_kill
             slots = [r["slot"] for r in await store.fetch("SELECT slot FROM fires ORDER BY slot")]
             keys = "SELECT count(*) = count(DISTINCT key) FROM messages WHERE key LIKE 'schedule:%'"
             assert await store.fetchval(keys)
-            gaps = [round(b - a) for a, b in zip(slots, slots[1:], strict=False)]
+            gaps = [round(b - a) for a, b in itertools.pairwise(slots)]
             assert max(gaps) <= LEASE + 3, slots  # the failover gap, at most
         finally:
             await store.close()
