@@ -155,6 +155,8 @@ class Cluster:
         self.clock, self.monotonic = clock, monotonic
         self.claws = {name: c.model_dump(mode="json") for name, c in manifest.claws.items()}
         self.owned: set[str] = set()
+        self.changed = anyio.Event()
+        """Set (and replaced) each time this host's Claws change."""
         self._handing: set[str] = set()
         self._seen: dict[str, int] = {}  # live host -> rounds it has been seen live in a row
         self._silent: dict[str, tuple[datetime, float]] = {}  # host -> (expires_at, since when)
@@ -245,7 +247,7 @@ class Cluster:
                         messages,
                     )
                 if taken:
-                    self.owned |= set(taken)
+                    self._own(self.owned | set(taken))
                     await duties.gain(taken, grace=grace)
         except StoreUnavailable as e:
             log.warning("host '%s': cannot take its Claws now (%s)", self.name, e)
@@ -273,7 +275,7 @@ class Cluster:
         """Give a Claw to the host that prefers it, between two of its messages."""
         try:
             await duties.lose([claw], drain=True)
-            self.owned.discard(claw)
+            self._own(self.owned - {claw})
             await self.leases.release([claw])
             log.info("host '%s' handed Claw '%s' over", self.name, claw)
         except StoreUnavailable as e:
@@ -290,15 +292,21 @@ class Cluster:
                 await self._lose_all(duties)
             await anyio.sleep(self.heartbeat)
 
+    def _own(self, claws: set[str]) -> None:
+        self.owned = claws
+        changed, self.changed = self.changed, anyio.Event()
+        changed.set()
+
     async def _lose_all(self, duties: Duties) -> None:
-        lost, self.owned = sorted(self.owned), set()
+        lost = sorted(self.owned)
+        self._own(set())
         self.leases.forget(lost)
         await duties.lose(lost, drain=False)
 
     async def leave(self) -> int:
         """After a clean stop (the Claws' work here has stopped): give every Claw up at once and
         leave the hosts of the store. How many messages were queued again."""
-        self.owned = set()
+        self._own(set())
         return await self.leases.leave()
 
     async def owners(self) -> dict[str, str]:

@@ -77,7 +77,7 @@ class Supervisor:
     def add(
         self, name: str, target: Callable[[], Awaitable[None]], restart: RestartType = "permanent"
     ) -> None:
-        """Add a child; while the supervisor runs, it starts at once."""
+        """Add a child; while the supervisor runs, it starts at once (before `run`, with it)."""
         child = self.children[name] = Child(name, target, restart)
         if self._tg is not None:
             self._tg.start_soon(self._run_child, child)
@@ -95,11 +95,14 @@ class Supervisor:
             await child._done.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as self._tg:
-            for child in self.children.values():
-                self._tg.start_soon(self._run_child, child)
-            task_status.started()
-            await anyio.sleep_forever()  # children may be added later
+        try:
+            async with anyio.create_task_group() as self._tg:
+                for child in self.children.values():
+                    self._tg.start_soon(self._run_child, child)
+                task_status.started()
+                await anyio.sleep_forever()  # children may be added later
+        finally:
+            self._tg = None  # stopped: a child added now is not started
 
     async def _run_child(self, child: Child) -> None:
         child._done = anyio.Event()

@@ -1,0 +1,139 @@
+"""Hosts sharing a PostgreSQL store, in this process: placement, wake-ups, asks and hand-overs
+between hosts, a clean stop, a host taken for dead, a host replaced by its restart. (The same
+with real processes, signals and a database restart: tests/e2e/test_cluster.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+
+from clawmcp.cluster import Cluster, preferred
+from clawmcp.errors import StoreError, unwrap
+from clawmcp.host import Host
+from clawmcp.store.postgres import PostgresStore
+from tests.fakes import hosting, logged
+from tests.pg import PostgresServer
+
+pytestmark = pytest.mark.anyio
+
+CLAWS = ("ada", "bob", "jo", "kit", "cy", "gus")  # two by two over h1, h2, h3 (all: h1, h2)
+BODY = (
+    'models: {m: {provider: scripted, rules: [{when: "^ping", reply: "pong {{ input }}"}, {reply: ok}]}}\n'
+    f"claws: {{{', '.join(c + ': {model: m}' for c in CLAWS)}}}\n"
+)
+
+
+@asynccontextmanager
+async def host(tmp_path: Path, url: str, name: str) -> AsyncIterator[Host]:
+    folder = tmp_path / name
+    folder.mkdir(exist_ok=True)
+    body = f"host: {{data_dir: data, name: {name}, lease: 3s}}\n{BODY}"
+    async with hosting(folder, body, store=PostgresStore(url)) as started:
+        yield started
+
+
+def cluster(h: Host) -> Cluster:
+    assert isinstance(h.cluster, Cluster)
+    return h.cluster
+
+
+async def until(h: Host, check: Callable[[], bool | Awaitable[bool]]) -> None:
+    """Until `check` holds, looking again each time the host's Claws change or a message settles."""
+    with anyio.fail_after(20):
+        while True:
+            result = check()
+            if result if isinstance(result, bool) else await result:
+                return
+            async with anyio.create_task_group() as tg:
+
+                async def wake(event: anyio.Event) -> None:
+                    await event.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(wake, cluster(h).changed)
+                tg.start_soon(wake, h.claws.settled)
+
+
+async def test_two_hosts_share_the_claws_and_each_serves_every_claw(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with host(tmp_path, url, "h1") as h1, host(tmp_path, url, "h2") as h2:
+        mine = {"h1": {c for c in CLAWS if preferred(c, ["h1", "h2"]) == "h1"}}
+        await until(h2, lambda: cluster(h2).owned == set(CLAWS) - mine["h1"])
+        await until(h1, lambda: cluster(h1).owned == mine["h1"])
+        assert {s["claw"]: s["host"] for s in await h1.service.statuses(list(CLAWS))} == {
+            c: "h1" if c in mine["h1"] else "h2" for c in CLAWS
+        }
+        for there in (h1, h2):
+            for claw in CLAWS:  # asked on its host at once, on the other through its mailbox
+                run = await there.service.ask(claw, "ping")
+                assert (run.state, run.reply) == ("done", "pong ping")
+        told = await h1.service.tell("jo", "hello")  # jo runs on h2: woken through the store
+        await until(h2, lambda: _done(h2, told.id))
+        hosts = await h1.service.hosts()
+        assert [(h["name"], h["alive"], sorted(h["claws"])) for h in hosts] == [
+            ("h1", True, sorted(mine["h1"])),
+            ("h2", True, sorted(set(CLAWS) - mine["h1"])),
+        ]
+
+
+async def test_a_host_that_stops_gives_its_claws_to_the_others_at_once(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with host(tmp_path, url, "h1") as h1:
+        async with host(tmp_path, url, "h2") as h2:
+            await until(h2, lambda: bool(cluster(h2).owned))
+            await until(h1, lambda: cluster(h1).owned == set(CLAWS) - cluster(h2).owned)
+        with anyio.fail_after(2):  # released, not left to expire (3 s)
+            await until(h1, lambda: cluster(h1).owned == set(CLAWS))
+        assert [h["name"] for h in await h1.service.hosts()] == ["h1"]
+
+
+async def test_a_host_taken_for_dead_stops_its_claws_and_joins_again(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with host(tmp_path, url, "h1") as h1:
+        await until(h1, lambda: cluster(h1).owned == set(CLAWS))
+        store = h1.store
+        assert isinstance(store, PostgresStore)
+        first = store.host
+        with logged("was not renewed in time") as said:
+            admin = await asyncpg.connect(url)  # as if h1 had been paused past its lease
+            await admin.execute("UPDATE hosts SET expires_at = now() - interval '1s'")
+            await admin.close()
+            with anyio.fail_after(10):
+                await said.wait()
+        await until(h1, lambda: cluster(h1).owned == set(CLAWS))
+        assert store.host != first  # a new life, new leases
+        run = await h1.service.ask("ada", "ping")
+        assert run.reply == "pong ping"
+
+
+async def test_a_host_started_with_the_name_of_a_live_one_replaces_it(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    with pytest.raises(ExceptionGroup) as ended:  # the old host ends with its error
+        async with host(tmp_path, url, "h1") as old:
+            await until(old, lambda: cluster(old).owned == set(CLAWS))
+            (tmp_path / "again").mkdir()
+            async with host(tmp_path / "again", url, "h1") as new:  # its restart, say
+                await until(new, lambda: cluster(new).owned == set(CLAWS))
+                with anyio.fail_after(10):
+                    await anyio.sleep_forever()  # until the old host sees it was replaced
+    error = unwrap(ended.value)
+    assert isinstance(error, StoreError)
+    assert str(error) == "another host joined the store with this host's name 'h1'"
+
+
+async def _done(h: Host, message_id: int) -> bool:
+    message = await h.store.get_message(message_id)
+    return message is not None and message.state == "done"
