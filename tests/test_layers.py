@@ -18,6 +18,8 @@ CORE = [
     "mailbox",
     "store",
     "store.sqlite",
+    "store.postgres",
+    "cluster",
     "supervisor",
     "builtins",
     "events",
