@@ -1,6 +1,6 @@
 """Several hosts on one PostgreSQL store: messages per second, delivery latency, takeover time.
 
-A throwaway PostgreSQL server (tests/pg.py, fsync off: the figures are of clawmcp, not the disk).
+A throwaway PostgreSQL server (tests/pg.py) with fsync on, as a deployment runs it.
 
 1. Through the mailboxes of one store, as bench/messaging.py does for SQLite: SENDERS tasks commit
    MESSAGES messages (each committed before its id returns) to 8 mailboxes whose consumers claim
@@ -229,7 +229,7 @@ def percentiles(ms: list[float]) -> tuple[float, float]:
 
 
 async def main(messages: int, times: int) -> None:
-    with postgres_server() as server, tempfile.TemporaryDirectory() as tmp:
+    with postgres_server(fsync=True) as server, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         single = await baseline(await server.database(), messages // 2, 1)
         batched = await baseline(await server.database(), messages, BATCH)

@@ -28,6 +28,7 @@ class PostgresServer:
     folder: str
     bindir: str
     run_as: list[str]
+    fsync: bool = False
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@/{database}?host={self.folder}&port={PORT}"
@@ -44,7 +45,8 @@ class PostgresServer:
 
     def pg_ctl(self, *args: str) -> None:
         data = f"{self.folder}/data"
-        options = f"-c listen_addresses='' -p {PORT} -k {self.folder} -c fsync=off -c full_page_writes=off"
+        durable = "" if self.fsync else " -c fsync=off -c full_page_writes=off"
+        options = f"-c listen_addresses='' -p {PORT} -k {self.folder}{durable}"
         subprocess.run(
             [
                 *self.run_as,
@@ -64,8 +66,9 @@ class PostgresServer:
 
 
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Start a server in a new temp folder; stop it and remove the folder at the end."""
+def postgres_server(fsync: bool = False) -> Iterator[PostgresServer]:
+    """Start a server in a new temp folder; stop it and remove the folder at the end. Without
+    `fsync`, a commit survives a crash of the server but not of the machine: enough for tests."""
     found = glob.glob("/usr/lib/postgresql/*/bin/initdb")
     if not found:
         raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (scripts/test does)")
@@ -75,7 +78,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     if os.geteuid() == 0:
         os.chown(folder, pwd.getpwnam("postgres").pw_uid, -1)
         run_as = ["runuser", "-u", "postgres", "--"]
-    server = PostgresServer(folder, bindir, run_as)
+    server = PostgresServer(folder, bindir, run_as, fsync)
     try:
         initdb = [f"{bindir}/initdb", "-D", f"{folder}/data", "-U", "postgres", "--auth=trust", "--no-sync"]
         subprocess.run(
