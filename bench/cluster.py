@@ -47,8 +47,9 @@ CLAWS = [f"c{i}" for i in range(12)]
 LEASE = 10.0
 
 
-async def baseline(url: str, messages: int, batch: int) -> float:
-    """Messages per second for plain inserts: `batch` per commit on one connection, or (batch 1)
+async def baseline(url: str, messages: int, batch: int, many: bool = False) -> float:
+    """Messages per second for plain inserts: `batch` per commit on one connection, one statement
+    each (as bench/messaging.py's baseline), or with `many` all in one `executemany`; or (batch 1)
     one per commit from SENDERS tasks over a pool."""
     admin = await asyncpg.connect(url)
     await admin.execute(
@@ -63,7 +64,11 @@ async def baseline(url: str, messages: int, batch: int) -> float:
                 for first in range(0, messages, batch):
                     rows = [(f"c{i % 8}", str(i)) for i in range(first, min(messages, first + batch))]
                     async with conn.transaction():
-                        await conn.executemany(insert, rows)
+                        if many:
+                            await conn.executemany(insert, rows)
+                        else:
+                            for row in rows:
+                                await conn.execute(insert, *row)
         else:
 
             async def send(first: int) -> None:
@@ -233,12 +238,14 @@ async def main(messages: int, times: int) -> None:
         folder = Path(tmp)
         single = await baseline(await server.database(), messages // 2, 1)
         batched = await baseline(await server.database(), messages, BATCH)
+        many = await baseline(await server.database(), messages, BATCH, many=True)
         rate, latency = await ours(await server.database(), messages)
         drains = {n: await handled(server, folder / f"drain{n}", n, messages // 5) for n in (1, 2, 3)}
         took = await takeovers(server, folder / "takeover", times)
     p50, p99 = percentiles(latency)
     print(f"baseline, one commit per message, {SENDERS} senders {single:>9,.0f} messages/s")
     print(f"baseline, {BATCH} messages per commit           {batched:>9,.0f} messages/s")
+    print(f"baseline, {BATCH} per commit in one executemany {many:>9,.0f} messages/s")
     print(f"clawmcp mailboxes, {SENDERS} senders            {rate:>9,.0f} messages/s", end="   ")
     print(f"delivery p50 {p50:.1f} ms  p99 {p99:.1f} ms")
     print(
@@ -252,6 +259,7 @@ async def main(messages: int, times: int) -> None:
         "msg/s",
         "ratio ≥ 0.8",
     )
+    record(f"PostgreSQL: messages/s (baseline: {BATCH} per commit, one executemany)", rate, many, "msg/s")
     record(
         f"PostgreSQL: messages/s (baseline: one commit per message, {SENDERS} senders)", rate, single, "msg/s"
     )
