@@ -42,8 +42,8 @@ def cluster(h: Host) -> Cluster:
     return h.cluster
 
 
-async def until(h: Host, check: Callable[[], bool | Awaitable[bool]]) -> None:
-    """Until `check` holds, looking again each time the host's Claws change or a message settles."""
+async def until(check: Callable[[], bool | Awaitable[bool]], *hosts: Host) -> None:
+    """Until `check` holds, looking again each time the hosts' Claws change or a message settles."""
     with anyio.fail_after(20):
         while True:
             result = check()
@@ -55,8 +55,9 @@ async def until(h: Host, check: Callable[[], bool | Awaitable[bool]]) -> None:
                     await event.wait()
                     tg.cancel_scope.cancel()
 
-                tg.start_soon(wake, cluster(h).changed)
-                tg.start_soon(wake, h.claws.settled)
+                for h in hosts:
+                    tg.start_soon(wake, cluster(h).changed)
+                    tg.start_soon(wake, h.claws.settled)
 
 
 async def test_two_hosts_share_the_claws_and_each_serves_every_claw(
@@ -65,8 +66,8 @@ async def test_two_hosts_share_the_claws_and_each_serves_every_claw(
     url = await postgres.database()
     async with host(tmp_path, url, "h1") as h1, host(tmp_path, url, "h2") as h2:
         mine = {"h1": {c for c in CLAWS if preferred(c, ["h1", "h2"]) == "h1"}}
-        await until(h2, lambda: cluster(h2).owned == set(CLAWS) - mine["h1"])
-        await until(h1, lambda: cluster(h1).owned == mine["h1"])
+        await until(lambda: cluster(h2).owned == set(CLAWS) - mine["h1"], h1, h2)
+        await until(lambda: cluster(h1).owned == mine["h1"], h1, h2)
         assert {s["claw"]: s["host"] for s in await h1.service.statuses(list(CLAWS))} == {
             c: "h1" if c in mine["h1"] else "h2" for c in CLAWS
         }
@@ -75,7 +76,7 @@ async def test_two_hosts_share_the_claws_and_each_serves_every_claw(
                 run = await there.service.ask(claw, "ping")
                 assert (run.state, run.reply) == ("done", "pong ping")
         told = await h1.service.tell("jo", "hello")  # jo runs on h2: woken through the store
-        await until(h2, lambda: _done(h2, told.id))
+        await until(lambda: _done(h2, told.id), h2)
         hosts = await h1.service.hosts()
         assert [(h["name"], h["alive"], sorted(h["claws"])) for h in hosts] == [
             ("h1", True, sorted(mine["h1"])),
@@ -89,10 +90,10 @@ async def test_a_host_that_stops_gives_its_claws_to_the_others_at_once(
     url = await postgres.database()
     async with host(tmp_path, url, "h1") as h1:
         async with host(tmp_path, url, "h2") as h2:
-            await until(h2, lambda: bool(cluster(h2).owned))
-            await until(h1, lambda: cluster(h1).owned == set(CLAWS) - cluster(h2).owned)
+            await until(lambda: bool(cluster(h2).owned), h1, h2)
+            await until(lambda: cluster(h1).owned == set(CLAWS) - cluster(h2).owned, h1, h2)
         with anyio.fail_after(2):  # released, not left to expire (3 s)
-            await until(h1, lambda: cluster(h1).owned == set(CLAWS))
+            await until(lambda: cluster(h1).owned == set(CLAWS), h1)
         assert [h["name"] for h in await h1.service.hosts()] == ["h1"]
 
 
@@ -101,7 +102,7 @@ async def test_a_host_taken_for_dead_stops_its_claws_and_joins_again(
 ) -> None:
     url = await postgres.database()
     async with host(tmp_path, url, "h1") as h1:
-        await until(h1, lambda: cluster(h1).owned == set(CLAWS))
+        await until(lambda: cluster(h1).owned == set(CLAWS), h1)
         store = h1.store
         assert isinstance(store, PostgresStore)
         first = store.host
@@ -111,7 +112,7 @@ async def test_a_host_taken_for_dead_stops_its_claws_and_joins_again(
             await admin.close()
             with anyio.fail_after(10):
                 await said.wait()
-        await until(h1, lambda: cluster(h1).owned == set(CLAWS))
+        await until(lambda: cluster(h1).owned == set(CLAWS), h1)
         assert store.host != first  # a new life, new leases
         run = await h1.service.ask("ada", "ping")
         assert run.reply == "pong ping"
@@ -123,10 +124,10 @@ async def test_a_host_started_with_the_name_of_a_live_one_replaces_it(
     url = await postgres.database()
     with pytest.raises(ExceptionGroup) as ended:  # the old host ends with its error
         async with host(tmp_path, url, "h1") as old:
-            await until(old, lambda: cluster(old).owned == set(CLAWS))
+            await until(lambda: cluster(old).owned == set(CLAWS), old)
             (tmp_path / "again").mkdir()
             async with host(tmp_path / "again", url, "h1") as new:  # its restart, say
-                await until(new, lambda: cluster(new).owned == set(CLAWS))
+                await until(lambda: cluster(new).owned == set(CLAWS), new)
                 with anyio.fail_after(10):
                     await anyio.sleep_forever()  # until the old host sees it was replaced
     error = unwrap(ended.value)

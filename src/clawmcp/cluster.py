@@ -235,6 +235,8 @@ class Cluster:
         try:
             await self._reap()
             live = await self.leases.live_hosts()
+            if self.name not in live:  # expired since it renewed: the next round joins again
+                return
             self._seen = {h: self._seen.get(h, 0) + 1 for h in live}
             wanted = {c for c in self.manifest.claws if preferred(c, live) == self.name}
             if wanted - self.owned:

@@ -17,6 +17,7 @@ order, but without the lock they could commit out of order, and a reader that fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -89,6 +90,10 @@ _POSITION_MAX = 16383  # tsvector positions stop here
 _PASSING = ("08", "40", "53", "55", "57", "58")
 
 
+async def _keep(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """A connection goes back to the pool as it is (instead of a RESET ALL round trip each time)."""
+
+
 def display_url(url: str) -> str:
     """The URL without its password, to name the store in messages and logs."""
     parts = urlsplit(url)
@@ -110,8 +115,14 @@ def _tsvector(text: str) -> str:
     return " ".join(f"'{word}':{','.join(at)}" for word, at in positions.items())
 
 
+_MESSAGE_FIELDS = {f.name for f in dataclasses.fields(Message)}
+
+
 def _message(row: asyncpg.Record | None) -> Message | None:
-    return Message(**dict(row) | {"chain": tuple(row["chain"])}) if row else None
+    if row is None:
+        return None
+    values = {k: v for k, v in row.items() if k in _MESSAGE_FIELDS}
+    return Message(**values | {"chain": tuple(row["chain"])})
 
 
 def _run(row: asyncpg.Record | None) -> Run | None:
@@ -132,6 +143,40 @@ _FENCE = """
     FOR SHARE OF l
 """
 _MESSAGE_CLAW = "SELECT mailbox FROM messages WHERE id = $1"
+_CLAIM = """
+    WITH lazy AS (  -- not worth an fsync: a claim lost to a crash of the database just gives the message back
+        SELECT set_config('synchronous_commit', 'off', true)
+    ), lease AS (
+        SELECT 1 FROM claw_leases l JOIN hosts h ON h.id = l.host
+        WHERE l.claw = $1 AND l.host = $3 AND l.epoch = $4 AND h.expires_at > now()
+        FOR SHARE OF l
+    )
+    UPDATE messages SET state = 'running', attempts = attempts + 1, epoch = $4
+    WHERE id = (
+        SELECT id FROM messages
+        WHERE mailbox = $1 AND state = 'queued' AND available_at <= $2
+        ORDER BY id LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM lease)) AND EXISTS (SELECT 1 FROM lazy)
+    RETURNING *
+"""
+_SETTLE = """
+    WITH lease AS (
+        SELECT 1 FROM messages m
+            JOIN claw_leases l ON l.claw = m.mailbox AND l.epoch = m.epoch
+            JOIN hosts h ON h.id = l.host
+        WHERE m.id = $1 AND l.host = $2 AND h.expires_at > now()
+        FOR SHARE OF l
+    ), settled AS (
+        UPDATE messages SET {update}
+        WHERE id = $1 AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM lease))
+        RETURNING kind, state
+    ), answered AS (  -- the host where the ask waits hears of it
+        SELECT pg_notify('clawmcp_done', $1::text) FROM settled
+        WHERE kind = 'ask' AND state IN ('done', 'dead')
+    )
+    SELECT (SELECT count(*) FROM answered) FROM settled
+"""
 _RUN_CLAW = "SELECT claw FROM runs WHERE id = $1"
 _SCHEDULE_CLAW = "SELECT claw FROM schedules WHERE id = $1"
 # An ask answered (done or dead): the host where it is asked hears of it.
@@ -139,21 +184,29 @@ _ANSWERED = """
     SELECT pg_notify('clawmcp_done', id::text) FROM messages
     WHERE id = $1 AND kind = 'ask' AND state IN ('done', 'dead')
 """
-_NEW_IDS = "SELECT nextval(pg_get_serial_sequence('messages', 'id')) FROM generate_series(1, $1)"
-# Many messages in one statement, with ids taken before, so that each row returned is known by its
-# id; a key already used is skipped (and read with _KEYED).
+# Many messages in one statement: each row of the batch (by its ordinality n) comes back with the
+# message made for it, or none where its key was used already (read with _KEYED). The mailboxes of
+# the new messages that this host does not run ($10) hear of them.
 _ENQUEUE_MANY = """
-    INSERT INTO messages
-        (id, mailbox, content, sender, thread, kind, reply_to, key, chain, available_at, created_at)
-    OVERRIDING SYSTEM VALUE
-    SELECT i, mb, ct, se, th, ki, re, ke, ARRAY(SELECT json_array_elements_text(ch::json)), $10, $10
-    FROM unnest(
-        $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-        $8::text[], $9::text[]
-    ) AS u (i, mb, ct, se, th, ki, re, ke, ch)
-    ORDER BY i
-    ON CONFLICT (mailbox, key) DO NOTHING
-    RETURNING *
+    WITH batch AS (
+        SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS i, t.*
+        FROM unnest(
+            $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[]
+        ) WITH ORDINALITY AS t (mb, ct, se, th, ki, re, ke, ch, n)
+    ), made AS (
+        INSERT INTO messages
+            (id, mailbox, content, sender, thread, kind, reply_to, key, chain, available_at, created_at)
+        OVERRIDING SYSTEM VALUE
+        SELECT i, mb, ct, se, th, ki, re, ke, ARRAY(SELECT json_array_elements_text(ch::json)), $9, $9
+        FROM batch ORDER BY i
+        ON CONFLICT (mailbox, key) DO NOTHING
+        RETURNING *
+    ), announced AS (
+        SELECT pg_notify('clawmcp_mailbox', mailbox)
+        FROM (SELECT DISTINCT mailbox FROM made) d WHERE mailbox <> ALL($10::text[])
+    )
+    SELECT made.*, (SELECT count(*) FROM announced) AS announced
+    FROM batch LEFT JOIN made ON made.id = batch.i ORDER BY batch.n
 """
 _KEYED = """
     SELECT m.* FROM messages m JOIN unnest($1::text[], $2::text[]) AS u (mailbox, key)
@@ -248,6 +301,7 @@ class PostgresStore(Store):
             try:
                 pool = await asyncpg.create_pool(
                     self.url,
+                    reset=_keep,  # the store keeps no session state: nothing to reset
                     min_size=1,
                     max_size=self._pool_size,
                     command_timeout=TIMEOUT,
@@ -303,15 +357,22 @@ class PostgresStore(Store):
 
     # -- the one way to the database ------------------------------------------------------------
 
-    async def _transaction(self, operation: Callable[[Connection], Awaitable[T]]) -> T:
-        """Run `operation` in one transaction, shielded from cancellation."""
+    async def _transaction(
+        self, operation: Callable[[Connection], Awaitable[T]], *, statement: bool = False
+    ) -> T:
+        """Run `operation` in one transaction, shielded from cancellation. A single `statement` is
+        its own transaction: no BEGIN and COMMIT to wait for."""
         if self._pool is None:
             raise StoreError(f"state store {self.name} is not open")
         pool = self._pool
         with anyio.CancelScope(shield=True):
             try:
-                async with pool.acquire(timeout=TIMEOUT) as conn, conn.transaction():
-                    result = await operation(conn)
+                async with pool.acquire(timeout=TIMEOUT) as conn:
+                    if statement:
+                        result = await operation(conn)
+                    else:
+                        async with conn.transaction():
+                            result = await operation(conn)
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
                 state = getattr(e, "sqlstate", None) or ""
                 passing = not isinstance(e, asyncpg.PostgresError) or state[:2] in _PASSING
@@ -341,10 +402,10 @@ class PostgresStore(Store):
             raise StoreError(missing)
         await self._fence(conn, claw)
 
-    async def _announce(self, conn: Connection, mailbox: str) -> None:
-        """Wake the mailbox's consumer on whichever host owns it (on this one, the caller does)."""
-        if mailbox not in self.epochs:
-            await conn.execute("SELECT pg_notify('clawmcp_mailbox', $1)", mailbox)
+    async def _announce(self, conn: Connection, *mailboxes: str) -> None:
+        """Wake the mailboxes' consumers on whichever hosts own them (on this one, the caller does)."""
+        if elsewhere := sorted({m for m in mailboxes if m not in self.epochs}):
+            await conn.execute("SELECT pg_notify('clawmcp_mailbox', m) FROM unnest($1::text[]) m", elsewhere)
 
     # -- mailboxes and messages -----------------------------------------------------------------
 
@@ -382,36 +443,28 @@ class PostgresStore(Store):
         return item.result
 
     async def _enqueue_all(self, batch: list[_Enqueue]) -> None:
-        """Commit many enqueues in one transaction (one statement), each item's result or error
-        set. When the batch fails for one bad item, each is tried alone."""
+        """Commit many enqueues in one statement (and a second one to read the messages of keys
+        already used), each item's result or error set. When the batch fails for one bad item,
+        each is tried alone."""
         now = self._clock()
 
         async def insert(conn: Connection) -> list[tuple[Message, bool]]:
-            ids = [row[0] for row in await conn.fetch(_NEW_IDS, len(batch))]
             columns = [list(column) for column in zip(*(item.params for item in batch), strict=True)]
-            inserted = {
-                m.id: m for row in await conn.fetch(_ENQUEUE_MANY, ids, *columns, now) if (m := _message(row))
-            }
-            keys = [
-                (item.params[0], item.params[6])
-                for i, item in zip(ids, batch, strict=True)
-                if i not in inserted
-            ]
-            found: dict[tuple[str, str | None], Message] = {}
-            if keys:
-                pairs = [list(column) for column in zip(*keys, strict=True)]
+            rows = await conn.fetch(_ENQUEUE_MANY, *columns, now, list(self.epochs))
+            made = [_message(row) if row["id"] is not None else None for row in rows]
+            if keys := [(i.params[0], i.params[6]) for i, m in zip(batch, made, strict=True) if m is None]:
+                pairs = [list(column) for column in zip(*keys, strict=True)]  # keys used before
                 found = {
                     (m.mailbox, m.key): m for row in await conn.fetch(_KEYED, *pairs) if (m := _message(row))
                 }
-            for mailbox in {m.mailbox for m in inserted.values()}:
-                await self._announce(conn, mailbox)
-            return [
-                (inserted[i], True) if i in inserted else (found[(item.params[0], item.params[6])], False)
-                for i, item in zip(ids, batch, strict=True)
-            ]
+                return [
+                    (m, True) if m else (found[(i.params[0], i.params[6])], False)
+                    for i, m in zip(batch, made, strict=True)
+                ]
+            return [(m, True) for m in made if m]
 
         try:
-            results = await self._transaction(insert)
+            results = await self._transaction(insert, statement=True)
         except StoreError as e:
             if len(batch) > 1 and not isinstance(e, StoreUnavailable):
                 for item in batch:
@@ -425,49 +478,40 @@ class PostgresStore(Store):
             item.result = result
             item.done.set()
 
+    # Claiming and settling are the consumer's every message: one statement each, with the fence
+    # (the `lease` CTE) inside it. The claim records the epoch it was made under; the message is
+    # settled only under the same one.
+
     async def claim(self, mailbox: str) -> Message | None:
-        sql = """
-            UPDATE messages SET state = 'running', attempts = attempts + 1
-            WHERE id = (
-                SELECT id FROM messages
-                WHERE mailbox = $1 AND state = 'queued' AND available_at <= $2
-                ORDER BY id LIMIT 1
-                FOR UPDATE SKIP LOCKED
-            )
-            RETURNING *
-        """
-
-        async def claim(conn: Connection) -> Message | None:
-            await self._fence(conn, mailbox)
-            return _message(await conn.fetchrow(sql, mailbox, self._clock()))
-
-        return await self._transaction(claim)
+        epoch = self.epochs.get(mailbox)
+        if self.host is not None and epoch is None:
+            raise LeaseLost(f"this host no longer owns Claw '{mailbox}'")
+        params = (mailbox, self._clock(), self.host, epoch)
+        message = _message(await self._transaction(lambda c: c.fetchrow(_CLAIM, *params), statement=True))
+        if message is None and self.host is not None:  # the mailbox is empty, or no longer ours
+            await self._transaction(lambda conn: self._fence(conn, mailbox))
+        return message
 
     async def ack(self, message_id: int) -> None:
-        await self._settle(message_id, "UPDATE messages SET state = 'done' WHERE id = $1")
+        await self._settle(message_id, "state = 'done'")
 
     async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
-        sql = """
-            UPDATE messages
-            SET state = CASE WHEN $3::float8 IS NULL THEN 'dead' ELSE 'queued' END,
-                available_at = coalesce($3, available_at),
-                last_error = $2
-            WHERE id = $1
+        update = """
+            state = CASE WHEN $4::float8 IS NULL THEN 'dead' ELSE 'queued' END,
+            available_at = coalesce($4, available_at),
+            last_error = $3
         """
-        await self._settle(message_id, sql, error, retry_at)
+        await self._settle(message_id, update, error, retry_at)
 
-    async def _settle(self, message_id: int, sql: str, *args: Any) -> None:
+    async def _settle(self, message_id: int, update: str, *args: Any) -> None:
         """Ack or nack a message of a Claw this host owns; an answered ask is announced."""
-
-        async def settle(conn: Connection) -> None:
-            row = await conn.fetchrow(f"{sql} RETURNING mailbox, kind, state", message_id, *args)
-            if row is None:
+        sql = _SETTLE.replace("{update}", update)
+        params = (message_id, self.host, *args)
+        if await self._transaction(lambda conn: conn.fetchrow(sql, *params), statement=True) is None:
+            mailbox = await self._transaction(lambda conn: conn.fetchval(_MESSAGE_CLAW, message_id))
+            if mailbox is None:
                 raise StoreError(f"no message {message_id}")
-            await self._fence(conn, row["mailbox"])  # the lease stays ours until the commit
-            if row["kind"] == "ask" and row["state"] in ("done", "dead"):
-                await conn.execute("SELECT pg_notify('clawmcp_done', $1)", str(message_id))
-
-        await self._transaction(settle)
+            raise LeaseLost(f"this host no longer owns Claw '{mailbox}'")
 
     async def get_message(self, message_id: int) -> Message | None:
         return _message(await self._fetchrow("SELECT * FROM messages WHERE id = $1", message_id))
