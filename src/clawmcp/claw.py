@@ -93,10 +93,6 @@ class Claws:
             await tg.start(self.supervisor.run)
             task_status.started()
 
-    def owns(self, claw: str) -> bool:
-        """Whether this host runs the Claw (with several hosts on one store, one of them does)."""
-        return claw in self.supervisor.children
-
     async def start(self, claws: list[str]) -> None:
         """Start the Claws' consumers. Returns once each has looked at its mailbox (a
         process-isolated one: in its worker process, or failed to start that), so that the work
