@@ -39,7 +39,7 @@ MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it (pytes
     "claw.py": ["tests/test_claw.py", "tests/test_router.py", "tests/test_scheduler.py"],
     "store/memory.py": ["tests/store/test_contract.py", "-k", "memory"],
     "store/writer.py": ["tests/store/test_writer.py", "tests/store/test_contract.py", "-k", "not memory and not postgres"],
-    "cluster.py": ["tests/test_cluster.py"],
+    "cluster.py": ["tests/test_cluster.py", "tests/test_claw.py", "tests/test_scheduler.py"],
 }
 
 _SWAPS: dict[type, type] = {

@@ -138,3 +138,45 @@ async def test_a_host_started_with_the_name_of_a_live_one_replaces_it(
 async def _done(h: Host, message_id: int) -> bool:
     message = await h.store.get_message(message_id)
     return message is not None and message.state == "done"
+
+
+async def test_a_host_that_cannot_renew_stops_its_claws_before_its_lease_ends(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with host(tmp_path, url, "h1") as h1:
+        await until(lambda: cluster(h1).owned == set(CLAWS), h1)
+        admin = await asyncpg.connect(url)
+        stalled = admin.transaction()
+        await stalled.start()
+        await admin.execute("SELECT * FROM hosts FOR UPDATE")  # its renewals wait on this lock
+        with logged("could not renew for 3s: its Claws stop here") as said:
+            await until(lambda: not cluster(h1).owned, h1)
+            alive = "SELECT now() < expires_at FROM hosts WHERE name = 'h1'"
+            assert await admin.fetchval(alive)  # stopped before the others could take them
+            with anyio.fail_after(5):
+                await said.wait()
+        await stalled.rollback()
+        await admin.close()
+        await until(lambda: cluster(h1).owned == set(CLAWS), h1)  # it renews, or joins again
+
+
+async def test_the_claws_of_a_host_whose_process_is_gone_are_taken_long_before_its_lease_ends(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    async with host(tmp_path, url, "h1") as h1:
+        await until(lambda: cluster(h1).owned == set(CLAWS), h1)
+    admin = await asyncpg.connect(url)  # a host "h0" that died: its row has 60 s to go, its lock is free
+    await admin.execute(
+        "INSERT INTO hosts (id, name, listen, expires_at)"
+        " VALUES (gen_random_uuid(), 'h0', '', now() + interval '60s');"
+        "UPDATE claw_leases SET host = (SELECT id FROM hosts WHERE name = 'h0'),"
+        " epoch = nextval('lease_epoch')"
+    )
+    await admin.close()
+    with logged("host 'h0' is gone (its process ended)") as said:
+        async with host(tmp_path, url, "h1") as h1:
+            with anyio.fail_after(10):
+                await said.wait()
+            await until(lambda: cluster(h1).owned == set(CLAWS), h1)
