@@ -20,6 +20,7 @@ import asyncpg
 
 __all__ = ["PostgresServer", "postgres_server"]
 
+PREFIX = "clawmcp-pg-"
 PORT = 5432  # only names the socket file (`.s.PGSQL.5432`): the server listens on no port
 
 
@@ -65,6 +66,26 @@ class PostgresServer:
         )
 
 
+def _stop_strays(bindir: str, run_as: list[str]) -> None:
+    """Stop the servers of test runs that were killed before they could (their owner is gone)."""
+    for folder in glob.glob(f"{tempfile.gettempdir()}/{PREFIX}*"):
+        try:
+            with open(f"{folder}/owner") as owner:
+                pid = int(owner.read())
+        except (OSError, ValueError):
+            continue  # being made just now
+        try:
+            os.kill(pid, 0)
+            continue  # its test run goes on
+        except ProcessLookupError:
+            pass
+        subprocess.run(
+            [*run_as, f"{bindir}/pg_ctl", "-D", f"{folder}/data", "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def postgres_server(fsync: bool = False) -> Iterator[PostgresServer]:
     """Start a server in a new temp folder; stop it and remove the folder at the end. Without
@@ -73,11 +94,13 @@ def postgres_server(fsync: bool = False) -> Iterator[PostgresServer]:
     if not found:
         raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (scripts/test does)")
     bindir = os.path.dirname(max(found, key=lambda p: int(p.split("/")[-3])))
-    folder = tempfile.mkdtemp(prefix="clawmcp-pg-")
-    run_as = []
-    if os.geteuid() == 0:
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    _stop_strays(bindir, run_as)
+    folder = tempfile.mkdtemp(prefix=PREFIX)
+    with open(f"{folder}/owner", "w") as owner:
+        owner.write(str(os.getpid()))
+    if run_as:
         os.chown(folder, pwd.getpwnam("postgres").pw_uid, -1)
-        run_as = ["runuser", "-u", "postgres", "--"]
     server = PostgresServer(folder, bindir, run_as, fsync)
     try:
         initdb = [f"{bindir}/initdb", "-D", f"{folder}/data", "-U", "postgres", "--auth=trust", "--no-sync"]
