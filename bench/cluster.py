@@ -33,13 +33,11 @@ from typing import Any
 import anyio
 import asyncpg
 from _figures import record
+from messaging import through
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/pg.py: the throwaway server
 from tests.pg import PostgresServer, postgres_server
 
-from clawmcp.events import Events
-from clawmcp.mailbox import Mailboxes
-from clawmcp.store import Outgoing
 from clawmcp.store.postgres import PostgresStore
 
 SENDERS, MAILBOXES, BATCH, POOL = 100, 8, 100, 10
@@ -83,41 +81,9 @@ async def baseline(url: str, messages: int, batch: int, many: bool = False) -> f
 
 
 async def ours(url: str, messages: int) -> tuple[float, list[float]]:
-    """Messages per second through the mailboxes of one PostgresStore, and each message's
-    send-to-claim latency (ms)."""
-    sent: dict[int, float] = {}
-    latency: list[float] = []
-    all_claimed = anyio.Event()
-    async with PostgresStore(url, pool_size=POOL) as store, anyio.create_task_group() as tg:
-        mailboxes = Mailboxes(store, Events(store))
-
-        async def consume(mailbox: str) -> None:
-            while True:
-                message = await mailboxes.claim(mailbox)
-                if message is None:
-                    await mailboxes.wait(mailbox)
-                    continue
-                latency.append((time.perf_counter() - sent[message.id]) * 1000)
-                await store.ack(message.id)
-                if len(latency) == messages:
-                    all_claimed.set()
-
-        async def send(first: int) -> None:
-            for i in range(first, messages, SENDERS):
-                started = time.perf_counter()
-                message = await mailboxes.enqueue(Outgoing(f"c{i % MAILBOXES}", str(i)))
-                sent[message.id] = started
-
-        for i in range(MAILBOXES):
-            tg.start_soon(consume, f"c{i}")
-        start = time.perf_counter()
-        async with anyio.create_task_group() as senders:
-            for first in range(SENDERS):
-                senders.start_soon(send, first)
-        rate = messages / (time.perf_counter() - start)
-        await all_claimed.wait()
-        tg.cancel_scope.cancel()
-    return rate, latency
+    """bench/messaging.py's measure through the mailboxes, on one PostgresStore."""
+    async with PostgresStore(url, pool_size=POOL) as store:
+        return await through(store, messages)
 
 
 def manifest(folder: Path, name: str) -> Path:

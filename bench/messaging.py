@@ -27,7 +27,7 @@ from clawmcp.events import Events
 from clawmcp.host import Host
 from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import load
-from clawmcp.store import Outgoing
+from clawmcp.store import Outgoing, Store
 from clawmcp.store.sqlite import SqliteStore
 
 SENDERS, MAILBOXES, BATCH = 100, 8, 100
@@ -64,13 +64,19 @@ def write_manifest(folder: Path, claws: int = MAILBOXES) -> Path:
 
 
 async def ours(folder: Path, messages: int, pace: float = 0.0) -> tuple[float, list[float]]:
-    """Messages per second through the mailboxes, and each message's send-to-claim latency (ms).
-    With `pace`, one sender sends a message every `pace` seconds instead of a burst from SENDERS."""
-    manifest = load([write_manifest(folder)])
+    """`through` a SQLite store in `folder`."""
+    async with SqliteStore(folder / "state.db") as store:
+        return await through(store, messages, pace)
+
+
+async def through(store: Store, messages: int, pace: float = 0.0) -> tuple[float, list[float]]:
+    """Messages per second through the mailboxes of an open store, and each message's
+    send-to-claim latency (ms). With `pace`, one sender sends a message every `pace` seconds
+    instead of a burst from SENDERS."""
     sent: dict[int, float] = {}
     latency: list[float] = []
     all_claimed = anyio.Event()
-    async with SqliteStore(folder / "state.db") as store, anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg:
         mailboxes = Mailboxes(store, Events(store))
 
         async def consume(mailbox: str) -> None:
@@ -91,8 +97,8 @@ async def ours(folder: Path, messages: int, pace: float = 0.0) -> tuple[float, l
                 sent[message.id] = started
                 await anyio.sleep(pace)
 
-        for name in manifest.claws:
-            tg.start_soon(consume, name)
+        for i in range(MAILBOXES):
+            tg.start_soon(consume, f"c{i}")
         start = time.perf_counter()
         async with anyio.create_task_group() as senders:
             senders_ = 1 if pace else SENDERS
