@@ -265,6 +265,11 @@ CHANGES_OF_UNKNOWN_RECORDS: dict[str, Change] = {
     "record_tool_call": lambda s: s.record_tool_call(
         "c", "t", args_bytes=0, duration=0.0, outcome="ok", run_id=12345
     ),
+    "request_approval": lambda s: s.request_approval(
+        12345, kind="approval", tool="a.b", call_id="k", arguments={}, expires_at=0.0
+    ),
+    "decide": lambda s: s.decide(12345, "approved"),
+    "resume_run": lambda s: s.resume_run(12345),
 }
 
 
@@ -293,6 +298,14 @@ EVERY_OPERATION: dict[str, Change] = {
     "steps": lambda s: s.steps(1),
     "runs": lambda s: s.runs(),
     "interrupt_running": lambda s: s.interrupt_running(),
+    "tokens_used": lambda s: s.tokens_used("c", 0.0),
+    "request_approval": lambda s: s.request_approval(
+        1, kind="approval", tool="a.b", call_id="k", arguments={}, expires_at=0.0
+    ),
+    "decide": lambda s: s.decide(1, "approved"),
+    "approvals": lambda s: s.approvals(),
+    "get_approval": lambda s: s.get_approval(1),
+    "resume_run": lambda s: s.resume_run(1),
     "history": lambda s: s.history("c", "t", 10),
     "threads": lambda s: s.threads("c"),
     "remember": lambda s: s.remember("c", "x"),
@@ -844,6 +857,7 @@ async def test_a_fire_merges_with_its_schedules_fire_still_queued(store: Store) 
     assert await store.depth("c") == 2
     taken = await store.claim("c")
     assert taken is not None and taken.content == "slot 5"
+    await store.ack(taken.id)
     await store.claim("c")  # nothing of the schedule is queued now: the next fire queues again
     assert await store.claim_fire(tick.id, 20, next_fire=25, message=fire(20), merge=True)
     assert (await store.fires(tick.id, limit=1))[0].outcome == "running"
@@ -871,3 +885,138 @@ async def test_a_fires_outcome_and_its_message_done_are_one_write_and_a_message_
     await store.finish_fire(tick.id, 5, "ok", run_id=second.id, ack=message.id)
     assert (await store.get_message(message.id)).state == "done"  # type: ignore[union-attr]
     assert [(f.outcome, f.run_id) for f in await store.fires(tick.id)] == [("ok", second.id)]
+
+
+# -- approvals and budgets -------------------------------------------------------------------------
+
+
+async def parked(store: Store, clock: FakeClock, thread: str = "t") -> tuple[Run, int]:
+    """A message's run that waits for approval of one call: the run and the approval's id."""
+    message, _ = await store.enqueue("c", "delete it", thread=thread)
+    claimed = await store.claim("c")
+    assert claimed is not None and claimed.id == message.id
+    run, _ = await store.start_run("c", thread, "message", "delete it", message_id=message.id)
+    await store.add_step(run.id, "model", {"text": "", "calls": [{"id": "k1", "name": "gh__rm"}]})
+    approval = await store.request_approval(
+        run.id,
+        kind="approval",
+        tool="gh.rm",
+        call_id="k1",
+        arguments={"repo": "x", "force": True},
+        expires_at=clock.now + 60,
+        tokens=(100, 20),
+    )
+    return run, approval.id
+
+
+async def test_an_approval_is_committed_with_its_run_waiting(store: Store, clock: FakeClock) -> None:
+    run, approval_id = await parked(store, clock)
+    approval = await store.get_approval(approval_id)
+    assert approval is not None
+    assert (approval.claw, approval.run_id, approval.message_id, approval.kind) == (
+        "c",
+        run.id,
+        run.message_id,
+        "approval",
+    )
+    assert (approval.tool, approval.call_id, approval.arguments) == ("gh.rm", "k1", {"repo": "x", "force": True})
+    assert (approval.state, approval.note, approval.content, approval.decided_at) == ("pending", None, None, None)
+    assert (approval.created_at, approval.expires_at) == (clock.now, clock.now + 60)
+    waiting = await store.get_run(run.id)
+    assert waiting is not None and (waiting.state, waiting.input_tokens, waiting.output_tokens) == (
+        "waiting",
+        100,
+        20,
+    )
+    assert await store.approvals(pending=True) == [approval]
+    assert await store.approvals("c", run_id=run.id) == [approval]
+    assert await store.approvals("d") == []
+    with pytest.raises(StoreError, match=f"run {run.id} is not running"):
+        await store.request_approval(
+            run.id, kind="approval", tool="gh.rm", call_id="k2", arguments={}, expires_at=clock.now
+        )
+
+
+async def test_a_parked_message_holds_its_thread_while_other_threads_go_on(
+    store: Store, clock: FakeClock
+) -> None:
+    run, _ = await parked(store, clock, thread="t")
+    later, _ = await store.enqueue("c", "after it", thread="t")
+    other, _ = await store.enqueue("c", "elsewhere", thread="u")
+    claimed = await store.claim("c")
+    assert claimed is not None and claimed.id == other.id
+    assert await store.claim("c") is None
+    assert (await store.get_message(later.id)).state == "queued"  # type: ignore[union-attr]
+
+
+async def test_deciding_queues_the_parked_message_again_without_counting_a_try(
+    store: Store, clock: FakeClock
+) -> None:
+    run, approval_id = await parked(store, clock)
+    assert run.message_id is not None
+    clock.advance(5)
+    decided = await store.decide(approval_id, "approved", note="go ahead")
+    assert (decided.state, decided.note, decided.decided_at) == ("approved", "go ahead", clock.now)
+    message = await store.get_message(run.message_id)
+    assert message is not None and (message.state, message.attempts, message.available_at) == (
+        "queued",
+        1,
+        clock.now,
+    )
+    assert await store.approvals(pending=True) == []
+    with pytest.raises(StoreError, match=f"approval {approval_id} is approved already"):
+        await store.decide(approval_id, "denied")
+    with pytest.raises(StoreError, match="no approval 999"):
+        await store.decide(999, "denied")
+    claimed = await store.claim("c")
+    assert claimed is not None and (claimed.id, claimed.attempts) == (run.message_id, 2)
+    resumed, context = await store.resume_run(run.id, history=10)
+    assert (resumed.state, resumed.input_tokens, context) == ("running", 100, [])
+    with pytest.raises(StoreError, match=f"run {run.id} is not waiting"):
+        await store.resume_run(run.id)
+
+
+async def test_a_run_waiting_on_two_approvals_goes_on_once_both_are_decided(
+    store: Store, clock: FakeClock
+) -> None:
+    run, first = await parked(store, clock)
+    await store.resume_run(run.id)
+    second = await store.request_approval(
+        run.id, kind="question", tool="gh.ask", call_id="k2", arguments={"message": "?"}, expires_at=clock.now
+    )
+    assert run.message_id is not None
+    await store.decide(first, "denied", note="no")
+    assert (await store.get_message(run.message_id)).state == "running"  # type: ignore[union-attr]
+    answered = await store.decide(second.id, "approved", content={"name": "x"})
+    assert answered.content == {"name": "x"}
+    assert (await store.get_message(run.message_id)).state == "queued"  # type: ignore[union-attr]
+
+
+async def test_an_asks_waiting_run_is_interrupted_with_its_host_and_its_approval_expired(
+    store: Store, clock: FakeClock
+) -> None:
+    asked, _ = await store.start_run("c", "t", "ask", "x")
+    approval = await store.request_approval(
+        asked.id, kind="approval", tool="gh.rm", call_id="k", arguments={}, expires_at=clock.now + 9
+    )
+    told, _ = await parked(store, clock, thread="u")
+    assert await store.interrupt_running() == 1
+    assert (await store.get_run(asked.id)).state == "interrupted"  # type: ignore[union-attr]
+    assert (await store.get_run(told.id)).state == "waiting"  # type: ignore[union-attr]
+    expired = await store.get_approval(approval.id)
+    assert expired is not None and (expired.state, expired.note) == ("expired", "the run was interrupted")
+
+
+async def test_tokens_used_counts_the_claws_runs_ended_since(store: Store, clock: FakeClock) -> None:
+    before, _ = await store.start_run("c", "t", "message", "x")
+    await store.finish_run(before.id, "done", input_tokens=1000, output_tokens=1)
+    clock.advance(10)
+    since = clock.now
+    for tokens in ((30, 5), (None, 7), (None, None)):
+        run, _ = await store.start_run("c", "t", "message", "x")
+        await store.finish_run(run.id, "done", input_tokens=tokens[0], output_tokens=tokens[1])
+    other, _ = await store.start_run("d", "t", "message", "x")
+    await store.finish_run(other.id, "done", input_tokens=500)
+    await store.start_run("c", "t", "message", "still running")
+    assert await store.tokens_used("c", since) == 42
+    assert await store.tokens_used("e", since) == 0

@@ -95,12 +95,12 @@ async def test_a_store_that_cannot_be_reached_is_named_without_its_password() ->
 async def test_while_the_server_is_down_calls_fail_as_unavailable_and_work_again_after() -> None:
     with postgres_server() as server:
         async with PostgresStore(server.url()) as store:
-            first, _ = await store.enqueue("a", "before")
+            first, _ = await store.enqueue("a", "before", thread="1")
             server.pg_ctl("-m", "immediate", "stop")
             with pytest.raises(StoreUnavailable, match="state store postgresql://postgres@/postgres"):
                 await store.enqueue("a", "while down")
             server.pg_ctl("start")
-            second, _ = await store.enqueue("a", "after")
+            second, _ = await store.enqueue("a", "after", thread="2")
             assert [m.content for m in [await store.claim("a"), await store.claim("a")] if m] == [
                 "before",
                 "after",

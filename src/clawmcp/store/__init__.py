@@ -20,6 +20,10 @@ from typing import Any, Literal, Self
 
 __all__ = [
     "EVENTS_KEPT",
+    "Approval",
+    "ApprovalKind",
+    "ApprovalState",
+    "ApprovalStore",
     "Clock",
     "Event",
     "EventKind",
@@ -51,11 +55,13 @@ Clock = Callable[[], float]
 MessageKind = Literal["message", "ask", "reply", "topic", "fire"]
 MessageState = Literal["queued", "running", "done", "dead", "discarded"]
 RunTrigger = Literal["message", "ask", "schedule", "spawn"]
-RunState = Literal["running", "done", "failed", "limit", "interrupted"]
+RunState = Literal["running", "waiting", "done", "failed", "limit", "interrupted"]
 StepKind = Literal["model", "tool_call", "tool_result"]
 FireOutcome = Literal["running", "ok", "failed", "skipped", "merged"]
 ToolOutcome = Literal["ok", "error", "refused"]
-EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server"]
+EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server", "approval"]
+ApprovalKind = Literal["approval", "question"]
+ApprovalState = Literal["pending", "approved", "denied", "expired"]
 
 EVENTS_KEPT = 100_000
 """The activity log keeps this many of the newest events; older ones are dropped as new ones come."""
@@ -175,6 +181,29 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """A tool call waiting for a person (`approval`), or a tool server's question to one
+    (`question`: `arguments` holds its message and requested schema, `content` the answer)."""
+
+    id: int
+    claw: str
+    run_id: int
+    message_id: int | None
+    kind: ApprovalKind
+    tool: str
+    """SERVER.TOOL"""
+    call_id: str
+    """The model's id of the tool call."""
+    arguments: Any
+    state: ApprovalState
+    note: str | None
+    content: Any
+    created_at: float
+    expires_at: float
+    decided_at: float | None
+
+
+@dataclass(frozen=True)
 class Event:
     """One line of the activity log (`clawmcp logs`, the dashboard); `data` depends on `kind`."""
 
@@ -208,7 +237,8 @@ class MailboxStore(abc.ABC):
     @abc.abstractmethod
     async def claim(self, mailbox: str) -> Message | None:
         """The oldest queued message of `mailbox` that is available now, marked running with one
-        more attempt; None when there is none."""
+        more attempt; None when there is none. A thread with a message running (one whose run
+        waits for a person) gives none: nothing overtakes that message in its thread."""
 
     @abc.abstractmethod
     async def ack(self, message_id: int) -> None:
@@ -303,7 +333,55 @@ class RunStore(abc.ABC):
     @abc.abstractmethod
     async def interrupt_running(self, claw: str | None = None) -> int:
         """After a crash (of the host, or of one Claw's worker): runs left running become
-        interrupted. Returns how many."""
+        interrupted, and so do runs left waiting that no message holds (a direct ask's, whose
+        asker is gone), their pending approvals expired. Returns how many."""
+
+    @abc.abstractmethod
+    async def tokens_used(self, claw: str, since: float) -> int:
+        """Input and output tokens of the Claw's runs that ended at or after `since`."""
+
+
+class ApprovalStore(abc.ABC):
+    """Tool calls and questions waiting for a person, and the runs that wait on them."""
+
+    @abc.abstractmethod
+    async def request_approval(
+        self,
+        run_id: int,
+        *,
+        kind: ApprovalKind,
+        tool: str,
+        call_id: str,
+        arguments: Any,
+        expires_at: float,
+        tokens: tuple[int | None, int | None] = (None, None),
+    ) -> Approval:
+        """In one transaction: commit a pending approval for a running run and make the run
+        `waiting`, with the tokens it has used so far. `StoreError` unless the run is running."""
+
+    @abc.abstractmethod
+    async def decide(
+        self, approval_id: int, state: ApprovalState, *, note: str | None = None, content: Any = None
+    ) -> Approval:
+        """Decide a pending approval (approved, denied or expired). In the same transaction,
+        once its run waits on no other pending approval, the run's message, parked `running`, is
+        queued again (its attempts not counted again), so its Claw goes on with the run.
+        `StoreError` when there is no such approval or it is decided already."""
+
+    @abc.abstractmethod
+    async def approvals(
+        self, claw: str | None = None, *, run_id: int | None = None, pending: bool = False, limit: int = 100
+    ) -> list[Approval]:
+        """Approvals (of a Claw, of a run, only pending ones), oldest first: the newest `limit`."""
+
+    @abc.abstractmethod
+    async def get_approval(self, approval_id: int) -> Approval | None: ...
+
+    @abc.abstractmethod
+    async def resume_run(self, run_id: int, *, history: int = 0) -> tuple[Run, list[HistoryEntry]]:
+        """A waiting run goes on: running again; returns it and the last `history` entries of its
+        thread, the context it began with (nothing else runs in the thread meanwhile).
+        `StoreError` unless the run is waiting."""
 
 
 class HistoryStore(abc.ABC):
@@ -440,7 +518,7 @@ class LogStore(abc.ABC):
         """The newest `limit` events with an id above `after` (of one Claw, or all), oldest first."""
 
 
-class Store(MailboxStore, RunStore, HistoryStore, ScheduleStore, LogStore):
+class Store(MailboxStore, RunStore, ApprovalStore, HistoryStore, ScheduleStore, LogStore):
     """What the host keeps, by concept. Use as an async context manager: `async with store: ...`."""
 
     async def __aenter__(self) -> Self:

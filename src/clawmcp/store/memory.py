@@ -21,6 +21,9 @@ from anyio.lowlevel import checkpoint
 from clawmcp.errors import StoreError
 from clawmcp.store import (
     EVENTS_KEPT,
+    Approval,
+    ApprovalKind,
+    ApprovalState,
     Clock,
     Event,
     EventKind,
@@ -79,6 +82,7 @@ class MemoryStore(Store):
         self._fires: dict[tuple[int, float], Fire] = {}
         self._tool_calls: list[ToolCall] = []
         self._events: list[Event] = []
+        self._approvals: dict[int, Approval] = {}
 
     async def open(self) -> None:
         if self._open:
@@ -137,8 +141,9 @@ class MemoryStore(Store):
     async def claim(self, mailbox: str) -> Message | None:
         await self._enter()
         now = self._clock()
+        busy = {m.thread for m in self._messages.values() if m.mailbox == mailbox and m.state == "running"}
         for m in self._messages.values():  # dicts keep insertion order, which is id order
-            if m.mailbox == mailbox and m.state == "queued" and m.available_at <= now:
+            if m.mailbox == mailbox and m.state == "queued" and m.available_at <= now and m.thread not in busy:
                 claimed = dataclasses.replace(m, state="running", attempts=m.attempts + 1)
                 self._messages[m.id] = claimed
                 return claimed
@@ -300,10 +305,111 @@ class MemoryStore(Store):
 
     async def interrupt_running(self, claw: str | None = None) -> int:
         await self._enter()
-        running = [r for r in self._runs.values() if r.state == "running" and claw in (None, r.claw)]
+        now = self._clock()
+        running = [
+            r
+            for r in self._runs.values()
+            if claw in (None, r.claw)
+            and (r.state == "running" or (r.state == "waiting" and r.message_id is None))
+        ]
         for r in running:
-            self._runs[r.id] = dataclasses.replace(r, state="interrupted", ended_at=self._clock())
+            self._runs[r.id] = dataclasses.replace(r, state="interrupted", ended_at=now)
+            for a in self._approvals.values():
+                if a.run_id == r.id and a.state == "pending":
+                    note = "the run was interrupted"
+                    self._approvals[a.id] = dataclasses.replace(a, state="expired", note=note, decided_at=now)
         return len(running)
+
+    async def tokens_used(self, claw: str, since: float) -> int:
+        await self._enter()
+        return sum(
+            (r.input_tokens or 0) + (r.output_tokens or 0)
+            for r in self._runs.values()
+            if r.claw == claw and r.ended_at is not None and r.ended_at >= since
+        )
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    async def request_approval(
+        self,
+        run_id: int,
+        *,
+        kind: ApprovalKind,
+        tool: str,
+        call_id: str,
+        arguments: Any,
+        expires_at: float,
+        tokens: tuple[int | None, int | None] = (None, None),
+    ) -> Approval:
+        await self._enter()
+        run = self._runs.get(run_id)
+        if run is None or run.state != "running":
+            raise StoreError(f"run {run_id} is not running")
+        self._runs[run_id] = dataclasses.replace(
+            run, state="waiting", input_tokens=tokens[0], output_tokens=tokens[1]
+        )
+        approval = Approval(
+            id=next(self._ids["approvals"]),
+            claw=run.claw,
+            run_id=run_id,
+            message_id=run.message_id,
+            kind=kind,
+            tool=tool,
+            call_id=call_id,
+            arguments=_json(arguments),
+            state="pending",
+            note=None,
+            content=None,
+            created_at=self._clock(),
+            expires_at=expires_at,
+            decided_at=None,
+        )
+        self._approvals[approval.id] = approval
+        return approval
+
+    async def decide(
+        self, approval_id: int, state: ApprovalState, *, note: str | None = None, content: Any = None
+    ) -> Approval:
+        await self._enter()
+        a = self._approvals.get(approval_id)
+        if a is None:
+            raise StoreError(f"no approval {approval_id}")
+        if a.state != "pending":
+            raise StoreError(f"approval {approval_id} is {a.state} already")
+        now = self._clock()
+        a = self._approvals[a.id] = dataclasses.replace(
+            a, state=state, note=note, content=_json(content), decided_at=now
+        )
+        others = any(x.run_id == a.run_id and x.state == "pending" for x in self._approvals.values())
+        m = self._messages.get(a.message_id) if a.message_id is not None else None
+        if not others and m is not None and m.state == "running":
+            self._messages[m.id] = dataclasses.replace(
+                m, state="queued", attempts=max(m.attempts - 1, 1), available_at=now
+            )
+        return a
+
+    async def approvals(
+        self, claw: str | None = None, *, run_id: int | None = None, pending: bool = False, limit: int = 100
+    ) -> list[Approval]:
+        await self._enter()
+        found = [
+            a
+            for a in self._approvals.values()
+            if claw in (None, a.claw) and run_id in (None, a.run_id) and (not pending or a.state == "pending")
+        ]
+        return found[-limit:]
+
+    async def get_approval(self, approval_id: int) -> Approval | None:
+        await self._enter()
+        return self._approvals.get(approval_id)
+
+    async def resume_run(self, run_id: int, *, history: int = 0) -> tuple[Run, list[HistoryEntry]]:
+        await self._enter()
+        run = self._runs.get(run_id)
+        if run is None or run.state != "waiting":
+            raise StoreError(f"run {run_id} is not waiting")
+        run = self._runs[run_id] = dataclasses.replace(run, state="running")
+        return run, await self.history(run.claw, run.thread, history)
 
     # -- thread history -----------------------------------------------------------------------
 

@@ -37,6 +37,9 @@ from anyio.abc import TaskStatus
 from clawmcp.errors import LeaseLost, StoreError, StoreUnavailable, UserError
 from clawmcp.store import (
     EVENTS_KEPT,
+    Approval,
+    ApprovalKind,
+    ApprovalState,
     Clock,
     Event,
     EventKind,
@@ -136,6 +139,10 @@ def _decoded(row: asyncpg.Record, *json_columns: str) -> dict[str, Any]:
     return values
 
 
+def _approval(row: asyncpg.Record) -> Approval:
+    return Approval(**_decoded(row, "arguments", "content"))
+
+
 _HOST_LOCK = "SELECT pg_try_advisory_lock(hashtextextended('clawmcp:host:' || $1, 0))"
 _FENCE = """
     SELECT 1 FROM claw_leases l JOIN hosts h ON h.id = l.host
@@ -153,8 +160,10 @@ _CLAIM = """
     )
     UPDATE messages SET state = 'running', attempts = attempts + 1, epoch = $4
     WHERE id = (
-        SELECT id FROM messages
-        WHERE mailbox = $1 AND state = 'queued' AND available_at <= $2
+        SELECT id FROM messages m
+        WHERE mailbox = $1 AND state = 'queued' AND available_at <= $2 AND NOT EXISTS (
+            SELECT 1 FROM messages WHERE mailbox = $1 AND state = 'running' AND thread = m.thread
+        )
         ORDER BY id LIMIT 1
         FOR UPDATE SKIP LOCKED
     ) AND ($3::uuid IS NULL OR EXISTS (SELECT 1 FROM lease)) AND EXISTS (SELECT 1 FROM lazy)
@@ -661,15 +670,124 @@ class PostgresStore(Store):
 
     async def interrupt_running(self, claw: str | None = None) -> int:
         sql = """
-            UPDATE runs SET state = 'interrupted', ended_at = $1
-            WHERE state = 'running' AND ($2::text IS NULL OR claw = $2) RETURNING id
+            WITH ended AS (
+                UPDATE runs SET state = 'interrupted', ended_at = $1
+                WHERE (state = 'running' OR (state = 'waiting' AND message_id IS NULL))
+                    AND ($2::text IS NULL OR claw = $2)
+                RETURNING id
+            ), expired AS (
+                UPDATE approvals SET state = 'expired', note = 'the run was interrupted', decided_at = $1
+                WHERE state = 'pending' AND run_id IN (SELECT id FROM ended)
+            )
+            SELECT count(*) FROM ended
         """
 
         async def interrupt(conn: Connection) -> int:
             await self._fence(conn, claw)
-            return len(await conn.fetch(sql, self._clock(), claw))
+            return int(await conn.fetchval(sql, self._clock(), claw))
 
         return await self._transaction(interrupt)
+
+    async def tokens_used(self, claw: str, since: float) -> int:
+        sql = """
+            SELECT coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)), 0) FROM runs
+            WHERE claw = $1 AND ended_at >= $2
+        """
+        return int(await self._transaction(lambda conn: conn.fetchval(sql, claw, since)))
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    async def request_approval(
+        self,
+        run_id: int,
+        *,
+        kind: ApprovalKind,
+        tool: str,
+        call_id: str,
+        arguments: Any,
+        expires_at: float,
+        tokens: tuple[int | None, int | None] = (None, None),
+    ) -> Approval:
+        sql = """
+            WITH waiting AS (
+                UPDATE runs SET state = 'waiting', input_tokens = $2, output_tokens = $3
+                WHERE id = $1 AND state = 'running' RETURNING claw, message_id
+            )
+            INSERT INTO approvals
+                (claw, run_id, message_id, kind, tool, call_id, arguments, created_at, expires_at)
+            SELECT claw, $1, message_id, $4, $5, $6, $7, $8, $9 FROM waiting
+            RETURNING *
+        """
+        params = (run_id, *tokens, kind, tool, call_id, json.dumps(arguments), self._clock(), expires_at)
+
+        async def request(conn: Connection) -> Approval:
+            await self._fence_row(conn, _RUN_CLAW, run_id, f"no run {run_id}")
+            row = await conn.fetchrow(sql, *params)
+            if row is None:
+                raise StoreError(f"run {run_id} is not running")
+            return _approval(row)
+
+        return await self._transaction(request)
+
+    async def decide(
+        self, approval_id: int, state: ApprovalState, *, note: str | None = None, content: Any = None
+    ) -> Approval:
+        decide = """
+            UPDATE approvals SET state = $2, note = $3, content = $4, decided_at = $5
+            WHERE id = $1 AND state = 'pending' RETURNING *
+        """
+        resume = """
+            UPDATE messages SET state = 'queued', attempts = greatest(attempts - 1, 1), available_at = $1
+            WHERE id = $2 AND state = 'running'
+                AND NOT EXISTS (SELECT 1 FROM approvals WHERE run_id = $3 AND state = 'pending')
+            RETURNING mailbox
+        """
+        now = self._clock()
+
+        async def write(conn: Connection) -> Approval:
+            row = await conn.fetchrow(decide, approval_id, state, note, json.dumps(content), now)
+            if row is None:
+                found = await conn.fetchval("SELECT state FROM approvals WHERE id = $1", approval_id)
+                raise StoreError(
+                    f"approval {approval_id} is {found} already" if found else f"no approval {approval_id}"
+                )
+            approval = _approval(row)
+            if await conn.fetchval(resume, now, approval.message_id, approval.run_id) is not None:
+                await self._announce(conn, approval.claw)
+            return approval
+
+        return await self._transaction(write)
+
+    async def approvals(
+        self, claw: str | None = None, *, run_id: int | None = None, pending: bool = False, limit: int = 100
+    ) -> list[Approval]:
+        sql = """
+            SELECT * FROM (
+                SELECT * FROM approvals
+                WHERE ($1::text IS NULL OR claw = $1) AND ($2::bigint IS NULL OR run_id = $2)
+                    AND (NOT $3 OR state = 'pending')
+                ORDER BY id DESC LIMIT $4
+            ) a
+            ORDER BY id
+        """
+        return [_approval(row) for row in await self._fetch(sql, claw, run_id, pending, limit)]
+
+    async def get_approval(self, approval_id: int) -> Approval | None:
+        row = await self._fetchrow("SELECT * FROM approvals WHERE id = $1", approval_id)
+        return _approval(row) if row else None
+
+    async def resume_run(self, run_id: int, *, history: int = 0) -> tuple[Run, list[HistoryEntry]]:
+        sql = "UPDATE runs SET state = 'running' WHERE id = $1 AND state = 'waiting' RETURNING *"
+
+        async def resume(conn: Connection) -> tuple[Run, list[HistoryEntry]]:
+            await self._fence_row(conn, _RUN_CLAW, run_id, f"no run {run_id}")
+            run = _run(await conn.fetchrow(sql, run_id))
+            if run is None:
+                raise StoreError(f"run {run_id} is not waiting")
+            context = await conn.fetch(_HISTORY, run.claw, run.thread, history) if history > 0 else []
+            return run, [HistoryEntry(**_decoded(h, "content")) for h in context]
+
+        return await self._transaction(resume)
 
     # -- thread history -------------------------------------------------------------------------
 

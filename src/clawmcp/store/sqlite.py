@@ -15,6 +15,9 @@ from typing import Any, Literal
 from clawmcp.errors import StoreError
 from clawmcp.store import (
     EVENTS_KEPT,
+    Approval,
+    ApprovalKind,
+    ApprovalState,
     Clock,
     Event,
     EventKind,
@@ -88,6 +91,10 @@ def _decode(row: sqlite3.Row, *json_columns: str) -> dict[str, Any]:
     return values
 
 
+def _approval(row: sqlite3.Row) -> Approval:
+    return Approval(**_decode(row, "arguments", "content"))
+
+
 class SqliteStore(Database, Store):
     """A `Store` in the SQLite file at `path` (created with its parent folder when missing).
 
@@ -127,8 +134,11 @@ class SqliteStore(Database, Store):
         sql = """
             UPDATE messages SET state = 'running', attempts = attempts + 1
             WHERE id = (
-                SELECT id FROM messages
-                WHERE mailbox = ? AND state = 'queued' AND available_at <= ?
+                SELECT id FROM messages AS m
+                WHERE mailbox = ?1 AND state = 'queued' AND available_at <= ?2 AND NOT EXISTS (
+                    SELECT 1 FROM messages
+                    WHERE mailbox = ?1 AND state = 'running' AND thread = m.thread
+                )
                 ORDER BY id LIMIT 1
             )
             RETURNING *
@@ -293,12 +303,124 @@ class SqliteStore(Database, Store):
         return [Run(**dict(row)) for row in rows]
 
     async def interrupt_running(self, claw: str | None = None) -> int:
-        sql = """
-            UPDATE runs SET state = 'interrupted', ended_at = ?
-            WHERE state = 'running' AND (? IS NULL OR claw = ?) RETURNING id
+        runs = """
+            UPDATE runs SET state = 'interrupted', ended_at = ?1
+            WHERE (state = 'running' OR (state = 'waiting' AND message_id IS NULL))
+                AND (?2 IS NULL OR claw = ?2)
+            RETURNING id
         """
-        params = (self._clock(), claw, claw)
-        return len(await self._write(lambda conn: fetch(conn, sql, params)))
+        approvals = """
+            UPDATE approvals SET state = 'expired', note = 'the run was interrupted', decided_at = ?
+            WHERE state = 'pending' AND run_id IN ({})
+        """
+
+        def interrupt(conn: sqlite3.Connection) -> int:
+            ids = [row[0] for row in fetch(conn, runs, (self._clock(), claw))]
+            conn.execute(approvals.format(",".join("?" * len(ids))), (self._clock(), *ids))
+            return len(ids)
+
+        return await self._write(interrupt)
+
+    async def tokens_used(self, claw: str, since: float) -> int:
+        sql = """
+            SELECT coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)), 0) FROM runs
+            WHERE claw = ? AND ended_at >= ?
+        """
+        [(used,)] = await self._read(sql, (claw, since))
+        return int(used)
+
+    # -- approvals ------------------------------------------------------------------------------
+
+    async def request_approval(
+        self,
+        run_id: int,
+        *,
+        kind: ApprovalKind,
+        tool: str,
+        call_id: str,
+        arguments: Any,
+        expires_at: float,
+        tokens: tuple[int | None, int | None] = (None, None),
+    ) -> Approval:
+        wait = """
+            UPDATE runs SET state = 'waiting', input_tokens = ?, output_tokens = ?
+            WHERE id = ? AND state = 'running' RETURNING claw, message_id
+        """
+        insert = """
+            INSERT INTO approvals
+                (claw, run_id, message_id, kind, tool, call_id, arguments, created_at, expires_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            RETURNING *
+        """
+
+        def request(conn: sqlite3.Connection) -> Approval:
+            rows = fetch(conn, wait, (*tokens, run_id))
+            if not rows:
+                raise StoreError(f"run {run_id} is not running")
+            claw, message_id = rows[0]
+            params = (claw, run_id, message_id, kind, tool, call_id, json.dumps(arguments))
+            [row] = fetch(conn, insert, (*params, self._clock(), expires_at))
+            return _approval(row)
+
+        return await self._write(request)
+
+    async def decide(
+        self, approval_id: int, state: ApprovalState, *, note: str | None = None, content: Any = None
+    ) -> Approval:
+        decide = """
+            UPDATE approvals SET state = ?, note = ?, content = ?, decided_at = ?
+            WHERE id = ? AND state = 'pending' RETURNING *
+        """
+        resume = """
+            UPDATE messages SET state = 'queued', attempts = max(attempts - 1, 1), available_at = ?1
+            WHERE id = ?2 AND state = 'running'
+                AND NOT EXISTS (SELECT 1 FROM approvals WHERE run_id = ?3 AND state = 'pending')
+        """
+        now = self._clock()
+
+        def write(conn: sqlite3.Connection) -> Approval:
+            rows = fetch(conn, decide, (state, note, json.dumps(content), now, approval_id))
+            if not rows:
+                found = fetch(conn, "SELECT state FROM approvals WHERE id = ?", (approval_id,))
+                raise StoreError(
+                    f"approval {approval_id} is {found[0][0]} already" if found else f"no approval {approval_id}"
+                )
+            approval = _approval(rows[0])
+            conn.execute(resume, (now, approval.message_id, approval.run_id))
+            return approval
+
+        return await self._write(write)
+
+    async def approvals(
+        self, claw: str | None = None, *, run_id: int | None = None, pending: bool = False, limit: int = 100
+    ) -> list[Approval]:
+        sql = """
+            SELECT * FROM (
+                SELECT * FROM approvals
+                WHERE (?1 IS NULL OR claw = ?1) AND (?2 IS NULL OR run_id = ?2)
+                    AND (NOT ?3 OR state = 'pending')
+                ORDER BY id DESC LIMIT ?4
+            )
+            ORDER BY id
+        """
+        return [_approval(row) for row in await self._read(sql, (claw, run_id, pending, limit))]
+
+    async def get_approval(self, approval_id: int) -> Approval | None:
+        rows = await self._read("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+        return _approval(rows[0]) if rows else None
+
+    async def resume_run(self, run_id: int, *, history: int = 0) -> tuple[Run, list[HistoryEntry]]:
+        sql = "UPDATE runs SET state = 'running' WHERE id = ? AND state = 'waiting' RETURNING *"
+
+        def resume(conn: sqlite3.Connection) -> tuple[Run, list[HistoryEntry]]:
+            rows = fetch(conn, sql, (run_id,))
+            if not rows:
+                raise StoreError(f"run {run_id} is not waiting")
+            run = Run(**dict(rows[0]))
+            context = fetch(conn, _HISTORY, (run.claw, run.thread, history)) if history > 0 else []
+            return run, [HistoryEntry(**_decode(h, "content")) for h in context]
+
+        return await self._write(resume)
 
     # -- thread history -------------------------------------------------------------------------
 

@@ -1,0 +1,25 @@
+-- Tool calls and questions waiting for a person (SQLite's 0004); a run waits on them in state
+-- 'waiting'.
+
+CREATE TABLE approvals (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    claw       text NOT NULL,
+    run_id     bigint NOT NULL REFERENCES runs (id),
+    message_id bigint REFERENCES messages (id),
+    kind       text NOT NULL,
+    tool       text NOT NULL,
+    call_id    text NOT NULL,
+    arguments  text NOT NULL,
+    state      text NOT NULL DEFAULT 'pending',
+    note       text,
+    content    text NOT NULL DEFAULT 'null',
+    created_at double precision NOT NULL,
+    expires_at double precision NOT NULL,
+    decided_at double precision
+);
+
+CREATE INDEX approvals_by_run ON approvals (run_id);
+CREATE INDEX approvals_pending ON approvals (claw, id) WHERE state = 'pending';
+
+-- A Claw's tokens of the day: the runs that ended since midnight.
+CREATE INDEX runs_by_end ON runs (claw, ended_at);
