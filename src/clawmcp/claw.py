@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from clawmcp.errors import (
+    BudgetSpent,
     MessageRefused,
     Stopping,
     StoreError,
@@ -29,7 +30,7 @@ from clawmcp.errors import (
 )
 from clawmcp.mailbox import Answer, Mailboxes
 from clawmcp.manifest import Manifest
-from clawmcp.runtime import Remote, Runtime
+from clawmcp.runtime import SPENT, Remote, Runtime
 from clawmcp.scheduler import FireBody, describe
 from clawmcp.store import FireOutcome, Message, Outgoing, Run, RunState, Store
 from clawmcp.supervisor import Supervisor
@@ -178,6 +179,13 @@ class Claws:
             try:
                 if outage:  # what was claimed before the outage is queued again
                     await self.store.requeue_running(claw)
+                try:
+                    await self.runtime.check_budget(claw)
+                except BudgetSpent as e:  # its messages wait, queued, for the next UTC day
+                    self._has_started(claw)
+                    log.info("%s", e, extra={"claw": claw})
+                    await self.runtime.approvals.clock.sleep_until(e.until)
+                    continue
                 message = await self.mailboxes.claim(claw)
                 if outage:
                     log.info("Claw '%s': the state store commits again", claw, extra={"claw": claw})
@@ -189,7 +197,11 @@ class Claws:
                 state, reply, error, acked = await self._handle(claw, message)
                 if state == "interrupted":  # the host is stopping: the message stays for the next start
                     return
-                delay = await self._settle(message, state, reply, error, acked=acked)
+                delay = (  # parked, waiting for a person: a decision queues it again
+                    None
+                    if state == "waiting"
+                    else await self._settle(message, state, reply, error, acked=acked)
+                )
             except Stopping:  # the message stays for the next start
                 return
             except StoreUnavailable as e:
@@ -219,6 +231,8 @@ class Claws:
             if earlier is not None and earlier.state in ("done", "limit"):
                 # Delivered again after a crash that came after its run ended: not run twice.
                 state, reply, error, run_id = earlier.state, earlier.reply, earlier.error, earlier.id
+            elif earlier is not None and earlier.state == "waiting" and await self._parked(earlier.id):
+                return "waiting", None, None, False
             elif fire and fire.call is not None:
                 state, reply, error = await self._call(claw, fire.call)
             else:
@@ -231,9 +245,16 @@ class Claws:
                     will_retry=message.attempts < MAX_ATTEMPTS,
                     acknowledge=fire is None,  # a fire's message is done with the fire's outcome
                     chain=message.chain,
+                    resume=earlier.id if earlier is not None and earlier.state == "waiting" else None,
                 )
                 state, reply, error, run_id = run.state, run.reply, run.error, run.id
+                if state == "waiting":
+                    await self._parked(run.id)
+                    return state, None, None, False
                 acked = fire is None and state != "failed"
+        except BudgetSpent as e:  # spent since the consumer looked: queued again for the next day
+            await self.store.nack(message.id, str(e), retry_at=e.until)
+            return "waiting", None, None, False
         except (Stopping, StoreUnavailable, WorkerLost):  # stopping, an outage, a worker to restart
             raise
         except Exception as e:  # a fault of ours with this message: it fails, the Claw goes on
@@ -242,6 +263,12 @@ class Claws:
         if fire and state != "interrupted":
             acked = await self._fired(claw, message, fire, state, run_id, error)
         return state, reply, error, acked
+
+    async def _parked(self, run_id: int) -> bool:
+        """Whether the run still waits for a person; its pending approvals then expire on time."""
+        pending = await self.store.approvals(run_id=run_id, pending=True)
+        self.runtime.approvals.watch(pending)
+        return bool(pending)
 
     async def _fired(
         self,
@@ -344,6 +371,8 @@ class Claws:
         dead = await self.store.dead_letters(claw)
         if child is None:  # run by another host: what the store shows of it
             state = "running" if any(r.state == "running" for r in runs) else "idle"
+        used, _ = await self.runtime.tokens_today(claw)
+        budget = config.limits.tokens_per_day
         return {
             "claw": claw,
             "description": config.description,
@@ -354,6 +383,9 @@ class Claws:
             "tools": [t.name for t in self.runtime.tools_for(claw)],
             "schedules": await describe(self.store, claw),
             "mailbox": await self.store.depth(claw),
+            "tokens_today": used,
+            "budget": SPENT if budget is not None and used >= budget else None,
+            "approvals": len(await self.store.approvals(claw, pending=True)),
             "dead_letters": [{"id": m.id, "content": m.content, "error": m.last_error} for m in dead],
             "last_runs": [
                 {

@@ -11,6 +11,7 @@ ClawError                    root: everything clawmcp raises on purpose
     ├── ToolServerError      a tool server could not run a call
     ├── ModelError           a model provider refused a request or could not be reached
     ├── MessageRefused       a message a Claw may not send, or an ask that cannot be answered
+    ├── BudgetSpent          the Claw spent its tokens_per_day: no new run until the next UTC day
     ├── Stopping             the host is stopping: no new run starts
     │   └── LeaseLost        this host no longer owns the Claw (several hosts on one store)
     └── WorkerLost           the worker process of a Claw ended or stopped answering
@@ -21,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BudgetSpent",
     "ClawError",
     "HostBusy",
     "LeaseLost",
@@ -100,6 +102,15 @@ class ModelError(RuntimeFault):
 
 class MessageRefused(RuntimeFault):
     """A message a Claw may not send, or an ask that cannot be answered (loop, depth, timeout)."""
+
+
+class BudgetSpent(RuntimeFault):
+    """The Claw has spent its `tokens_per_day`: it starts no new run before `until` (the next UTC
+    midnight, seconds since the epoch)."""
+
+    def __init__(self, message: str, until: float) -> None:
+        super().__init__(message)
+        self.until = until
 
 
 class Stopping(RuntimeFault):

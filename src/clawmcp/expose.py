@@ -126,9 +126,13 @@ async def _ask_or_tell(
 
 
 async def _progress(ctx: Any, step: Step) -> None:
-    what = {"model": "model turn", "tool_call": "calling", "tool_result": "result of"}[step.kind]
-    name = step.data.get("name", "") if isinstance(step.data, dict) else ""
-    await ctx.session.report_progress(step.index + 1, None, f"{what} {name}".strip())
+    if step.kind == "approval":
+        text = f"waiting for approval {step.data['id']}: {step.data['name']}"
+    else:
+        what = {"model": "model turn", "tool_call": "calling", "tool_result": "result of"}[step.kind]
+        name = step.data.get("name", "") if isinstance(step.data, dict) else ""
+        text = f"{what} {name}".strip()
+    await ctx.session.report_progress(step.index + 1, None, text)
 
 
 class _Server(Server[Any]):

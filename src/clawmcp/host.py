@@ -19,6 +19,7 @@ import httpx2
 from anyio.abc import TaskGroup, TaskStatus
 
 from clawmcp.address import split_listen
+from clawmcp.approvals import Approvals
 from clawmcp.claw import Claws
 from clawmcp.cluster import Alone, Cluster, Leases
 from clawmcp.errors import StoreError, UserError
@@ -93,6 +94,9 @@ class Host:
             manifest, self.store, self.mailboxes, clock=self.clock, owns=self.cluster.owns
         )
         workers: dict[str, Remote] = {}
+        self.approvals = Approvals(
+            manifest, self.store, self.events, clock=self.clock, notify=self.mailboxes.notify
+        )
         self.runtime = Runtime(
             manifest,
             self.store,
@@ -102,6 +106,7 @@ class Host:
             self.router,
             self.scheduler,
             remotes=workers,
+            approvals=self.approvals,
         )
         self.claws = Claws(
             manifest,
@@ -172,6 +177,7 @@ class Host:
                     )
             for warning in self.hub.unmatched_patterns():
                 log.warning("%s", warning)
+            await tg.start(self.approvals.run)
             await tg.start(self.claws.run)
             await tg.start(self.scheduler.run)
             await tg.start(self.cluster.run, self)
@@ -202,6 +208,7 @@ class Host:
         try:
             if channel == "clawmcp_mailbox" and self.cluster.owns(payload):
                 self.mailboxes.notify(payload)
+                self.approvals.heard()  # a decision, maybe, for a run waiting here
             elif channel == "clawmcp_done":
                 await self.mailboxes.check(int(payload))
             elif channel == "clawmcp_schedules" and self.cluster.owns(payload):
@@ -215,6 +222,7 @@ class Host:
         owned = [c for c in self.manifest.claws if self.cluster.owns(c)]
         for claw in owned:
             self.mailboxes.notify(claw)
+        self.approvals.heard()
         try:
             for message_id in self.mailboxes.waiting():
                 await self.mailboxes.check(message_id)

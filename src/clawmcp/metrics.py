@@ -56,13 +56,21 @@ class Metrics:
             buckets=_LATENESS,
             registry=r,
         )
+        self.tokens = Counter(
+            "clawmcp_tokens",
+            "Model tokens of ended runs, as providers report them.",
+            ["claw", "kind"],
+            registry=r,
+        )
         events.listen(self.observe)
 
     def observe(self, event: Event) -> None:
         claw, d = event.claw or "", event.data
-        if event.kind == "run" and d["state"] != "running":
+        if event.kind == "run" and d["state"] not in ("running", "waiting"):
             self.runs.labels(claw, d["state"]).inc()
             self.run_seconds.labels(claw).observe(d["duration"])
+            for kind in ("input", "output"):
+                self.tokens.labels(claw, kind).inc(d.get(f"{kind}_tokens") or 0)
         elif event.kind == "tool":
             self.tool_calls.labels(claw, d["tool"], d["outcome"]).inc()
             self.tool_seconds.labels(claw, d["tool"]).observe(d["duration"])
@@ -79,21 +87,26 @@ class Metrics:
         mailboxes: Mapping[str, tuple[int, int]],
         restarts: Mapping[str, int],
         servers: Mapping[str, tuple[bool, int]],
+        approvals: Mapping[str, int],
         shown: Callable[[str], bool],
     ) -> bytes:
-        """The exposition, with the gauges read now: per Claw its mailbox (depth, dead letters)
-        and restarts, per tool server whether it is up and its reconnects. Only the Claws that
-        `shown` admits appear."""
+        """The exposition, with the gauges read now: per Claw its mailbox (depth, dead letters),
+        restarts and pending approvals, per tool server whether it is up and its reconnects.
+        Only the Claws that `shown` admits appear."""
         depth = GaugeMetricFamily("clawmcp_mailbox_depth", "Messages queued or running.", labels=["claw"])
         dead = GaugeMetricFamily("clawmcp_dead_letters", "Messages given up on.", labels=["claw"])
         restarted = CounterMetricFamily(
             "clawmcp_claw_restarts", "Restarts of a Claw's task by its supervisor.", labels=["claw"]
+        )
+        pending = GaugeMetricFamily(
+            "clawmcp_approvals_pending", "Tool calls and questions waiting for a person.", labels=["claw"]
         )
         for claw, count in restarts.items():
             queued, given_up = mailboxes.get(claw, (0, 0))
             depth.add_metric([claw], queued)
             dead.add_metric([claw], given_up)
             restarted.add_metric([claw], count)
+            pending.add_metric([claw], approvals.get(claw, 0))
         up = GaugeMetricFamily(
             "clawmcp_tool_server_up", "1 when the tool server is connected.", labels=["server"]
         )
@@ -104,7 +117,7 @@ class Metrics:
             up.add_metric([server], int(is_up))
             reconnects.add_metric([server], count)
         return prometheus_client.generate_latest(
-            _View([*self.registry.collect(), depth, dead, restarted, up, reconnects], shown)
+            _View([*self.registry.collect(), depth, dead, restarted, pending, up, reconnects], shown)
         )
 
 

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -20,8 +21,10 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 
+from clawmcp.approvals import Approvals, outcome_text
 from clawmcp.builtins import Builtins, Messaging, RunContext, Schedules
 from clawmcp.errors import (
+    BudgetSpent,
     ModelError,
     RuntimeFault,
     Stopping,
@@ -32,11 +35,22 @@ from clawmcp.errors import (
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.models.base import Msg, Provider, ToolRequest, ToolResult, ToolSpec
-from clawmcp.store import HistoryEntry, Run, RunState, RunTrigger, Step, StepKind, Store, ToolOutcome
+from clawmcp.store import (
+    Approval,
+    HistoryEntry,
+    Run,
+    RunState,
+    RunTrigger,
+    Step,
+    StepKind,
+    Store,
+    ToolOutcome,
+)
 
-__all__ = ["MAX_DEPTH", "OnStep", "Remote", "RunContext", "Runtime", "Tool", "Tools"]
+__all__ = ["MAX_DEPTH", "SPENT", "OnStep", "Remote", "RunContext", "Runtime", "Tool", "Tools"]
 
 MAX_DEPTH = 4
+SPENT = "budget spent until 00:00 UTC"
 """How many runs an ask or spawn chain may hold (A asks B asks C asks D)."""
 
 OnStep = Callable[[Step], Awaitable[None]]
@@ -56,6 +70,7 @@ class Remote(Protocol):
         will_retry: bool,
         acknowledge: bool,
         on_step: OnStep | None,
+        resume: int | None,
     ) -> Run: ...
 
 
@@ -73,6 +88,9 @@ class Tool(Protocol):
 
     @property
     def qualified(self) -> str: ...
+
+    @property
+    def destructive(self) -> bool: ...
 
 
 class Tools(Protocol):
@@ -114,10 +132,11 @@ class Runtime:
         scheduler: Schedules | None = None,
         *,
         remotes: Mapping[str, Remote] | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         """`remotes`, in a host: the workers of the Claws with `isolation: process`, by Claw
         (absent while one restarts; the Claws keep it). None in a worker, which runs its Claw
-        itself."""
+        itself. `approvals`: the host's inbox (a worker's own by default)."""
         self.manifest, self.store, self.events, self.hub, self.providers = (
             manifest,
             store,
@@ -126,6 +145,7 @@ class Runtime:
             providers,
         )
         self.remotes = remotes
+        self.approvals = approvals or Approvals(manifest, store, events)
         self.builtins = Builtins(manifest, store, router, scheduler, self.spawn, hub.audit)
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
         self.active: Counter[str] = Counter()
@@ -167,6 +187,7 @@ class Runtime:
         chain: tuple[str, ...] = (),
         tools: frozenset[str] | None = None,
         instructions: str | None = None,
+        resume: int | None = None,
     ) -> Run:
         """Run the Claw on `input` once it is this thread's turn; return the finished run.
 
@@ -178,6 +199,11 @@ class Runtime:
         as it ends (unless it failed), in the same commit, unless `acknowledge` is false.
         `chain` names the Claws waiting on this run through `claw__ask`; `tools` and `instructions`
         are a sub-agent's (`claw__spawn`).
+
+        A call that needs a person's approval makes the run wait: a run of a message parks (it
+        returns `waiting`, its message left running) and a decision queues the message again, to
+        be run with `resume` (the waiting run's id), which goes on from the run's stored steps. A
+        run without a message waits here. `BudgetSpent` when the Claw's tokens_per_day are spent.
         """
         self.manifest.check_claw(claw)
         if self.stopping:
@@ -198,19 +224,25 @@ class Runtime:
                     will_retry=will_retry,
                     acknowledge=acknowledge,
                     on_step=on_step,
+                    resume=resume,
                 )
             finally:
                 self.active[claw] -= 1
         async with self._turn(claw, thread):
-            run, history = await self.store.start_run(
-                claw,
-                thread,
-                trigger,
-                input,
-                message_id=message_id,
-                parent_run_id=parent_run_id,
-                history=self.manifest.claws[claw].memory.history,
-            )
+            config = self.manifest.claws[claw]
+            if resume is not None:
+                run, history = await self.store.resume_run(resume, history=config.memory.history)
+            else:
+                await self.check_budget(claw)
+                run, history = await self.store.start_run(
+                    claw,
+                    thread,
+                    trigger,
+                    input,
+                    message_id=message_id,
+                    parent_run_id=parent_run_id,
+                    history=config.memory.history,
+                )
             self.events.emit(
                 "run", claw, run=run.id, state="running", trigger=trigger, thread=thread, input=excerpt(input)
             )
@@ -219,9 +251,12 @@ class Runtime:
                 with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
                     self._runs.add(scope)
                     ctx = RunContext(claw, run.id, thread, (*chain, claw), tools, instructions)
-                    steps = _Steps(self.store, self.events, ctx, on_step)
+                    steps = _Steps(self.store, self.events, ctx, on_step, park=message_id is not None)
+                    steps.resumed = resume is not None
                     try:
-                        state, reply, error, usage = await self._loop(ctx, run, history, steps)
+                        state, reply, error = await self._loop(ctx, run, history, steps)
+                    except _Parked:
+                        return await self._parked(run)
                     except anyio.get_cancelled_exc_class():
                         with anyio.CancelScope(shield=True):
                             run = await self.store.finish_run(
@@ -234,10 +269,32 @@ class Runtime:
                         self._runs.discard(scope)
                 if scope.cancelled_caught:
                     return run
-                run = await self._end(run, state, reply, error, usage, steps, will_retry, acknowledge)
+                run = await self._end(run, state, reply, error, steps, will_retry, acknowledge)
                 return self._finished(run)
             finally:
                 self.active[claw] -= 1
+
+    async def tokens_today(self, claw: str) -> tuple[int, float]:
+        """The Claw's tokens since the start of this UTC day, and when the next day starts."""
+        now = self.approvals.clock.now()
+        day = now - now % 86400
+        return await self.store.tokens_used(claw, day), day + 86400
+
+    async def check_budget(self, claw: str) -> None:
+        """`BudgetSpent` when the Claw has used its `tokens_per_day` today (UTC)."""
+        budget = self.manifest.claws[claw].limits.tokens_per_day
+        if budget is None:
+            return
+        used, tomorrow = await self.tokens_today(claw)
+        if used >= budget:
+            raise BudgetSpent(f"Claw '{claw}': tokens_per_day {budget} spent; {SPENT}", tomorrow)
+
+    async def _parked(self, run: Run) -> Run:
+        """The run waits for a person; its message stays running until a decision queues it again."""
+        parked = await self.store.get_run(run.id)
+        assert parked is not None
+        self.events.emit("run", run.claw, run=run.id, state="waiting", trigger=run.trigger, thread=run.thread)
+        return parked
 
     async def _end(
         self,
@@ -245,7 +302,6 @@ class Runtime:
         state: RunState,
         reply: str | None,
         error: str | None,
-        usage: tuple[int | None, int | None],
         steps: _Steps,
         will_retry: bool,
         acknowledge: bool,
@@ -261,8 +317,8 @@ class Runtime:
             state,
             reply=reply,
             error=error,
-            input_tokens=usage[0],
-            output_tokens=usage[1],
+            input_tokens=steps.used[0],
+            output_tokens=steps.used[1],
             step=steps.last,
             history=history,
             ack=acknowledge and state != "failed",
@@ -292,6 +348,8 @@ class Runtime:
             duration=run.ended_at - run.started_at,
             reply=excerpt(run.reply),
             error=run.error,
+            input_tokens=run.input_tokens,
+            output_tokens=run.output_tokens,
         )
         fired, self.run_finished = self.run_finished, anyio.Event()
         fired.set()
@@ -338,7 +396,7 @@ class Runtime:
 
     async def _loop(
         self, ctx: RunContext, run: Run, history: list[HistoryEntry], steps: _Steps
-    ) -> tuple[RunState, str | None, str | None, tuple[int | None, int | None]]:
+    ) -> tuple[RunState, str | None, str | None]:
         claw = ctx.claw
         config = self.manifest.claws[claw]
         provider = self.providers[config.model]
@@ -349,23 +407,30 @@ class Runtime:
         messages = [Msg("assistant" if h.role == "assistant" else "user", str(h.content)) for h in history]
         messages.append(Msg("user", run.input))
         tools = self.tools_for(claw, ctx.tools)
-        used: list[int | None] = [None, None]
+        steps.used = [run.input_tokens, run.output_tokens]  # a resumed run goes on from what it used
         limits = config.limits
         state: RunState = "limit"
         reply = error = None
-        with anyio.move_on_after(limits.run_timeout) as timer:
+        with anyio.move_on_after(limits.run_timeout) as steps.timer:
             try:
-                for step in range(limits.max_steps):
+                if steps.resumed and (replay := await self._replay(ctx, messages, steps)):
+                    messages.append(Msg("tool", results=tuple(await self._call_tools(ctx, replay, steps))))
+                for turn_number in range(steps.turns, limits.max_steps):
                     turn = await provider.complete(system, messages, tools)
                     for i, n in enumerate((turn.input_tokens, turn.output_tokens)):
                         if n is not None:
-                            used[i] = (used[i] or 0) + n
+                            steps.used[i] = (steps.used[i] or 0) + n
                     model = {"text": turn.text, "calls": [_call_data(c) for c in turn.calls]}
                     if not turn.calls:
                         steps.end("model", model)
                         state, reply = "done", turn.text
                         break
-                    if step == limits.max_steps - 1:
+                    budget = limits.tokens_per_run
+                    if budget is not None and sum(filter(None, steps.used)) > budget:
+                        steps.end("model", model)
+                        error = f"tokens_per_run {budget} used"
+                        break
+                    if turn_number == limits.max_steps - 1:
                         steps.end("model", model)
                         error = f"stopped at max_steps ({limits.max_steps}); the model still asked for tools"
                         break
@@ -375,65 +440,157 @@ class Runtime:
                     messages.append(Msg("tool", results=tuple(results)))
             except ModelError as e:
                 state, error = "failed", str(e)
+            except (_Parked, Stopping):
+                raise
             except Exception as e:  # a fault of ours or of the store: the run fails, the Claw goes on
                 log.exception("claw '%s': run %d failed", claw, run.id, extra={"claw": claw, "run": run.id})
                 state, error = "failed", f"internal error: {type(e).__name__}: {e}"
-        if timer.cancelled_caught:
+        if steps.timer.cancelled_caught:
             state, error = "limit", f"stopped at run_timeout ({limits.run_timeout:g}s)"
         elif state == "done" and steps.calls and len(steps.refused) == steps.calls:
             # A reply made of refusals is no answer: say what was refused.
             state, reply, error = "failed", None, f"every tool call was refused: {steps.refused[0]}"
-        return state, reply, error, (used[0], used[1])
+        return state, reply, error
+
+    async def _replay(self, ctx: RunContext, messages: list[Msg], steps: _Steps) -> list[ToolRequest]:
+        """A resumed run's context, rebuilt from its stored steps: each model turn and the results
+        of its calls, appended to `messages`. Returns the calls of the last turn, whose results
+        (those it has, and the rest once run or decided) come next."""
+        stored = await self.store.steps(ctx.run_id)
+        if not stored:
+            return []
+        results = {s.data["id"]: s.data for s in stored if s.kind == "tool_result"}
+        steps.logged = {s.data["id"] for s in stored if s.kind == "tool_call"}
+        steps.count = stored[-1].index + 1
+        steps.decided = {a.call_id: a for a in await self.store.approvals(run_id=ctx.run_id)}
+        calls: list[ToolRequest] = []
+        for step in (s for s in stored if s.kind == "model"):
+            if calls:
+                messages.append(Msg("tool", results=tuple(steps.known[c.id] for c in calls)))
+            calls = [ToolRequest(c["id"], c["name"], c["arguments"]) for c in step.data["calls"]]
+            messages.append(Msg("assistant", step.data["text"], tuple(calls)))
+            for c in calls:
+                if (r := results.get(c.id)) is not None:
+                    steps.known[c.id] = ToolResult(c.id, c.name, r["text"], r["is_error"])
+            steps.turns += 1
+        return calls
 
     async def _call_tools(
         self, ctx: RunContext, calls: Sequence[ToolRequest], steps: _Steps
     ) -> list[ToolResult]:
-        """Run one turn's tool calls at once; each call and each result is a step of the run."""
+        """Run one turn's tool calls at once; each call and each result is a step of the run. A
+        call that needs a person's approval is run once it is approved; a run of a message parks
+        meanwhile (`_Parked`, once the turn's other calls are done)."""
         for call in calls:
-            await steps.add("tool_call", _call_data(call))
+            if call.id not in steps.logged:
+                await steps.add("tool_call", _call_data(call))
         steps.calls += len(calls)
-        results: list[ToolResult | None] = [None] * len(calls)
+        results: dict[str, ToolResult] = {c.id: r for c in calls if (r := steps.known.get(c.id))}
+        waiting: list[tuple[ToolRequest, Approval]] = []
 
-        async def one(i: int, call: ToolRequest) -> None:
+        async def one(call: ToolRequest, waits: list[tuple[ToolRequest, Approval]]) -> None:
             started = time.perf_counter()
-            if not isinstance(call.arguments, dict):
-                text, is_error = f"{call.name}: arguments must be a JSON object, got {call.arguments!r}", True
-            elif call.name.startswith("claw__"):
-                text, is_error = await self.builtins.call(ctx, call.name, call.arguments)
-            elif ctx.tools is not None and call.name not in ctx.tools:
-                text, is_error = f"tool '{call.name}' was not given to this sub-agent", True
-                steps.refused.append(text)
-            else:
-                try:
-                    text, is_error = await self.hub.call_text(
-                        ctx.claw, call.name, call.arguments, run_id=ctx.run_id
-                    )
-                except ToolRefused as e:  # the model is told, and may try something else
-                    text, is_error = str(e), True
-                    steps.refused.append(text)
-            if is_error:  # an error may name a server's URL, whose key came from a variable
-                text = self.manifest.redact(text)
-            results[i] = ToolResult(call.id, call.name, text, is_error)
-            data = {"id": call.id, "name": call.name, "text": text, "is_error": is_error}
-            await steps.add("tool_result", data | {"duration": time.perf_counter() - started})
+            text, is_error = await self._call_one(ctx, call, steps, waits)
+            if not any(c is call for c, _ in waits):
+                await self._result(ctx, call, text, is_error, started, steps, results)
 
         async with anyio.create_task_group() as tg:
-            for i, call in enumerate(calls):
-                tg.start_soon(one, i, call)
-        return [r for r in results if r is not None]
+            for call in calls:
+                if call.id not in results:
+                    tg.start_soon(one, call, waiting)
+        if waiting and steps.park:
+            raise _Parked
+        if waiting:  # no message holds this run: it waits here, its run_timeout paused
+            remaining = steps.timer.deadline - anyio.current_time()
+            steps.timer.deadline = math.inf
+            decided = [await self.approvals.wait(approval) for _, approval in waiting]
+            steps.timer.deadline = anyio.current_time() + remaining
+            await self.store.resume_run(ctx.run_id)
+            steps.decided |= {a.call_id: a for a in decided}
+            async with anyio.create_task_group() as tg:
+                for call, _ in waiting:
+                    tg.start_soon(one, call, [])
+        return [results[c.id] for c in calls if c.id in results]
+
+    async def _call_one(
+        self, ctx: RunContext, call: ToolRequest, steps: _Steps, waiting: list[tuple[ToolRequest, Approval]]
+    ) -> tuple[str, bool]:
+        """The result of one call, unless it now waits for a person (then added to `waiting`)."""
+        if not isinstance(call.arguments, dict):
+            return f"{call.name}: arguments must be a JSON object, got {call.arguments!r}", True
+        if call.name.startswith("claw__"):
+            return await self.builtins.call(ctx, call.name, call.arguments)
+        if ctx.tools is not None and call.name not in ctx.tools:
+            steps.refused.append(text := f"tool '{call.name}' was not given to this sub-agent")
+            return text, True
+        arguments = call.arguments
+        if (approval := steps.decided.get(call.id)) is not None:
+            if approval.state != "approved":
+                return outcome_text(approval), True
+            arguments = approval.arguments  # exactly what the person saw
+        elif (tool := self._hub_tool(ctx.claw, call.name)) and self.approvals.needs(
+            ctx.claw, tool.qualified, tool.destructive
+        ):
+            used = (steps.used[0], steps.used[1])
+            approval = await self.approvals.request(
+                ctx.run_id, ctx.claw, tool.qualified, call.id, arguments, used
+            )
+            waiting.append((call, approval))
+            await steps.add("approval", {"id": approval.id, "call": call.id, "name": approval.tool})
+            return "", False
+        try:
+            return await self.hub.call_text(ctx.claw, call.name, arguments, run_id=ctx.run_id)
+        except ToolRefused as e:  # the model is told, and may try something else
+            steps.refused.append(str(e))
+            return str(e), True
+
+    def _hub_tool(self, claw: str, wire: str) -> Tool | None:
+        return next((t for t in self.hub.tools_for(claw) if t.wire == wire), None)
+
+    async def _result(
+        self,
+        ctx: RunContext,
+        call: ToolRequest,
+        text: str,
+        is_error: bool,
+        started: float,
+        steps: _Steps,
+        results: dict[str, ToolResult],
+    ) -> None:
+        if is_error:  # an error may name a server's URL, whose key came from a variable
+            text = self.manifest.redact(text)
+        results[call.id] = ToolResult(call.id, call.name, text, is_error)
+        data = {"id": call.id, "name": call.name, "text": text, "is_error": is_error}
+        await steps.add("tool_result", data | {"duration": time.perf_counter() - started})
+
+
+class _Parked(Exception):
+    """The run waits for a person; its message stays running (see `Runtime.run`)."""
 
 
 class _Steps:
     """Adds the steps of one run, and tells `on_step` of each once it is committed; a model turn
-    is also an event. The last step (`end`) is committed with the run's end."""
+    is also an event. The last step (`end`) is committed with the run's end. It keeps what the
+    run has used and what a resumed run already did."""
 
-    def __init__(self, store: Store, events: Events, ctx: RunContext, on_step: OnStep | None) -> None:
-        self.store, self.events, self.ctx, self.on_step = store, events, ctx, on_step
+    def __init__(
+        self, store: Store, events: Events, ctx: RunContext, on_step: OnStep | None, *, park: bool
+    ) -> None:
+        self.store, self.events, self.ctx, self.on_step, self.park = store, events, ctx, on_step, park
         self.turns = self.count = 0
         self.last: tuple[StepKind, Any] | None = None
         self.calls = 0
         self.refused: list[str] = []
         """What refused the run's tool calls (not allowed, not there)."""
+        self.used: list[int | None] = [None, None]
+        """Input and output tokens so far."""
+        self.timer = anyio.CancelScope()
+        """The run's run_timeout."""
+        self.logged: set[str] = set()
+        self.known: dict[str, ToolResult] = {}
+        self.decided: dict[str, Approval] = {}
+        """A resumed run's calls logged, their results, and the decisions on them, by call id."""
+        self.resumed = False
 
     async def add(self, kind: StepKind, data: Any) -> None:
         step = await self.store.add_step(self.ctx.run_id, kind, data)

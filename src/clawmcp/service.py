@@ -6,6 +6,7 @@ tool servers through it, never the parts of the host behind it.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -161,5 +162,6 @@ class Service:
             mailboxes=await self._store.mailboxes(),
             restarts={claw: child.restarts for claw, child in children.items()},
             servers={name: (s.state == "up", s.reconnects) for name, s in self._hub.status().items()},
+            approvals=Counter(a.claw for a in await self._store.approvals(pending=True, limit=10_000)),
             shown=shown,
         )

@@ -43,6 +43,7 @@ from mcp.types import (
     ResourceLink,
     TextContent,
     TextResourceContents,
+    Tool,
     ToolListChangedNotification,
 )
 
@@ -122,10 +123,18 @@ class HubTool:
     name: str
     description: str
     input_schema: dict[str, Any]
+    annotations: dict[str, Any] = field(default_factory=dict)
+    """The upstream tool's annotations (`destructiveHint`, `readOnlyHint`, ...), as sent."""
 
     @property
     def qualified(self) -> str:
         return f"{self.server}.{self.name}"
+
+    @property
+    def destructive(self) -> bool:
+        """Annotated destructive and not read-only (what `@destructive` in `approve:` means)."""
+        a = self.annotations
+        return a.get("destructiveHint") is True and a.get("readOnlyHint") is not True
 
 
 @dataclass
@@ -136,7 +145,8 @@ class ServerState:
     attempt: int = 0
     error: str | None = None
     reconnects: int = 0
-    tools: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # name, description, schema
+    tools: list[Tool] = field(default_factory=list)
+    """As the server listed them."""
 
 
 class _Upstream:
@@ -238,7 +248,7 @@ class _Upstream:
 
     async def _list(self, client: Client) -> None:
         listed = await client.list_tools()
-        self.status.tools = [(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools]
+        self.status.tools = list(listed.tools)
         self.hub._rebuild()
 
     async def _listen(self, client: Client, *, task_status: TaskStatus[None]) -> None:
@@ -520,15 +530,16 @@ class ToolHub:
 
     def _rebuild(self) -> None:
         fired, self.catalog_changed = self.catalog_changed, anyio.Event()
-        found = {
-            ("tools", n): (t.description, manifest_tools.input_schema(t))
+        found: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {
+            ("tools", n): (t.description, manifest_tools.input_schema(t), {})
             for n, t in self.manifest.tools.items()
         }
         for name, upstream in self.upstreams.items():
-            found.update({(name, tool): (desc, schema) for tool, desc, schema in upstream.status.tools})
+            for t in upstream.status.tools:
+                hints = t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else {}
+                found[(name, t.name)] = (t.description or "", dict(t.input_schema), hints)
         names = wire_names(found)
         self.catalog = {
-            names[key]: HubTool(names[key], key[0], key[1], desc, schema)
-            for key, (desc, schema) in found.items()
+            names[key]: HubTool(names[key], key[0], key[1], *definition) for key, definition in found.items()
         }
         fired.set()

@@ -91,6 +91,7 @@ class Worker:
         will_retry: bool,
         acknowledge: bool,
         on_step: OnStep | None,
+        resume: int | None,
     ) -> Run:
         async def forward(progress: float, total: float | None, message: str | None) -> None:
             sent = json.loads(message or "{}")
@@ -106,6 +107,7 @@ class Worker:
             "message_id": message_id,
             "will_retry": will_retry,
             "acknowledge": acknowledge,
+            "resume": resume,
         }
         try:
             result = await self.client.call_tool("run", arguments, progress_callback=forward)
@@ -152,6 +154,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
         message_id: int | None = None,
         will_retry: bool = False,
         acknowledge: bool = True,
+        resume: int | None = None,
     ) -> dict[str, Any]:
         """Run the Claw once; progress carries each step and each event; the result is the run's id."""
         sent = itertools.count(1)
@@ -179,6 +182,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
                 will_retry=will_retry,
                 acknowledge=acknowledge,
                 on_step=step,
+                resume=resume,
             )
             await events.flush()
             await forward()

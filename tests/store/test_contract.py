@@ -919,8 +919,14 @@ async def test_an_approval_is_committed_with_its_run_waiting(store: Store, clock
         run.message_id,
         "approval",
     )
-    assert (approval.tool, approval.call_id, approval.arguments) == ("gh.rm", "k1", {"repo": "x", "force": True})
-    assert (approval.state, approval.note, approval.content, approval.decided_at) == ("pending", None, None, None)
+    assert (approval.tool, approval.call_id) == ("gh.rm", "k1")
+    assert approval.arguments == {"repo": "x", "force": True}
+    assert (approval.state, approval.note, approval.content, approval.decided_at) == (
+        "pending",
+        None,
+        None,
+        None,
+    )
     assert (approval.created_at, approval.expires_at) == (clock.now, clock.now + 60)
     waiting = await store.get_run(run.id)
     assert waiting is not None and (waiting.state, waiting.input_tokens, waiting.output_tokens) == (
@@ -931,16 +937,18 @@ async def test_an_approval_is_committed_with_its_run_waiting(store: Store, clock
     assert await store.approvals(pending=True) == [approval]
     assert await store.approvals("c", run_id=run.id) == [approval]
     assert await store.approvals("d") == []
-    with pytest.raises(StoreError, match=f"run {run.id} is not running"):
+    ended, _ = await store.start_run("c", "t", "ask", "x")
+    await store.finish_run(ended.id, "done")
+    with pytest.raises(StoreError, match=f"run {ended.id} is not running"):
         await store.request_approval(
-            run.id, kind="approval", tool="gh.rm", call_id="k2", arguments={}, expires_at=clock.now
+            ended.id, kind="approval", tool="gh.rm", call_id="k2", arguments={}, expires_at=clock.now
         )
 
 
 async def test_a_parked_message_holds_its_thread_while_other_threads_go_on(
     store: Store, clock: FakeClock
 ) -> None:
-    run, _ = await parked(store, clock, thread="t")
+    await parked(store, clock, thread="t")
     later, _ = await store.enqueue("c", "after it", thread="t")
     other, _ = await store.enqueue("c", "elsewhere", thread="u")
     claimed = await store.claim("c")
@@ -966,7 +974,7 @@ async def test_deciding_queues_the_parked_message_again_without_counting_a_try(
     assert await store.approvals(pending=True) == []
     with pytest.raises(StoreError, match=f"approval {approval_id} is approved already"):
         await store.decide(approval_id, "denied")
-    with pytest.raises(StoreError, match="no approval 999"):
+    with pytest.raises(StoreError, match="approval 999 does not exist"):
         await store.decide(999, "denied")
     claimed = await store.claim("c")
     assert claimed is not None and (claimed.id, claimed.attempts) == (run.message_id, 2)
@@ -980,7 +988,6 @@ async def test_a_run_waiting_on_two_approvals_goes_on_once_both_are_decided(
     store: Store, clock: FakeClock
 ) -> None:
     run, first = await parked(store, clock)
-    await store.resume_run(run.id)
     second = await store.request_approval(
         run.id, kind="question", tool="gh.ask", call_id="k2", arguments={"message": "?"}, expires_at=clock.now
     )

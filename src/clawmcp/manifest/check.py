@@ -10,10 +10,12 @@ from clawmcp.errors import Problem
 from clawmcp.manifest.load import Loc, Source
 from clawmcp.manifest.model import Claw, Host, Model
 
-__all__ = ["BUILTIN_TOOLS", "RESERVED_SERVERS", "Entry", "check", "tool_allowed"]
+__all__ = ["BUILTIN_TOOLS", "DESTRUCTIVE", "RESERVED_SERVERS", "Entry", "check", "tool_allowed"]
 
 BUILTIN_TOOLS = ("send", "ask", "publish", "remember", "recall", "spawn", "schedule", "unschedule")
 RESERVED_SERVERS = ("claw", "tools")
+DESTRUCTIVE = "@destructive"
+"""In `approve:`, every upstream tool annotated destructive (and not read-only)."""
 
 
 @dataclass
@@ -55,6 +57,9 @@ def check(tables: Tables, host: Entry | None) -> list[Problem]:
         for i, pattern in enumerate(claw.tools):
             if message := _pattern_problem(pattern, tables):
                 problems.append(entry.source.problem((*loc, "tools", i), message, "value"))
+        for i, pattern in enumerate(claw.approve):
+            if pattern != DESTRUCTIVE and (message := _pattern_problem(pattern, tables)):
+                problems.append(entry.source.problem((*loc, "approve", i), message, "value"))
         problems += _schedules(claw, loc, entry.source, tables)
         model_entry = tables["models"].get(claw.model)
         rules = model_entry.value.rules if model_entry and model_entry.value else None

@@ -366,7 +366,10 @@ class Memory(_Strict):
 
 class Limits(_Strict):
     max_steps: int = Field(default=8, ge=1, description="model/tool rounds per run")
-    run_timeout: Duration = 120.0
+    run_timeout: Duration = Field(default=120.0, description="not counting waits for approval")
+    tokens_per_run: int | None = Field(default=None, gt=0, description="input + output tokens a run may use")
+    tokens_per_day: int | None = Field(default=None, gt=0, description="per Claw, per UTC day")
+    approval_timeout: Duration = Field(default=86400.0, description="no decision by then counts as denied")
 
 
 class Expose(_Strict):
@@ -378,6 +381,9 @@ class Claw(_Strict):
     instructions: str = ""
     model: Name = Field(description="a name under models:")
     tools: list[str] = Field(default=[], description="glob patterns over SERVER.TOOL")
+    approve: list[str] = Field(
+        default=[], description="calls that wait for a person: globs over SERVER.TOOL, or @destructive"
+    )
     talks_to: list[str] = Field(default=[], description="Claws it may message")
     subscribe: list[str] = Field(default=[], description="topics it receives")
     schedules: list[Schedule] = []

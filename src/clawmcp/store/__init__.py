@@ -56,7 +56,7 @@ MessageKind = Literal["message", "ask", "reply", "topic", "fire"]
 MessageState = Literal["queued", "running", "done", "dead", "discarded"]
 RunTrigger = Literal["message", "ask", "schedule", "spawn"]
 RunState = Literal["running", "waiting", "done", "failed", "limit", "interrupted"]
-StepKind = Literal["model", "tool_call", "tool_result"]
+StepKind = Literal["model", "tool_call", "tool_result", "approval"]
 FireOutcome = Literal["running", "ok", "failed", "skipped", "merged"]
 ToolOutcome = Literal["ok", "error", "refused"]
 EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server", "approval"]
@@ -356,8 +356,9 @@ class ApprovalStore(abc.ABC):
         expires_at: float,
         tokens: tuple[int | None, int | None] = (None, None),
     ) -> Approval:
-        """In one transaction: commit a pending approval for a running run and make the run
-        `waiting`, with the tokens it has used so far. `StoreError` unless the run is running."""
+        """In one transaction: commit a pending approval for a running (or already waiting) run
+        and make the run `waiting`, with the tokens it has used so far. `StoreError` for a run
+        that has ended."""
 
     @abc.abstractmethod
     async def decide(

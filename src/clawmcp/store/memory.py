@@ -143,7 +143,7 @@ class MemoryStore(Store):
         now = self._clock()
         busy = {m.thread for m in self._messages.values() if m.mailbox == mailbox and m.state == "running"}
         for m in self._messages.values():  # dicts keep insertion order, which is id order
-            if m.mailbox == mailbox and m.state == "queued" and m.available_at <= now and m.thread not in busy:
+            if (m.mailbox, m.state) == (mailbox, "queued") and m.available_at <= now and m.thread not in busy:
                 claimed = dataclasses.replace(m, state="running", attempts=m.attempts + 1)
                 self._messages[m.id] = claimed
                 return claimed
@@ -343,7 +343,7 @@ class MemoryStore(Store):
     ) -> Approval:
         await self._enter()
         run = self._runs.get(run_id)
-        if run is None or run.state != "running":
+        if run is None or run.state not in ("running", "waiting"):
             raise StoreError(f"run {run_id} is not running")
         self._runs[run_id] = dataclasses.replace(
             run, state="waiting", input_tokens=tokens[0], output_tokens=tokens[1]
@@ -373,7 +373,7 @@ class MemoryStore(Store):
         await self._enter()
         a = self._approvals.get(approval_id)
         if a is None:
-            raise StoreError(f"no approval {approval_id}")
+            raise StoreError(f"approval {approval_id} does not exist")
         if a.state != "pending":
             raise StoreError(f"approval {approval_id} is {a.state} already")
         now = self._clock()

@@ -711,7 +711,7 @@ class PostgresStore(Store):
         sql = """
             WITH waiting AS (
                 UPDATE runs SET state = 'waiting', input_tokens = $2, output_tokens = $3
-                WHERE id = $1 AND state = 'running' RETURNING claw, message_id
+                WHERE id = $1 AND state IN ('running', 'waiting') RETURNING claw, message_id
             )
             INSERT INTO approvals
                 (claw, run_id, message_id, kind, tool, call_id, arguments, created_at, expires_at)
@@ -740,7 +740,6 @@ class PostgresStore(Store):
             UPDATE messages SET state = 'queued', attempts = greatest(attempts - 1, 1), available_at = $1
             WHERE id = $2 AND state = 'running'
                 AND NOT EXISTS (SELECT 1 FROM approvals WHERE run_id = $3 AND state = 'pending')
-            RETURNING mailbox
         """
         now = self._clock()
 
@@ -748,12 +747,11 @@ class PostgresStore(Store):
             row = await conn.fetchrow(decide, approval_id, state, note, json.dumps(content), now)
             if row is None:
                 found = await conn.fetchval("SELECT state FROM approvals WHERE id = $1", approval_id)
-                raise StoreError(
-                    f"approval {approval_id} is {found} already" if found else f"no approval {approval_id}"
-                )
+                said = f"is {found} already" if found else "does not exist"
+                raise StoreError(f"approval {approval_id} {said}")
             approval = _approval(row)
-            if await conn.fetchval(resume, now, approval.message_id, approval.run_id) is not None:
-                await self._announce(conn, approval.claw)
+            await conn.execute(resume, now, approval.message_id, approval.run_id)
+            await self._announce(conn, approval.claw)  # its message, or a direct ask waiting there
             return approval
 
         return await self._transaction(write)

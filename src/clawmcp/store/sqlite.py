@@ -344,7 +344,7 @@ class SqliteStore(Database, Store):
     ) -> Approval:
         wait = """
             UPDATE runs SET state = 'waiting', input_tokens = ?, output_tokens = ?
-            WHERE id = ? AND state = 'running' RETURNING claw, message_id
+            WHERE id = ? AND state IN ('running', 'waiting') RETURNING claw, message_id
         """
         insert = """
             INSERT INTO approvals
@@ -382,9 +382,8 @@ class SqliteStore(Database, Store):
             rows = fetch(conn, decide, (state, note, json.dumps(content), now, approval_id))
             if not rows:
                 found = fetch(conn, "SELECT state FROM approvals WHERE id = ?", (approval_id,))
-                raise StoreError(
-                    f"approval {approval_id} is {found[0][0]} already" if found else f"no approval {approval_id}"
-                )
+                said = f"is {found[0][0]} already" if found else "does not exist"
+                raise StoreError(f"approval {approval_id} {said}")
             approval = _approval(rows[0])
             conn.execute(resume, (now, approval.message_id, approval.run_id))
             return approval

@@ -1,0 +1,217 @@
+"""Approvals and budgets in a whole host, in memory: a call that waits for a person parks its run
+(other threads go on), and goes on with exactly the stored arguments once approved; denied or
+timed out, the model is told; a direct ask waits in its request. Token budgets end runs and hold
+messages until the next UTC day."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from clawmcp.errors import BudgetSpent, UserError
+from clawmcp.host import Host
+from clawmcp.store import Approval, Step
+from tests.fakes import (
+    API,
+    LOCAL,
+    FakeAPI,
+    FakeClock,
+    hosting,
+    openai_text,
+    openai_tool_call,
+    tool_server,
+    until,
+)
+
+pytestmark = pytest.mark.anyio
+
+RECORDER = f"""
+models:
+  m:
+    provider: scripted
+    rules:
+      - when: "record (?P<what>.+)"
+        steps: [{{tool: rec__record, arguments: {{what: "{{{{ match.what }}}}"}}}}]
+        reply: "recorded: {{{{ results[0] }}}}"
+      - reply: "hello"
+servers:
+  rec: {LOCAL}
+claws:
+  c: {{model: m, tools: ["rec.*"], approve: ["rec.record"]}}
+"""
+
+
+def recorder() -> tuple[list[str], Any]:
+    calls: list[str] = []
+
+    def record(what: str) -> str:
+        """Record something."""
+        calls.append(what)
+        return f"ok {what}"
+
+    return calls, tool_server("rec", record)
+
+
+async def pending(host: Host, count: int = 1) -> list[Approval]:
+    """Once `count` approvals are pending: them."""
+    with anyio.fail_after(20):
+        while True:
+            changed = host.approvals.changed
+            if len(found := await host.store.approvals(pending=True)) >= count:
+                return found
+            await changed.wait()
+
+
+async def state_of(host: Host, message_id: int, state: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        message = await host.store.get_message(message_id)
+        return message is not None and message.state == state
+
+    return check
+
+
+async def test_an_approved_call_runs_once_with_the_stored_arguments_and_the_run_ends_done(
+    tmp_path: Path,
+) -> None:
+    calls, server = recorder()
+    async with hosting(tmp_path, RECORDER, servers={"rec": server}) as host:
+        message = await host.claws.tell("c", "record the minutes")
+        [approval] = await pending(host)
+        parked = await host.store.get_message(message.id)
+        run = await host.store.get_run(approval.run_id)
+        assert parked is not None and parked.state == "running"
+        assert run is not None and run.state == "waiting"
+        assert (approval.tool, approval.arguments, calls) == ("rec.record", {"what": "the minutes"}, [])
+        await host.approvals.decide(approval.id, "approved", note="fine")
+        await until(host, await state_of(host, message.id, "done"))
+        run = await host.store.get_run(approval.run_id)
+        kinds = [s.kind for s in await host.store.steps(approval.run_id)]
+    assert calls == ["the minutes"]
+    assert run is not None and (run.state, run.reply) == ("done", "recorded: ok the minutes")
+    assert kinds == ["model", "tool_call", "approval", "tool_result", "model"]
+
+
+async def test_a_denied_call_is_not_run_and_the_model_is_told_with_the_note(tmp_path: Path) -> None:
+    calls, server = recorder()
+    async with hosting(tmp_path, RECORDER, servers={"rec": server}) as host:
+        message = await host.claws.tell("c", "record the minutes")
+        [approval] = await pending(host)
+        await host.approvals.decide(approval.id, "denied", note="not today")
+        await until(host, await state_of(host, message.id, "done"))
+        run = await host.store.get_run(approval.run_id)
+        with pytest.raises(UserError, match=f"approval {approval.id} is denied already"):
+            await host.approvals.decide(approval.id, "approved")
+    assert calls == []
+    assert run is not None and run.state == "done"
+    assert run.reply == f"recorded: a person denied this call of rec.record (approval {approval.id}): not today"
+
+
+async def test_no_decision_by_the_approval_timeout_counts_as_denied(tmp_path: Path) -> None:
+    calls, server = recorder()
+    clock = FakeClock(1_800_000_000.0)
+    body = RECORDER.replace('approve: ["rec.record"]', 'approve: ["rec.*"], limits: {approval_timeout: 1h}')
+    async with hosting(tmp_path, body, clock=clock, servers={"rec": server}) as host:
+        message = await host.claws.tell("c", "record the minutes")
+        [approval] = await pending(host)
+        assert approval.expires_at == clock.now() + 3600
+        assert await clock.deadline(0) == approval.expires_at
+        clock.set(approval.expires_at)
+        await until(host, await state_of(host, message.id, "done"))
+        expired = await host.store.get_approval(approval.id)
+        run = await host.store.get_run(approval.run_id)
+    assert calls == []
+    assert expired is not None and (expired.state, expired.note) == ("expired", "no decision within 3600s")
+    assert run is not None and run.reply is not None
+    assert f"no decision on approval {approval.id} in time: rec.record was not run" in run.reply
+
+
+async def test_a_parked_run_holds_its_thread_while_other_threads_go_on(tmp_path: Path) -> None:
+    calls, server = recorder()
+    async with hosting(tmp_path, RECORDER, servers={"rec": server}) as host:
+        parked = await host.claws.tell("c", "record the minutes", thread="a")
+        [approval] = await pending(host)
+        behind = await host.claws.tell("c", "hi", thread="a")
+        other = await host.claws.tell("c", "hi", thread="b")
+        await until(host, await state_of(host, other.id, "done"))
+        assert (await host.store.get_message(behind.id)).state == "queued"  # type: ignore[union-attr]
+        await host.approvals.decide(approval.id, "approved")
+        await until(host, await state_of(host, behind.id, "done"))
+        runs = await host.store.runs("c")
+        done = await host.store.get_message(parked.id)
+    assert done is not None and done.state == "done"
+    assert [(r.thread, r.state) for r in reversed(runs)] == [("a", "done"), ("b", "done"), ("a", "done")]
+    assert calls == ["the minutes"]
+
+
+async def test_a_direct_ask_waits_in_its_request_and_reports_the_approval_it_waits_for(
+    tmp_path: Path,
+) -> None:
+    calls, server = recorder()
+    async with hosting(tmp_path, RECORDER, servers={"rec": server}) as host:
+        seen: list[Step] = []
+
+        async def on_step(step: Step) -> None:
+            seen.append(step)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(host.service.ask, "c", "record it")
+            [approval] = await pending(host)
+            waiting = await host.store.get_run(approval.run_id)
+            assert waiting is not None and waiting.state == "waiting"
+            await host.approvals.decide(approval.id, "approved")
+        run = await host.store.get_run(approval.run_id)
+    assert calls == ["it"]
+    assert run is not None and (run.state, run.reply) == ("done", "recorded: ok it")
+
+
+BRAIN = f"""
+models: {{brain: {{provider: openai, base_url: '{API}', model: m}}}}
+servers: {{rec: {LOCAL}}}
+claws:
+  c: {{model: brain, tools: ["rec.*"], limits: {{LIMITS}}}}
+"""
+
+
+async def test_a_run_past_tokens_per_run_ends_with_limit(tmp_path: Path) -> None:
+    calls, server = recorder()
+    api = FakeAPI(lambda n, body: openai_tool_call(f"c{n}", "rec__record", {"what": str(n)}))
+    body = BRAIN.replace("{LIMITS}", "{tokens_per_run: 20}")  # each turn reports 14 tokens
+    async with hosting(tmp_path, body, api=api, servers={"rec": server}) as host:
+        run = await host.service.ask("c", "go")
+    assert (run.state, run.error, run.input_tokens, run.output_tokens) == (
+        "limit",
+        "tokens_per_run 20 used",
+        22,
+        6,
+    )
+    assert (len(api.requests), calls) == (2, ["0"])
+
+
+async def test_a_spent_day_keeps_messages_queued_until_the_next_utc_day(tmp_path: Path) -> None:
+    api = FakeAPI(lambda n, body: openai_text(f"reply {n}"))
+    clock = FakeClock(1_800_000_000.0)  # 2027-01-15 08:00 UTC
+    midnight = 1_800_000_000.0 - 1_800_000_000.0 % 86400 + 86400
+    body = BRAIN.replace("{LIMITS}", "{tokens_per_day: 20}").replace("servers: {rec: " + LOCAL + "}\n", "")
+    body = body.replace(', tools: ["rec.*"]', "")
+    async with hosting(tmp_path, body, api=api, clock=clock) as host:
+        first = await host.claws.tell("c", "one")
+        second = await host.claws.tell("c", "two")
+        third = await host.claws.tell("c", "three")
+        await until(host, await state_of(host, second.id, "done"))
+        assert await clock.deadline(0) == midnight
+        status = await host.service.status("c")
+        with pytest.raises(BudgetSpent, match="tokens_per_day 20 spent; budget spent until 00:00 UTC"):
+            await host.service.ask("c", "now?")
+        assert (await host.store.get_message(third.id)).state == "queued"  # type: ignore[union-attr]
+        clock.set(midnight)
+        await until(host, await state_of(host, third.id, "done"))
+        after = await host.service.status("c")
+        runs = await host.store.runs("c")
+    assert [r.input for r in reversed(runs)] == ["one", "two", "three"]
+    assert (status["tokens_today"], status["budget"]) == (28, "budget spent until 00:00 UTC")
+    assert (after["tokens_today"], after["budget"]) == (14, None)
+    assert first.id < third.id
