@@ -107,7 +107,8 @@ async def test_a_denied_call_is_not_run_and_the_model_is_told_with_the_note(tmp_
             await host.approvals.decide(approval.id, "approved")
     assert calls == []
     assert run is not None and run.state == "done"
-    assert run.reply == f"recorded: a person denied this call of rec.record (approval {approval.id}): not today"
+    denial = f"a person denied this call of rec.record (approval {approval.id}): not today"
+    assert run.reply == f"recorded: {denial}"
 
 
 async def test_no_decision_by_the_approval_timeout_counts_as_denied(tmp_path: Path) -> None:

@@ -213,6 +213,27 @@ def _settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _approvals(args: argparse.Namespace) -> int:
+    query = {"claw": args.claw} if args.claw else {}
+    found = _api(args, "GET", "/api/approvals" + (f"?{urlencode(query)}" if query else ""))
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    rows = [("ID", "CLAW", "TOOL", "RUN", "ARGUMENTS")]
+    rows += [
+        (str(a["id"]), a["claw"], a["tool"], str(a["run"]), _cut(json.dumps(a["arguments"]))) for a in found
+    ]
+    _table(rows)
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    body = {"approve": args.command == "approve", "note": args.note}
+    decided = _api(args, "POST", f"/api/approvals/{args.id}", body)
+    print(f"approval {decided['id']} ({decided['claw']}, {decided['tool']}): {decided['state']}")
+    return 0
+
+
 def _cut(text: str, size: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= size else text[: size - 1] + "…"
@@ -387,6 +408,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("discard", _settle, "give up on a dead letter (it stays, marked discarded)")
     p.add_argument("id", type=int, metavar="ID")
     against_host(p)
+    p = command("approvals", _approvals, "list the tool calls waiting for a person's approval")
+    p.add_argument("claw", nargs="?", metavar="CLAW", help="only this Claw's (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
+    for name, help in [("approve", "approve a waiting tool call"), ("deny", "deny a waiting tool call")]:
+        p = command(name, _decide, f"{help}: the run goes on (the model is told of a denial)")
+        p.add_argument("id", type=int, metavar="ID")
+        p.add_argument("--note", help="why; the model sees it")
+        against_host(p)
     p = command("logs", _logs, "show what the Claws did: runs, model turns, tool calls, messages, fires")
     p.add_argument("claw", nargs="?", metavar="CLAW", help="only this Claw (default: all)")
     p.add_argument("-f", "--follow", action="store_true", help="go on showing events as they happen")

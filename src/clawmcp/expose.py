@@ -24,6 +24,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from clawmcp import __version__
+from clawmcp.approvals import describe
 from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError, UserError
 from clawmcp.scheduler import SCHEDULE_SCHEMA
@@ -74,6 +75,21 @@ _CLAW_TOOLS = [
     ),
     types.Tool(name="schedules", description="This Claw's schedules.", input_schema=_schema({}, [])),
 ]
+_APPROVALS = types.Tool(
+    name="approvals",
+    description="Tool calls waiting for a person's approval: id, tool, exact arguments, run.",
+    input_schema=_schema({}, []),
+)
+_DECIDE = types.Tool(
+    name="decide",
+    description="Approve or deny a waiting tool call by id; the run goes on (a denial, with the note, "
+    "is what the model sees).",
+    input_schema=_schema(
+        {"id": {"type": "integer"}, "approve": {"type": "boolean"}, "note": {"type": "string"}},
+        ["id", "approve"],
+    ),
+)
+_CLAW_TOOLS += [_APPROVALS, _DECIDE]
 
 
 def run_text(run: Run) -> tuple[str, bool]:
@@ -123,6 +139,20 @@ async def _ask_or_tell(
         claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
     )
     return _text(*run_text(run))
+
+
+async def _inbox(
+    service: Service, name: str, args: dict[str, Any], reaches: Callable[[str], bool]
+) -> types.CallToolResult:
+    """`approvals` or `decide`, over the Claws `reaches` admits."""
+    if name == "approvals":
+        found = [describe(a) for a in await service.approvals() if reaches(a.claw)]
+        return _text(_json(found), structured={"approvals": found})
+    approval = await service.approval(args["id"])
+    if approval is None or not reaches(approval.claw):
+        raise UserError(f"no approval {args['id']}")
+    decided = await service.decide(approval.id, args["approve"], note=args.get("note"))
+    return _text(f"approval {decided.id} ({decided.tool}): {decided.state}", structured=describe(decided))
 
 
 async def _progress(ctx: Any, step: Step) -> None:
@@ -252,6 +282,8 @@ class ClawServer(ServerBase):
         args = _check(tool, arguments)
         if name in ("ask", "tell"):
             return await _ask_or_tell(service, ctx, name, claw, args)
+        if name in ("approvals", "decide"):
+            return await _inbox(service, name, args, lambda c: c == claw)
         if name == "status":
             return _text(_json(await service.status(claw)))
         if name == "schedule":
@@ -296,7 +328,7 @@ class ClawServer(ServerBase):
         return types.ListResourcesResult(
             resources=[
                 types.Resource(name=f"{self.claw} {part}", uri=f"{base}/{part}", mime_type="application/json")
-                for part in ("status", "memory", "schedules")
+                for part in ("status", "memory", "schedules", "approvals")
             ]
         )
 
@@ -313,7 +345,8 @@ class ClawServer(ServerBase):
         self, ctx: Any, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
-        match = re.fullmatch(rf"claw://{re.escape(self.claw)}/(status|memory|schedules|history/(.+))", uri)
+        parts = "status|memory|schedules|approvals|history/(.+)"
+        match = re.fullmatch(rf"claw://{re.escape(self.claw)}/({parts})", uri)
         if not match:
             raise MCPError(_RESOURCE_NOT_FOUND, f"no resource '{uri}' (Claw '{self.claw}')")
         service = self.service
@@ -325,6 +358,8 @@ class ClawServer(ServerBase):
             ]
         elif match[1] == "schedules":
             value = await service.schedules(self.claw)
+        elif match[1] == "approvals":
+            value = [describe(a) for a in await service.approvals(self.claw)]
         else:
             entries = await service.history(self.claw, match[2], limit=200)
             value = [{"role": e.role, "content": e.content, "run": e.run_id, "at": e.at} for e in entries]
@@ -351,6 +386,8 @@ _HOST_TOOLS = [
             ["claw", "message"],
         ),
     ),
+    _APPROVALS,
+    _DECIDE,
 ]
 
 
@@ -375,6 +412,8 @@ class HostServer(ServerBase):
         if name == "claws":
             names = [c for c in sorted(service.manifest.claws) if self.reaches(request, c)]
             return _text(_json([await service.status(c) for c in names]))
+        if name in ("approvals", "decide"):
+            return await _inbox(service, name, args, lambda c: self.reaches(request, c))
         claw = args["claw"]
         service.manifest.check_claw(claw)
         if not self.reaches(request, claw):

@@ -127,6 +127,7 @@ class Host:
             self.scheduler,
             self.claws,
             self.cluster,
+            self.approvals,
             self.readiness,
         )
         """What the edges (MCP servers, HTTP) may do with this host."""

@@ -15,6 +15,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.shared.dispatcher import ProgressFnT
 from mcp_types import CallToolResult
 
+from clawmcp.approvals import Approvals
 from clawmcp.claw import Claws
 from clawmcp.cluster import Alone, Cluster
 from clawmcp.events import Events
@@ -22,7 +23,18 @@ from clawmcp.manifest import Manifest
 from clawmcp.metrics import Metrics
 from clawmcp.runtime import OnStep, Runtime
 from clawmcp.scheduler import Scheduler
-from clawmcp.store import Event, HistoryEntry, Message, Note, Run, Schedule, Step, Store
+from clawmcp.store import (
+    Approval,
+    ApprovalState,
+    Event,
+    HistoryEntry,
+    Message,
+    Note,
+    Run,
+    Schedule,
+    Step,
+    Store,
+)
 from clawmcp.toolhub import HubTool, ServerState, ToolHub
 
 __all__ = ["Service"]
@@ -42,11 +54,13 @@ class Service:
         scheduler: Scheduler,
         claws: Claws,
         cluster: Alone | Cluster,
+        approvals: Approvals,
         readiness: Callable[[], dict[str, Any]],
     ) -> None:
         self.manifest, self.readiness = manifest, readiness
         self._store, self._events, self._metrics, self._hub = store, events, metrics, hub
         self._runtime, self._scheduler, self._claws, self._cluster = runtime, scheduler, claws, cluster
+        self._approvals = approvals
 
     # -- a Claw's work ---------------------------------------------------------------------------
 
@@ -112,6 +126,22 @@ class Service:
 
     async def settle_dead(self, message_id: int, action: Literal["retry", "discard"]) -> Message:
         return await self._claws.settle_dead(message_id, action)
+
+    # -- approvals ---------------------------------------------------------------------------------
+
+    async def approvals(self, claw: str | None = None, *, pending: bool = True) -> list[Approval]:
+        """The inbox, oldest first: pending approvals (or the latest 100 of any state)."""
+        return await self._store.approvals(claw, pending=pending)
+
+    async def approval(self, approval_id: int) -> Approval | None:
+        return await self._store.get_approval(approval_id)
+
+    async def decide(
+        self, approval_id: int, approve: bool, *, note: str | None = None, content: Any = None
+    ) -> Approval:
+        """A person's decision; `UserError` when the approval is not pending."""
+        state: ApprovalState = "approved" if approve else "denied"
+        return await self._approvals.decide(approval_id, state, note=note, content=content)
 
     # -- tools -------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import logging
 import re
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clawmcp.address import split_listen
-from clawmcp.errors import ClawError, Stopping, StoreUnavailable, UserError
+from clawmcp.approvals import describe
+from clawmcp.errors import BudgetSpent, ClawError, Stopping, StoreUnavailable, UserError
 from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.guard import Guard, error, no_claw_response, reaches
@@ -156,6 +158,19 @@ class _McpEndpoint:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    data = await _json(request)
+    message = data.get("message") if isinstance(data, dict) else None
+    if not isinstance(message, str) or not message:
+        raise _Refused(400, "the body needs 'message', a non-empty string")
+    thread = data.get("thread") or "default"
+    key = data.get("key")
+    if not isinstance(thread, str) or not isinstance(key, str | None):
+        raise _Refused(400, "'thread' and 'key' must be strings")
+    return {"message": message, "thread": thread, "key": key}
+
+
+async def _json(request: Request) -> Any:
+    """The request's JSON body, at most `API_BODY_LIMIT` bytes (`{}` when empty)."""
     size = int(request.headers.get("content-length") or 0)
     if size > API_BODY_LIMIT:
         raise _Refused(413, f"the body is over {API_BODY_LIMIT} bytes")
@@ -165,19 +180,11 @@ async def _body(request: Request) -> dict[str, Any]:
         if len(body) > API_BODY_LIMIT:
             raise _Refused(413, f"the body is over {API_BODY_LIMIT} bytes")
     try:
-        data = json.loads(body or b"{}")
+        return json.loads(body or b"{}")
     except ValueError:
         raise _Refused(400, "the body is not JSON") from None
     except RecursionError:
         raise _Refused(400, "the body is nested too deeply") from None
-    message = data.get("message") if isinstance(data, dict) else None
-    if not isinstance(message, str) or not message:
-        raise _Refused(400, "the body needs 'message', a non-empty string")
-    thread = data.get("thread") or "default"
-    key = data.get("key")
-    if not isinstance(thread, str) or not isinstance(key, str | None):
-        raise _Refused(400, "'thread' and 'key' must be strings")
-    return {"message": message, "thread": thread, "key": key}
 
 
 _DASHBOARD = importlib.resources.files("clawmcp").joinpath("dashboard.html").read_text("utf-8")
@@ -328,6 +335,40 @@ async def api_settle_dead(request: Request) -> JSONResponse:
     return JSONResponse(_dead(await service.settle_dead(message_id, action)))
 
 
+async def api_approvals(request: Request) -> JSONResponse:
+    """The inbox, oldest first: pending approvals (`?all=1`: the latest of any state; `?claw=NAME`)."""
+    service, claw = _service(request), request.query_params.get("claw") or None
+    if claw is not None and (missing := no_claw_response(request.scope, service.manifest, claw)):
+        return missing
+    pending = request.query_params.get("all") not in ("1", "true")
+    found = await service.approvals(claw, pending=pending)
+    return JSONResponse([describe(a) for a in found if reaches(request, a.claw)])
+
+
+async def api_decide(request: Request) -> JSONResponse:
+    """`POST /api/approvals/ID` with `{"approve": true|false, "note": "..."}`."""
+    service = _service(request)
+    try:
+        approval_id = int(request.path_params["id"])
+    except ValueError:
+        return error(404, f"no such path '{request.url.path}'")
+    approval = await service.approval(approval_id)
+    if approval is None or not reaches(request, approval.claw):
+        return error(404, f"no approval {approval_id}")
+    try:
+        body = await _json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("approve"), bool):
+            raise _Refused(400, "the body needs 'approve': true or false")
+        if not isinstance(note := body.get("note"), str | None):
+            raise _Refused(400, "'note' must be a string")
+        decided = await service.decide(approval_id, body["approve"], note=note or None)
+    except _Refused as e:
+        return error(e.status, str(e))
+    except UserError as e:
+        return error(409, str(e))
+    return JSONResponse(describe(decided))
+
+
 async def api_dashboard(request: Request) -> JSONResponse:
     """What the dashboard shows: Claws, tool servers, recent runs with their steps, messages."""
     service = _service(request)
@@ -407,6 +448,8 @@ ROUTES = [
     Route("/api/tools", api_tools),
     Route("/api/dead", api_dead),
     Route("/api/dead/{id}/{action}", api_settle_dead, methods=["POST"]),
+    Route("/api/approvals", api_approvals),
+    Route("/api/approvals/{id}", api_decide, methods=["POST"]),
     Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
     *(
         Route(f"{prefix}/{kind}", _McpEndpoint(kind))
@@ -424,6 +467,8 @@ async def _fault(request: Request, exc: Exception) -> JSONResponse:
     text = _service(request).manifest.redact(str(exc))
     if isinstance(exc, StoreUnavailable | Stopping):  # nothing was accepted; try again soon
         return error(503, f"cannot accept this now: {text}", headers={"Retry-After": "5"})
+    if isinstance(exc, BudgetSpent):
+        return error(429, text, headers={"Retry-After": str(max(1, round(exc.until - time.time())))})
     if isinstance(exc, ClawError):
         return error(400 if isinstance(exc, UserError) else 500, text)
     log.exception("%s %s failed", request.method, request.url.path)
