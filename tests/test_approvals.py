@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from clawmcp.errors import BudgetSpent, UserError
+from clawmcp.events import line
 from clawmcp.host import Host
 from clawmcp.store import Approval, Step
 from tests.fakes import (
@@ -90,7 +91,14 @@ async def test_an_approved_call_runs_once_with_the_stored_arguments_and_the_run_
         await until(host, await state_of(host, message.id, "done"))
         run = await host.store.get_run(approval.run_id)
         kinds = [s.kind for s in await host.store.steps(approval.run_id)]
+        await host.events.flush()
+        said = [" ".join(line(e).split()[3:]) for e in await host.store.events("c")]
     assert calls == ["the minutes"]
+    assert [t for t in said if "approval" in t or "waits" in t] == [
+        f"approval {approval.id} requested (run {approval.run_id}): rec.record {{'what': 'the minutes'}}",
+        f"run {approval.run_id} waits for a person",
+        f"approval {approval.id} approved (run {approval.run_id}, rec.record): fine",
+    ]
     assert run is not None and (run.state, run.reply) == ("done", "recorded: ok the minutes")
     assert kinds == ["model", "tool_call", "approval", "tool_result", "model"]
 

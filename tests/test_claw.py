@@ -337,6 +337,7 @@ class InProcessWorker:
         will_retry: bool,
         acknowledge: bool,
         on_step: OnStep | None,
+        resume: int | None,
     ) -> Run:
         return await self.runtime.run(
             self.claw,
@@ -347,6 +348,7 @@ class InProcessWorker:
             will_retry=will_retry,
             acknowledge=acknowledge,
             on_step=on_step,
+            resume=resume,
         )
 
     async def watch(self) -> None:

@@ -168,6 +168,8 @@ def line(event: Event) -> str:
     when = datetime.fromtimestamp(event.at).isoformat(sep=" ", timespec="milliseconds")
     if event.kind == "run" and d["state"] == "running":
         text = f"run {d['run']} started ({d['trigger']}, thread {d['thread']}): {d['input']}"
+    elif event.kind == "run" and d["state"] == "waiting":
+        text = f"run {d['run']} waits for a person"
     elif event.kind == "run":
         outcome = d["reply"] if d["state"] == "done" else d["error"]
         text = f"run {d['run']} {d['state']} in {d['duration']:.3f} s: {outcome}"
@@ -184,6 +186,11 @@ def line(event: Event) -> str:
     elif event.kind == "delivery":
         error = f": {d['error']}" if d["error"] else ""
         text = f"message {d['id']} {d['outcome']} after {d['attempts']} attempt(s){error}"
+    elif event.kind == "approval" and d["state"] == "pending":
+        text = f"approval {d['id']} requested (run {d['run']}): {d['tool']} {d['arguments']}"
+    elif event.kind == "approval":
+        note = f": {d['note']}" if d["note"] else ""
+        text = f"approval {d['id']} {d['state']} (run {d['run']}, {d['tool']}){note}"
     elif event.kind == "fire":
         text = f"schedule '{d['schedule']}' fired ({d['action']}, {d['lateness'] * 1000:.1f} ms late)"
     else:

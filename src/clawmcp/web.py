@@ -393,6 +393,7 @@ async def api_dashboard(request: Request) -> JSONResponse:
                 dataclasses.asdict(r) | {"steps": [_step(s) for s in await service.steps(r.id)]} for r in runs
             ],
             "messages": talk[-_MESSAGES_SHOWN:],
+            "approvals": [describe(a) for a in await service.approvals() if reaches(request, a.claw)],
         }
     )
 

@@ -21,6 +21,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
+from tests.e2e.test_approvals import manifest as approvals_manifest
+from tests.e2e.test_approvals import recorded
 from tests.e2e.test_serve import base_of, serving
 
 ROOT = Path(__file__).parents[2]
@@ -186,3 +188,27 @@ async def test_logs_follow_shows_a_run_while_it_happens_and_the_host_logs_json(t
     listen = logged[-1]["listen"]
     assert logged[-1]["message"] == f"listening on http://{listen} (Claws: a, b)"
     assert logged[-1]["level"] == "info" and listen.startswith("127.0.0.1:") and listen != "127.0.0.1:0"
+
+
+async def test_a_person_approves_a_waiting_call_with_a_click(tmp_path: Path) -> None:
+    path = approvals_manifest(tmp_path)
+    async with serving(path, mcp_config=False) as (_, started):
+        await clawmcp("tell", "c", "record minutes", "-p", str(path))
+        page = await anyio.to_thread.run_sync(browser)
+        try:
+            await anyio.to_thread.run_sync(page.get, f"{base_of(started)}/")
+            row = '#approvals tr[data-approval="1"]'
+            await shows(page, lambda p: '{"n":"minutes"}' in p.find_element(By.CSS_SELECTOR, row).text)
+
+            def approve(p: webdriver.Chrome) -> bool:  # the page may redraw the row meanwhile
+                buttons = p.find_elements(By.CSS_SELECTOR, f"{row} button")
+                assert [b.text for b in buttons] == ["Approve", "Deny"]
+                buttons[0].click()
+                return True
+
+            await shows(page, approve)
+            await shows(page, run_shown(1, "rec__record"))
+            await shows(page, lambda p: p.find_elements(By.CSS_SELECTOR, row) == [])
+        finally:
+            await anyio.to_thread.run_sync(page.quit)
+    assert recorded(tmp_path) == ["minutes"]
