@@ -172,16 +172,33 @@ def _hosts(args: argparse.Namespace) -> int:
 
 
 def _tools(args: argparse.Namespace) -> int:
-    tools = [t for t in _api(args, "GET", "/api/tools") if args.server in (None, t["server"])]
-    if args.server is not None and not tools:
-        raise UserError(f"the running host has no tools of a server '{args.server}'")
+    server, *names = args.names or [None]
+    if server == "accept":  # clawmcp tools accept SERVER [TOOL...]
+        if not names:
+            raise UserError("say which server: clawmcp tools accept SERVER [TOOL...]")
+        server, *names = names
+        done = _api(args, "POST", f"/api/tools/{server}/accept", {"tools": names})
+        print(f"accepted {len(done['accepted'])} tool(s) of '{server}': {', '.join(done['accepted'])}")
+        return 0
+    if names:
+        raise UserError(f"one server at most: clawmcp tools [SERVER], got {' '.join(args.names)}")
+    tools = [t for t in _api(args, "GET", "/api/tools") if server in (None, t["server"])]
+    if server is not None and not tools:
+        raise UserError(f"the running host has no tools of a server '{server}'")
     if args.json:
         print(json.dumps(tools, indent=2))
         return 0
     _table(
-        [("PATTERN", "WIRE NAME", "SERVER", "CLAWS")]
-        + [(t["pattern"], t["wire"], t["server_state"], ", ".join(t["claws"]) or "-") for t in tools]
+        [("PATTERN", "WIRE NAME", "SERVER", "PIN", "CLAWS")]
+        + [
+            (t["pattern"], t["wire"], t["server_state"], t["pin"], ", ".join(t["claws"]) or "-")
+            for t in tools
+        ]
     )
+    for t in tools if args.diff else []:
+        for field, change in (t["changes"] or {}).items():
+            print(f"\n{t['pattern']} {field}:")
+            print(f"  pinned: {json.dumps(change['pinned'])}\n  now:    {json.dumps(change['now'])}")
     return 0
 
 
@@ -393,9 +410,15 @@ def _parser() -> argparse.ArgumentParser:
     p = command("hosts", _hosts, "list the hosts of the store and the Claws each runs")
     p.add_argument("--json", action="store_true", help="print JSON")
     against_host(p)
-    p = command("tools", _tools, "list the tools of the running host's servers: pattern and wire name")
-    p.add_argument("server", nargs="?", metavar="SERVER", help="only this server (default: all)")
+    p = command(
+        "tools",
+        _tools,
+        "list the tools of the running host's servers (pattern, wire name, pin state); "
+        "'tools accept SERVER [TOOL...]' trusts held tools as they are now",
+    )
+    p.add_argument("names", nargs="*", metavar="SERVER", help="only this server (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--diff", action="store_true", help="show what changed in tools held as changed")
     against_host(p)
     p = command("dead", _dead, "list the dead letters: messages that failed every try")
     p.add_argument("claw", nargs="?", metavar="CLAW", help="only this Claw's (default: all)")

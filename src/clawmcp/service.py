@@ -165,6 +165,10 @@ class Service:
         """Call a tool for the Claw, checked and audited as a run's calls are."""
         return await self._hub.call(claw, wire, arguments, progress=progress)
 
+    async def accept_tools(self, server: str, tools: list[str]) -> list[str]:
+        """Pin the server's tools (all, or those named) as listed now; the names accepted."""
+        return await self._hub.accept(server, tools)
+
     def servers(self) -> dict[str, ServerState]:
         return self._hub.status()
 

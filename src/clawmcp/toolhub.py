@@ -48,14 +48,26 @@ from mcp.types import (
 )
 
 from clawmcp import tools as manifest_tools
-from clawmcp.errors import StoreError, ToolRefused, ToolServerError, unwrap
+from clawmcp.errors import StoreError, ToolRefused, ToolServerError, UserError, unwrap
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest, Server
 from clawmcp.stdio_transport import stdio_transport
-from clawmcp.store import LogStore
+from clawmcp.store import Store
 from clawmcp.supervisor import Supervisor
 
-__all__ = ["AUDIT_WINDOW", "HubTool", "ServerState", "ToolHub", "result_text", "wire_names"]
+__all__ = [
+    "AUDIT_WINDOW",
+    "Held",
+    "HubTool",
+    "ServerState",
+    "ToolHub",
+    "changes",
+    "definition",
+    "digest",
+    "held_text",
+    "result_text",
+    "wire_names",
+]
 
 log = logging.getLogger("clawmcp")
 
@@ -85,6 +97,14 @@ def wire_names(qualified: Iterable[tuple[str, str]]) -> dict[tuple[str, str], st
         taken.add(name)
         names[(server, tool)] = name
     return names
+
+
+def held_text(server: str, tool: str, held: Held) -> str:
+    what = "changed since it was pinned" if held == "changed" else "is new since the tools were pinned"
+    return (
+        f"tool '{server}.{tool}' {what}: it is held (not offered, calls refused) until a person accepts it "
+        f"with: clawmcp tools accept {server} {tool}"
+    )
 
 
 def _relay(server: str, fd: int) -> None:
@@ -125,6 +145,8 @@ class HubTool:
     input_schema: dict[str, Any]
     annotations: dict[str, Any] = field(default_factory=dict)
     """The upstream tool's annotations (`destructiveHint`, `readOnlyHint`, ...), as sent."""
+    held: Held | None = None
+    """Why the tool is held (not offered, its calls refused) until a person accepts it."""
 
     @property
     def qualified(self) -> str:
@@ -137,6 +159,28 @@ class HubTool:
         return a.get("destructiveHint") is True and a.get("readOnlyHint") is not True
 
 
+Held = Literal["changed", "new"]
+_PINNED = ("name", "title", "description", "input_schema", "output_schema", "annotations")
+
+
+def definition(tool: Tool) -> dict[str, Any]:
+    """What pinning keeps of a tool: the fields a model or a person decides by."""
+    return tool.model_dump(by_alias=True, exclude_none=True, include=set(_PINNED))
+
+
+def digest(definition: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(definition, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def changes(pinned: dict[str, Any], now: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fields of a tool's definition that changed since it was pinned: then and now."""
+    return {
+        k: {"pinned": pinned.get(k), "now": now.get(k)}
+        for k in sorted({*pinned, *now})
+        if pinned.get(k) != now.get(k)
+    }
+
+
 @dataclass
 class ServerState:
     """What a tool server is doing, for `status` and the dashboard."""
@@ -147,6 +191,10 @@ class ServerState:
     reconnects: int = 0
     tools: list[Tool] = field(default_factory=list)
     """As the server listed them."""
+    held: dict[str, Held] = field(default_factory=dict)
+    """The listed tools held since their pins, by name."""
+    pins: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The pinned definitions of the tools held as changed."""
 
 
 class _Upstream:
@@ -248,6 +296,7 @@ class _Upstream:
 
     async def _list(self, client: Client) -> None:
         listed = await client.list_tools()
+        await self.hub.check_pins(self, list(listed.tools))
         self.status.tools = list(listed.tools)
         self.hub._rebuild()
 
@@ -291,7 +340,7 @@ class ToolHub:
     def __init__(
         self,
         manifest: Manifest,
-        store: LogStore | None = None,
+        store: Store | None = None,
         events: Events | None = None,
         *,
         connect_timeout: float = 30.0,
@@ -366,8 +415,51 @@ class ToolHub:
         return warnings
 
     def tools_for(self, claw: str) -> list[HubTool]:
-        """The tools a Claw's `tools:` patterns admit."""
-        return [t for t in self.catalog.values() if self.allowed(claw, t)]
+        """The tools a Claw's `tools:` patterns admit, but none that is held."""
+        return [t for t in self.catalog.values() if t.held is None and self.allowed(claw, t)]
+
+    async def check_pins(self, upstream: _Upstream, tools: list[Tool]) -> None:
+        """Compare a listing with the server's pins: the first listing pins every tool; later, a
+        tool whose definition changed, or that is new, is held (and said so once)."""
+        status, server = upstream.status, upstream.name
+        if self.store is None or not upstream.server.pin:
+            return
+        found = {t.name: definition(t) for t in tools}
+        pins = await self.store.pins(server)
+        if not pins:
+            await self.store.pin(server, {name: (d, digest(d)) for name, d in found.items()})
+            return
+        held: dict[str, Held] = {}
+        status.pins = {}
+        for name, d in found.items():
+            if (pin := pins.get(name)) is None:
+                held[name] = "new"
+            elif pin.hash != digest(d):
+                held[name] = "changed"
+                status.pins[name] = pin.definition
+        for name in sorted(held.keys() - status.held.keys()):
+            why = held_text(server, name, held[name])
+            log.warning("%s", why, extra={"server": server})
+            self.emit_server(server, "held", why)
+        status.held = held
+
+    async def accept(self, server: str, tools: list[str]) -> list[str]:
+        """A person trusts the server's tools as they are listed now (all, or those named): they
+        are pinned again, and offered. Returns the names accepted."""
+        upstream = self.upstreams.get(server)
+        if upstream is None:
+            raise UserError(f"no tool server '{server}' (servers: {', '.join(sorted(self.upstreams))})")
+        listed = {t.name: definition(t) for t in upstream.status.tools}
+        if unknown := sorted(set(tools) - listed.keys()):
+            raise UserError(f"tool server '{server}' lists no tool {', '.join(unknown)}")
+        names = tools or sorted(listed)
+        if self.store is not None:
+            await self.store.pin(server, {n: (listed[n], digest(listed[n])) for n in names})
+        for name in names:
+            upstream.status.held.pop(name, None)
+            upstream.status.pins.pop(name, None)
+        self._rebuild()
+        return names
 
     def allowed(self, claw: str, tool: HubTool) -> bool:
         if claw not in self.manifest.claws:
@@ -395,6 +487,9 @@ class ToolHub:
             if tool is None or not self.allowed(claw, tool):
                 outcome = "refused"
                 raise ToolRefused(f"Claw '{claw}' may not use tool '{wire}'" if tool else f"no tool '{wire}'")
+            if tool.held is not None:
+                outcome = "refused"
+                raise ToolRefused(held_text(tool.server, tool.name, tool.held))
             result = await self._call(tool, arguments, progress)
             outcome = "error" if result.is_error else "ok"
             return result
@@ -444,7 +539,7 @@ class ToolHub:
             return str(e), True
         return result_text(result), result.is_error
 
-    async def _audit(self, store: LogStore) -> None:
+    async def _audit(self, store: Store) -> None:
         """Write audit records off the call path: nobody waits on them, so several share a commit."""
 
         def waiting() -> list[dict[str, Any]]:
@@ -530,14 +625,15 @@ class ToolHub:
 
     def _rebuild(self) -> None:
         fired, self.catalog_changed = self.catalog_changed, anyio.Event()
-        found: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {
-            ("tools", n): (t.description, manifest_tools.input_schema(t), {})
+        found: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any], Held | None]] = {
+            ("tools", n): (t.description, manifest_tools.input_schema(t), {}, None)
             for n, t in self.manifest.tools.items()
         }
         for name, upstream in self.upstreams.items():
             for t in upstream.status.tools:
                 hints = t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else {}
-                found[(name, t.name)] = (t.description or "", dict(t.input_schema), hints)
+                held = upstream.status.held.get(t.name)
+                found[(name, t.name)] = (t.description or "", dict(t.input_schema), hints, held)
         names = wire_names(found)
         self.catalog = {
             names[key]: HubTool(names[key], key[0], key[1], *definition) for key, definition in found.items()

@@ -45,6 +45,7 @@ from clawmcp.listener import BODY_TIMEOUT, HEAD_TIMEOUT, Deadlines, listen_socke
 from clawmcp.manifest import Manifest
 from clawmcp.service import Service
 from clawmcp.store import Event, Message, Step
+from clawmcp.toolhub import changes, definition
 
 __all__ = ["API_BODY_LIMIT", "Endpoints", "create_app", "serve"]
 
@@ -299,6 +300,9 @@ async def api_tools(request: Request) -> JSONResponse:
     for t, allowed in service.catalog():
         claws = [c for c in allowed if reaches(request, c)]
         if claws or every:
+            state = states.get(t.server)
+            pinning = state is not None and service.manifest.servers[t.server].pin
+            listed = next((x for x in state.tools if x.name == t.name), None) if state else None
             tools.append(
                 {
                     "server": t.server,
@@ -306,11 +310,32 @@ async def api_tools(request: Request) -> JSONResponse:
                     "pattern": t.qualified,
                     "wire": t.wire,
                     "description": t.description,
-                    "server_state": states[t.server].state if t.server in states else "up",
+                    "server_state": state.state if state else "up",
+                    "pin": (t.held or "pinned") if pinning else "off",
+                    "changes": (
+                        changes(state.pins[t.name], definition(listed))
+                        if state and listed and t.name in state.pins
+                        else None
+                    ),
                     "claws": claws,
                 }
             )
     return JSONResponse(tools)
+
+
+async def api_accept(request: Request) -> JSONResponse:
+    """`POST /api/tools/SERVER/accept` with `{"tools": [...]}` (none: all): pin them as listed now."""
+    service, server = _service(request), request.path_params["server"]
+    if not all(reaches(request, c) for c in service.manifest.claws):
+        return error(403, "accepting tools needs a token that reaches every Claw")
+    try:
+        body = await _json(request)
+        tools = body.get("tools") if isinstance(body, dict) else None
+        if not isinstance(tools, list | None) or not all(isinstance(t, str) for t in tools or []):
+            raise _Refused(400, "'tools' must be a list of tool names")
+    except _Refused as e:
+        return error(e.status, str(e))
+    return JSONResponse({"server": server, "accepted": await service.accept_tools(server, tools or [])})
 
 
 async def api_dead(request: Request) -> JSONResponse:
@@ -386,6 +411,7 @@ async def api_dashboard(request: Request) -> JSONResponse:
                     "error": s.error and redact(s.error),
                     "reconnects": s.reconnects,
                     "tools": len(s.tools),
+                    "held": sorted(s.held),
                 }
                 for name, s in service.servers().items()
             },
@@ -447,6 +473,7 @@ ROUTES = [
     Route("/api/claws", api_claws),
     Route("/api/hosts", api_hosts),
     Route("/api/tools", api_tools),
+    Route("/api/tools/{server}/accept", api_accept, methods=["POST"]),
     Route("/api/dead", api_dead),
     Route("/api/dead/{id}/{action}", api_settle_dead, methods=["POST"]),
     Route("/api/approvals", api_approvals),

@@ -306,6 +306,8 @@ EVERY_OPERATION: dict[str, Change] = {
     "approvals": lambda s: s.approvals(),
     "get_approval": lambda s: s.get_approval(1),
     "resume_run": lambda s: s.resume_run(1),
+    "pins": lambda s: s.pins("gh"),
+    "pin": lambda s: s.pin("gh", {"rm": ({}, "h")}),
     "history": lambda s: s.history("c", "t", 10),
     "threads": lambda s: s.threads("c"),
     "remember": lambda s: s.remember("c", "x"),
@@ -1027,3 +1029,21 @@ async def test_tokens_used_counts_the_claws_runs_ended_since(store: Store, clock
     await store.start_run("c", "t", "message", "still running")
     assert await store.tokens_used("c", since) == 42
     assert await store.tokens_used("e", since) == 0
+
+
+async def test_pins_keep_each_tools_definition_and_hash_per_server(store: Store, clock: FakeClock) -> None:
+    assert await store.pins("gh") == {}
+    await store.pin(
+        "gh", {"rm": ({"name": "rm", "description": "remove"}, "h1"), "ls": ({"name": "ls"}, "h2")}
+    )
+    await store.pin("other", {"rm": ({"name": "rm"}, "h3")})
+    clock.advance(5)
+    await store.pin("gh", {"rm": ({"name": "rm", "description": "remove it all"}, "h4")})
+    pins = await store.pins("gh")
+    assert sorted(pins) == ["ls", "rm"]
+    assert (pins["rm"].definition, pins["rm"].hash, pins["rm"].pinned_at) == (
+        {"name": "rm", "description": "remove it all"},
+        "h4",
+        clock.now,
+    )
+    assert (pins["ls"].server, pins["ls"].tool, pins["ls"].hash) == ("gh", "ls", "h2")

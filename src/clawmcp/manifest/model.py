@@ -225,6 +225,7 @@ class Server(_Strict):
         default=None, description="default: stdio with command, http with url"
     )
     type: Literal["stdio", "http", "sse"] | None = Field(default=None, description="same as transport")
+    pin: bool = Field(default=True, description="hold tools whose definitions change after the first listing")
 
     @model_validator(mode="after")
     def _shape(self) -> Server:

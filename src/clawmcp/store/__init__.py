@@ -38,6 +38,8 @@ __all__ = [
     "MessageState",
     "Note",
     "Outgoing",
+    "Pin",
+    "PinStore",
     "Run",
     "RunState",
     "RunStore",
@@ -201,6 +203,18 @@ class Approval:
     created_at: float
     expires_at: float
     decided_at: float | None
+
+
+@dataclass(frozen=True)
+class Pin:
+    """A tool server's tool as it was when a person trusted it (the first listing, or an accept)."""
+
+    server: str
+    tool: str
+    definition: dict[str, Any]
+    """name, title, description, inputSchema, outputSchema, annotations"""
+    hash: str
+    pinned_at: float
 
 
 @dataclass(frozen=True)
@@ -519,7 +533,19 @@ class LogStore(abc.ABC):
         """The newest `limit` events with an id above `after` (of one Claw, or all), oldest first."""
 
 
-class Store(MailboxStore, RunStore, ApprovalStore, HistoryStore, ScheduleStore, LogStore):
+class PinStore(abc.ABC):
+    """The pinned definitions of the tool servers' tools."""
+
+    @abc.abstractmethod
+    async def pins(self, server: str) -> dict[str, Pin]:
+        """The server's pinned tools, by name."""
+
+    @abc.abstractmethod
+    async def pin(self, server: str, definitions: dict[str, tuple[dict[str, Any], str]]) -> None:
+        """Pin these tools of the server (name: definition and its hash), replacing their pins."""
+
+
+class Store(MailboxStore, RunStore, ApprovalStore, HistoryStore, ScheduleStore, LogStore, PinStore):
     """What the host keeps, by concept. Use as an async context manager: `async with store: ...`."""
 
     async def __aenter__(self) -> Self:

@@ -34,6 +34,7 @@ from clawmcp.store import (
     MessageKind,
     Note,
     Outgoing,
+    Pin,
     Run,
     RunState,
     RunTrigger,
@@ -83,6 +84,7 @@ class MemoryStore(Store):
         self._tool_calls: list[ToolCall] = []
         self._events: list[Event] = []
         self._approvals: dict[int, Approval] = {}
+        self._pins: dict[tuple[str, str], Pin] = {}
 
     async def open(self) -> None:
         if self._open:
@@ -327,6 +329,22 @@ class MemoryStore(Store):
             for r in self._runs.values()
             if r.claw == claw and r.ended_at is not None and r.ended_at >= since
         )
+
+    # -- pinned tools ---------------------------------------------------------------------------
+
+    async def pins(self, server: str) -> dict[str, Pin]:
+        await self._enter()
+        return {
+            p.tool: dataclasses.replace(p, definition=_json(p.definition))
+            for p in self._pins.values()
+            if p.server == server
+        }
+
+    async def pin(self, server: str, definitions: dict[str, tuple[dict[str, Any], str]]) -> None:
+        await self._enter()
+        now = self._clock()
+        for tool, (definition, digest) in definitions.items():
+            self._pins[(server, tool)] = Pin(server, tool, _json(definition), digest, now)
 
     # -- approvals ------------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from clawmcp.store import (
     MessageKind,
     Note,
     Outgoing,
+    Pin,
     Run,
     RunState,
     RunTrigger,
@@ -694,6 +695,22 @@ class PostgresStore(Store):
             WHERE claw = $1 AND ended_at >= $2
         """
         return int(await self._transaction(lambda conn: conn.fetchval(sql, claw, since)))
+
+    # -- pinned tools ---------------------------------------------------------------------------
+
+    async def pins(self, server: str) -> dict[str, Pin]:
+        rows = await self._fetch("SELECT * FROM pins WHERE server = $1", server)
+        return {row["tool"]: Pin(**_decoded(row, "definition")) for row in rows}
+
+    async def pin(self, server: str, definitions: dict[str, tuple[dict[str, Any], str]]) -> None:
+        sql = """
+            INSERT INTO pins (server, tool, definition, hash, pinned_at) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (server, tool) DO UPDATE
+                SET definition = excluded.definition, hash = excluded.hash, pinned_at = excluded.pinned_at
+        """
+        now = self._clock()
+        rows = [(server, t, json.dumps(d), h, now) for t, (d, h) in definitions.items()]
+        await self._transaction(lambda conn: conn.executemany(sql, rows))
 
     # -- approvals ------------------------------------------------------------------------------
 

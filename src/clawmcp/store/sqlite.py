@@ -28,6 +28,7 @@ from clawmcp.store import (
     MessageKind,
     Note,
     Outgoing,
+    Pin,
     Run,
     RunState,
     RunTrigger,
@@ -328,6 +329,22 @@ class SqliteStore(Database, Store):
         """
         [(used,)] = await self._read(sql, (claw, since))
         return int(used)
+
+    # -- pinned tools ---------------------------------------------------------------------------
+
+    async def pins(self, server: str) -> dict[str, Pin]:
+        rows = await self._read("SELECT * FROM pins WHERE server = ?", (server,))
+        return {row["tool"]: Pin(**_decode(row, "definition")) for row in rows}
+
+    async def pin(self, server: str, definitions: dict[str, tuple[dict[str, Any], str]]) -> None:
+        sql = """
+            INSERT INTO pins (server, tool, definition, hash, pinned_at) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (server, tool) DO UPDATE
+                SET definition = excluded.definition, hash = excluded.hash, pinned_at = excluded.pinned_at
+        """
+        now = self._clock()
+        rows = [(server, t, json.dumps(d), h, now) for t, (d, h) in definitions.items()]
+        await self._write(lambda conn: conn.executemany(sql, rows))
 
     # -- approvals ------------------------------------------------------------------------------
 

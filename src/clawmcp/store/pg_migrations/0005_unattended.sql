@@ -1,5 +1,5 @@
--- Tool calls and questions waiting for a person (SQLite's 0004); a run waits on them in state
--- 'waiting'.
+-- Claws that run unattended (SQLite's 0004): tool calls and questions waiting for a person (a run
+-- waits on them in state 'waiting'), the day's tokens, and pinned tool definitions.
 
 CREATE TABLE approvals (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -23,3 +23,13 @@ CREATE INDEX approvals_pending ON approvals (claw, id) WHERE state = 'pending';
 
 -- A Claw's tokens of the day: the runs that ended since midnight.
 CREATE INDEX runs_by_end ON runs (claw, ended_at);
+
+-- Tool definitions as a person trusted them (the first listing of a server, or an accept).
+CREATE TABLE pins (
+    server     text NOT NULL,
+    tool       text NOT NULL,
+    definition text NOT NULL,
+    hash       text NOT NULL,
+    pinned_at  double precision NOT NULL,
+    PRIMARY KEY (server, tool)
+);

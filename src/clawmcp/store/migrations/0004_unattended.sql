@@ -1,4 +1,5 @@
--- Tool calls and questions waiting for a person; a run waits on them in state 'waiting'.
+-- Claws that run unattended (DESIGN §9): tool calls and questions waiting for a person (a run waits
+-- on them in state 'waiting'), the day's tokens, and pinned tool definitions.
 
 CREATE TABLE approvals (
     id         INTEGER PRIMARY KEY,
@@ -22,3 +23,13 @@ CREATE INDEX approvals_pending ON approvals (claw, id) WHERE state = 'pending';
 
 -- A Claw's tokens of the day: the runs that ended since midnight.
 CREATE INDEX runs_by_end ON runs (claw, ended_at);
+
+-- Tool definitions as a person trusted them (the first listing of a server, or an accept).
+CREATE TABLE pins (
+    server     TEXT NOT NULL,
+    tool       TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    pinned_at  REAL NOT NULL,
+    PRIMARY KEY (server, tool)
+);
