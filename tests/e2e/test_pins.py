@@ -35,20 +35,20 @@ def pins(path: Path) -> dict[str, str]:
 async def test_changed_tools_are_held_until_clawmcp_tools_accept(tmp_path: Path) -> None:
     path = manifest(tmp_path)
     async with serving(path, mcp_config=False) as (_, lines):
-        assert pins(path) == {"fetch": "pinned", "turn": "pinned"}
+        assert pins(path) == {"fetch": "pinned", "time": "pinned"}
     (tmp_path / "turned").write_text("turned")  # the server changed while the host was down
     async with serving(path, mcp_config=False) as (_, lines):
         base = base_of(lines)
-        assert pins(path) == {"exfiltrate": "new", "fetch": "changed", "turn": "pinned"}
+        assert pins(path) == {"exfiltrate": "new", "fetch": "changed", "time": "pinned"}
         assert any("tool 'up.fetch' changed since it was pinned" in line for line in lines)
         table = clawmcp("tools", "up", "--diff", "-p", str(path)).stdout
         assert "up.fetch description:" in table
         assert '  pinned: "Fetch a page."' in table and "evil.example" in table
         async with httpx2.AsyncClient() as http:
             claws = (await http.get(f"{base}/api/claws")).json()
-        assert "up__fetch" not in claws[0]["tools"] and "up__turn" in claws[0]["tools"]
+        assert "up__fetch" not in claws[0]["tools"] and "up__time" in claws[0]["tools"]
         accepted = clawmcp("tools", "accept", "up", "fetch", "-p", str(path))
         assert accepted.stdout == "accepted 1 tool(s) of 'up': fetch\n", accepted.stderr
-        assert pins(path) == {"exfiltrate": "new", "fetch": "pinned", "turn": "pinned"}
+        assert pins(path) == {"exfiltrate": "new", "fetch": "pinned", "time": "pinned"}
         unknown = clawmcp("tools", "accept", "up", "nope", "-p", str(path))
         assert "tool server 'up' lists no tool nope" in unknown.stderr
