@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp.types import ToolAnnotations
 
 from clawmcp.errors import BudgetSpent, UserError
 from clawmcp.events import line
@@ -224,3 +225,17 @@ async def test_a_spent_day_keeps_messages_queued_until_the_next_utc_day(tmp_path
     assert (status["tokens_today"], status["budget"]) == (28, "budget spent until 00:00 UTC")
     assert (after["tokens_today"], after["budget"]) == (14, None)
     assert first.id < third.id
+
+
+async def test_destructive_means_annotated_destructive_and_not_read_only(tmp_path: Path) -> None:
+    server = tool_server("rec")
+    server.add_tool(lambda: "gone", name="wipe", annotations=ToolAnnotations(destructiveHint=True))
+    server.add_tool(
+        lambda: "looked", name="peek", annotations=ToolAnnotations(destructiveHint=True, readOnlyHint=True)
+    )
+    body = RECORDER.replace('approve: ["rec.record"]', 'approve: ["@destructive"]')
+    async with hosting(tmp_path, body, servers={"rec": server}) as host:
+        for wire, waits in (("rec__peek", False), ("rec__wipe", True)):
+            tool = next(t for t in host.hub.tools_for("c") if t.wire == wire)
+            assert host.approvals.needs("c", tool.qualified, tool.destructive) is waits
+        assert not host.approvals.needs("c", "tools.anything", False)

@@ -252,7 +252,15 @@ class ClawServer(ServerBase):
         if not self.config.expose.tools:
             return {}
         return {
-            t.wire: types.Tool(name=t.wire, description=t.description, input_schema=t.input_schema)
+            t.wire: types.Tool(
+                name=t.wire,
+                title=t.title,
+                description=t.description,
+                input_schema=t.input_schema,
+                output_schema=t.output_schema,
+                annotations=types.ToolAnnotations.model_validate(t.annotations) if t.annotations else None,
+                icons=[types.Icon.model_validate(i) for i in t.icons] or None,
+            )
             for t in self.service.tools_for(self.claw)
         }
 

@@ -147,6 +147,10 @@ class HubTool:
     """The upstream tool's annotations (`destructiveHint`, `readOnlyHint`, ...), as sent."""
     held: Held | None = None
     """Why the tool is held (not offered, its calls refused) until a person accepts it."""
+    title: str | None = None
+    output_schema: dict[str, Any] | None = None
+    icons: tuple[dict[str, Any], ...] = ()
+    """Upstream metadata, passed on to the clients of `expose.tools`."""
 
     @property
     def qualified(self) -> str:
@@ -625,17 +629,23 @@ class ToolHub:
 
     def _rebuild(self) -> None:
         fired, self.catalog_changed = self.catalog_changed, anyio.Event()
-        found: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any], Held | None]] = {
-            ("tools", n): (t.description, manifest_tools.input_schema(t), {}, None)
+        found: dict[tuple[str, str], dict[str, Any]] = {
+            ("tools", n): {"description": t.description, "input_schema": manifest_tools.input_schema(t)}
             for n, t in self.manifest.tools.items()
         }
         for name, upstream in self.upstreams.items():
             for t in upstream.status.tools:
-                hints = t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else {}
-                held = upstream.status.held.get(t.name)
-                found[(name, t.name)] = (t.description or "", dict(t.input_schema), hints, held)
+                found[(name, t.name)] = {
+                    "description": t.description or "",
+                    "input_schema": dict(t.input_schema),
+                    "annotations": t.annotations.model_dump(by_alias=True, exclude_none=True)
+                    if t.annotations
+                    else {},
+                    "held": upstream.status.held.get(t.name),
+                    "title": t.title,
+                    "output_schema": t.output_schema,
+                    "icons": tuple(i.model_dump(by_alias=True, exclude_none=True) for i in t.icons or ()),
+                }
         names = wire_names(found)
-        self.catalog = {
-            names[key]: HubTool(names[key], key[0], key[1], *definition) for key, definition in found.items()
-        }
+        self.catalog = {names[key]: HubTool(names[key], *key, **fields) for key, fields in found.items()}
         fired.set()

@@ -16,7 +16,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import ToolListChangedNotification
+from mcp.types import Icon, ToolAnnotations, ToolListChangedNotification
 
 from clawmcp.errors import unwrap
 from clawmcp.host import Host
@@ -367,6 +367,15 @@ async def test_exposed_tools_check_their_arguments_and_pass_on_upstream_progress
         host_and_url(tmp_path, manifest=manifest) as (_, base),
         Client(f"{base}/claws/c/mcp", mode=mode) as client,
     ):
+        [add] = [t for t in (await client.list_tools()).tools if t.name == "adder__add"]
+        assert (add.title, add.annotations, add.icons) == (
+            "Adder",
+            ToolAnnotations(read_only_hint=True),
+            [Icon(src="data:,+")],
+        )
+        assert add.output_schema is not None and add.output_schema["properties"]["result"]["type"] == "integer"
+        added = await client.call_tool("adder__add", {"a": 1, "b": 2})
+        assert added.structured_content == {"result": 3}
         bad = await client.call_tool("adder__add", {"a": "one", "b": 2})
         assert bad.is_error and "invalid arguments: a: 'one' is not of type 'integer'" in bad.content[0].text  # type: ignore[union-attr]
         counted = await client.call_tool("adder__count", {"to": 3}, progress_callback=progress)

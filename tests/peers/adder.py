@@ -11,11 +11,12 @@ import sys
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import Icon, ToolAnnotations
 
 server = MCPServer("adder")
 
 
-@server.tool()
+@server.tool(title="Adder", annotations=ToolAnnotations(readOnlyHint=True), icons=[Icon(src="data:,+")])
 def add(a: int, b: int) -> int:
     """Add two numbers."""
     return a + b
