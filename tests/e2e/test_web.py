@@ -373,7 +373,8 @@ async def test_exposed_tools_check_their_arguments_and_pass_on_upstream_progress
             ToolAnnotations(read_only_hint=True),
             [Icon(src="data:,+")],
         )
-        assert add.output_schema is not None and add.output_schema["properties"]["result"]["type"] == "integer"
+        assert add.output_schema is not None
+        assert add.output_schema["properties"]["result"]["type"] == "integer"
         added = await client.call_tool("adder__add", {"a": 1, "b": 2})
         assert added.structured_content == {"result": 3}
         bad = await client.call_tool("adder__add", {"a": "one", "b": 2})
