@@ -229,9 +229,9 @@ async def test_a_spent_day_keeps_messages_queued_until_the_next_utc_day(tmp_path
 
 async def test_destructive_means_annotated_destructive_and_not_read_only(tmp_path: Path) -> None:
     server = tool_server("rec")
-    server.add_tool(lambda: "gone", name="wipe", annotations=ToolAnnotations(destructiveHint=True))
+    server.add_tool(lambda: "gone", name="wipe", annotations=ToolAnnotations(destructive_hint=True))
     server.add_tool(
-        lambda: "looked", name="peek", annotations=ToolAnnotations(destructiveHint=True, readOnlyHint=True)
+        lambda: "looked", name="peek", annotations=ToolAnnotations(destructive_hint=True, read_only_hint=True)
     )
     body = RECORDER.replace('approve: ["rec.record"]', 'approve: ["@destructive"]')
     async with hosting(tmp_path, body, servers={"rec": server}) as host:

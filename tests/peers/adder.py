@@ -16,7 +16,7 @@ from mcp.types import Icon, ToolAnnotations
 server = MCPServer("adder")
 
 
-@server.tool(title="Adder", annotations=ToolAnnotations(readOnlyHint=True), icons=[Icon(src="data:,+")])
+@server.tool(title="Adder", annotations=ToolAnnotations(read_only_hint=True), icons=[Icon(src="data:,+")])
 def add(a: int, b: int) -> int:
     """Add two numbers."""
     return a + b
