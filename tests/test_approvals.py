@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import pytest
-from mcp.types import ToolAnnotations
+from mcp import Client
+from mcp.server.mcpserver import AcceptedElicitation, Elicit, ElicitationResult, Resolve
+from mcp.types import ElicitRequestParams, ElicitResult, ToolAnnotations
+from pydantic import BaseModel
 
 from clawmcp.errors import BudgetSpent, UserError
 from clawmcp.events import line
+from clawmcp.expose import ClawServer
 from clawmcp.host import Host
 from clawmcp.store import Approval, Step
 from tests.fakes import (
@@ -239,3 +243,73 @@ async def test_destructive_means_annotated_destructive_and_not_read_only(tmp_pat
             tool = next(t for t in host.hub.tools_for("c") if t.wire == wire)
             assert host.approvals.needs("c", tool.qualified, tool.destructive) is waits
         assert not host.approvals.needs("c", "tools.anything", False)
+
+
+class Name(BaseModel):
+    name: str
+
+
+def ask_name() -> Elicit[Name]:
+    return Elicit("What is your name?", Name)
+
+
+def greet(asked: Annotated[ElicitationResult[Name], Resolve(ask_name)]) -> str:
+    """Greet whoever answers (asked in either era: mid-call, or as input required)."""
+    return (
+        f"hello {asked.data.name}" if isinstance(asked, AcceptedElicitation) else f"no name ({asked.action})"
+    )
+
+
+GREETER = f"""
+models:
+  m: {{provider: scripted, rules: [{{steps: [{{tool: up__greet}}], reply: "said: {{{{ results[0] }}}}"}}]}}
+servers:
+  up: {LOCAL}
+claws:
+  c: {{model: m, tools: ["up.*"], approve: ["up.greet"]}}
+"""
+
+
+async def test_a_tool_servers_question_is_answered_from_the_inbox(tmp_path: Path) -> None:
+    body = GREETER.replace(', approve: ["up.greet"]', "")
+    async with hosting(tmp_path, body, servers={"up": tool_server("up", greet)}) as host:
+        message = await host.claws.tell("c", "hi")
+        [question] = await pending(host)
+        assert (question.kind, question.tool, question.arguments["message"]) == (
+            "question",
+            "up.greet",
+            "What is your name?",
+        )
+        assert question.arguments["schema"]["required"] == ["name"]
+        with pytest.raises(
+            UserError, match=f"question {question.id}: invalid arguments: 'name' is a required"
+        ):
+            await host.service.decide(question.id, True, content={})
+        await host.service.decide(question.id, True, content={"name": "Ada"})
+        await until(host, await state_of(host, message.id, "done"))
+        run = await host.store.message_run(message.id)
+    assert run is not None and run.reply == "said: hello Ada"
+
+
+async def test_a_question_and_an_approval_go_to_the_handshake_era_client_of_the_ask_when_it_elicits(
+    tmp_path: Path,
+) -> None:
+    asked: list[str] = []
+
+    async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        if "Approve?" in params.message:
+            return ElicitResult(action="accept", content={"approve": True})
+        return ElicitResult(action="accept", content={"name": "Grace"})
+
+    async with hosting(tmp_path, GREETER, servers={"up": tool_server("up", greet)}) as host:
+        server = ClawServer(host.service, "c")
+        with anyio.fail_after(20):
+            async with Client(server.server, mode="legacy", elicitation_callback=answer) as client:
+                result = await client.call_tool("ask", {"message": "hi"})
+        approvals = await host.store.approvals()
+    assert result.content[0].text == "said: hello Grace"  # type: ignore[union-attr]
+    assert asked == ["Claw 'c' wants to call up.greet with {}. Approve?", "What is your name?"]
+    assert [(a.kind, a.state, a.note) for a in approvals] == [
+        ("approval", "approved", "decided by the client that asked")
+    ]

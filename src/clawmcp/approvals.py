@@ -9,14 +9,18 @@ stored steps (`Runtime`). A run of a direct ask waits in its request (`wait`). N
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import StoreError, StoreUnavailable, UserError
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
@@ -24,9 +28,31 @@ from clawmcp.manifest.check import DESTRUCTIVE
 from clawmcp.scheduler import Clock, SystemClock
 from clawmcp.store import Approval, ApprovalState, Store
 
-__all__ = ["Approvals", "describe", "outcome_text"]
+__all__ = ["ASKER", "Approvals", "Asker", "Reply", "describe", "outcome_text"]
 
 log = logging.getLogger("clawmcp")
+
+Reply = tuple[Literal["accept", "decline", "cancel"], dict[str, Any] | None]
+"""A person's answer to a form: the action and, when accepted, the content."""
+
+
+class Asker(Protocol):
+    """The MCP client whose `ask` started a run, when it supports form elicitation."""
+
+    async def elicit(self, message: str, schema: dict[str, Any]) -> Reply: ...
+
+
+ASKER: ContextVar[Asker | None] = ContextVar("clawmcp_asker", default=None)
+"""Set by the edge that serves an `ask` (`clawmcp.expose`) for the run's task and its children."""
+
+_APPROVE_FORM = {
+    "type": "object",
+    "properties": {
+        "approve": {"type": "boolean", "title": "Approve this call"},
+        "note": {"type": "string", "title": "Note (the model sees it)"},
+    },
+    "required": ["approve"],
+}
 
 
 def describe(approval: Approval) -> dict[str, Any]:
@@ -117,22 +143,70 @@ class Approvals:
         self._changed()
         return approval
 
-    async def wait(self, approval: Approval) -> Approval:
+    async def wait(self, approval: Approval, asker: Asker | None = None) -> Approval:
         """Until the approval is decided (in this process or, heard by `heard`, on another host);
-        at its deadline it expires."""
+        at its deadline it expires. An `asker` is asked too, and may decide it first."""
         timer = await self._tg.start(self._expire_at, approval) if self._tg else None
         try:
-            while approval.state == "pending":
-                changed = self.changed
-                found = await self.store.get_approval(approval.id)
-                assert found is not None
-                approval = found
-                if approval.state == "pending":
-                    await changed.wait()
+            async with anyio.create_task_group() as tg:
+                if asker is not None:
+                    tg.start_soon(self._ask, asker, approval)
+                while approval.state == "pending":
+                    changed = self.changed
+                    found = await self.store.get_approval(approval.id)
+                    assert found is not None
+                    approval = found
+                    if approval.state == "pending":
+                        await changed.wait()
+                tg.cancel_scope.cancel()
         finally:
             if timer is not None:
                 timer.cancel()
         return approval
+
+    async def _ask(self, asker: Asker, approval: Approval) -> None:
+        """Ask the client of the run's `ask` to decide; it may not answer (the inbox decides)."""
+        arguments = json.dumps(approval.arguments)
+        message = f"Claw '{approval.claw}' wants to call {approval.tool} with {arguments}. Approve?"
+        try:
+            action, content = await asker.elicit(message, _APPROVE_FORM)
+        except Exception as e:  # the client cannot be asked: the inbox decides
+            log.info("approval %d: the asking client was not asked (%s)", approval.id, e)
+            return
+        if action == "cancel":
+            return
+        approve = action == "accept" and bool(content and content.get("approve") is True)
+        note = (content or {}).get("note") or "decided by the client that asked"
+        with contextlib.suppress(UserError):  # decided meanwhile
+            await self.decide(approval.id, "approved" if approve else "denied", note=str(note))
+
+    async def question(
+        self, claw: str, run_id: int, tool: str, message: str, schema: dict[str, Any], asker: Asker | None
+    ) -> Reply:
+        """A tool server asks for input during a call of the run: its asking client answers,
+        when there is one that can, else a person through the inbox (until approval_timeout)."""
+        if asker is not None:
+            try:
+                return await asker.elicit(message, schema)
+            except Exception as e:  # the client cannot be asked: the inbox is
+                log.info("Claw '%s': the asking client was not asked (%s)", claw, e, extra={"claw": claw})
+        expires_at = self.clock.now() + self.manifest.claws[claw].limits.approval_timeout
+        asked = await self.store.request_approval(
+            run_id,
+            kind="question",
+            tool=tool,
+            call_id="",
+            arguments={"message": message, "schema": schema},
+            expires_at=expires_at,
+        )
+        self.events.emit(
+            "approval", claw, state="pending", id=asked.id, tool=tool, run=run_id, arguments=excerpt(message)
+        )
+        self._changed()
+        answered = await self.wait(asked)
+        if answered.state == "approved":
+            return "accept", answered.content
+        return ("decline", None) if answered.state == "denied" else ("cancel", None)
 
     def watch(self, approvals: Iterable[Approval]) -> None:
         """Expire these approvals (of a parked run) at their deadlines, unless decided before."""
@@ -163,7 +237,16 @@ class Approvals:
     async def decide(
         self, approval_id: int, state: ApprovalState, *, note: str | None = None, content: Any = None
     ) -> Approval:
-        """A decision (a person's, or the timer's `expired`): committed, then the run goes on."""
+        """A decision (a person's, or the timer's `expired`): committed, then the run goes on.
+        An approved question needs `content` that its schema accepts."""
+        if state == "approved" and (asked := await self.store.get_approval(approval_id)) is not None:
+            if asked.kind == "question":
+                if not isinstance(content, dict):
+                    raise UserError(f"question {approval_id} needs an answer: a JSON object")
+                if problem := invalid_arguments(asked.arguments["schema"], content):
+                    raise UserError(f"question {approval_id}: {problem}")
+            else:
+                content = None
         try:
             approval = await self.store.decide(approval_id, state, note=note, content=content)
         except StoreUnavailable:

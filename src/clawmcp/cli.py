@@ -245,7 +245,12 @@ def _approvals(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    body = {"approve": args.command == "approve", "note": args.note}
+    body = {"approve": args.command != "deny", "note": args.note}
+    if args.command == "answer":
+        try:
+            body["content"] = json.loads(args.answer)
+        except ValueError as e:
+            raise UserError(f"the answer is not JSON: {e}") from None
     decided = _api(args, "POST", f"/api/approvals/{args.id}", body)
     print(f"approval {decided['id']} ({decided['claw']}, {decided['tool']}): {decided['state']}")
     return 0
@@ -435,9 +440,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("claw", nargs="?", metavar="CLAW", help="only this Claw's (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON")
     against_host(p)
-    for name, help in [("approve", "approve a waiting tool call"), ("deny", "deny a waiting tool call")]:
-        p = command(name, _decide, f"{help}: the run goes on (the model is told of a denial)")
+    for name, help in [
+        ("approve", "approve a waiting tool call: the run goes on"),
+        ("deny", "deny a waiting tool call, or decline a question: the model is told"),
+        ("answer", "answer a tool server's question with JSON in its schema"),
+    ]:
+        p = command(name, _decide, help)
         p.add_argument("id", type=int, metavar="ID")
+        if name == "answer":
+            p.add_argument("answer", metavar="JSON")
         p.add_argument("--note", help="why; the model sees it")
         against_host(p)
     p = command("logs", _logs, "show what the Claws did: runs, model turns, tool calls, messages, fires")

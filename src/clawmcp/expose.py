@@ -24,7 +24,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from clawmcp import __version__
-from clawmcp.approvals import describe
+from clawmcp.approvals import ASKER, Reply, describe
 from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError, UserError
 from clawmcp.scheduler import SCHEDULE_SCHEMA
@@ -77,15 +77,21 @@ _CLAW_TOOLS = [
 ]
 _APPROVALS = types.Tool(
     name="approvals",
-    description="Tool calls waiting for a person's approval: id, tool, exact arguments, run.",
+    description="Tool calls waiting for a person's approval (id, tool, exact arguments, run) and tool "
+    "servers' questions (kind question: message and schema).",
     input_schema=_schema({}, []),
 )
 _DECIDE = types.Tool(
     name="decide",
-    description="Approve or deny a waiting tool call by id; the run goes on (a denial, with the note, "
-    "is what the model sees).",
+    description="Approve or deny a waiting tool call by id, or answer a tool server's question (approve "
+    "with its content, or decline); the run goes on (a denial, with the note, is what the model sees).",
     input_schema=_schema(
-        {"id": {"type": "integer"}, "approve": {"type": "boolean"}, "note": {"type": "string"}},
+        {
+            "id": {"type": "integer"},
+            "approve": {"type": "boolean"},
+            "note": {"type": "string"},
+            "content": {"type": "object", "description": "a question's answer, in its schema"},
+        },
         ["id", "approve"],
     ),
 )
@@ -135,10 +141,35 @@ async def _ask_or_tell(
     if verb == "tell":
         message = await service.tell(claw, args["message"], thread=args["thread"], key=args.get("key"))
         return _text(f"queued as message {message.id}", structured={"message_id": message.id})
-    run = await service.ask(
-        claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
-    )
+    token = ASKER.set(_Asker(ctx.session) if _elicits(ctx) else None)
+    try:
+        run = await service.ask(
+            claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
+        )
+    finally:
+        ASKER.reset(token)
     return _text(*run_text(run))
+
+
+def _elicits(ctx: Any) -> bool:
+    """Whether the client of a request answers form elicitation (an empty `elicitation` means
+    form too) while the request runs: in the handshake era. (A 2026-era request has no channel
+    back to its client but an input-required result, which a long run cannot wait in.)"""
+    caps = ctx.session.client_capabilities
+    found = caps.elicitation if caps else None
+    modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+    return not modern and found is not None and (found.form is not None or found.url is None)
+
+
+class _Asker:
+    """The client of an `ask`, asked for what a run needs from a person (`clawmcp.approvals`)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    async def elicit(self, message: str, schema: dict[str, Any]) -> Reply:
+        result = await self.session.elicit_form(message, schema)
+        return result.action, result.content
 
 
 async def _inbox(
@@ -151,7 +182,9 @@ async def _inbox(
     approval = await service.approval(args["id"])
     if approval is None or not reaches(approval.claw):
         raise UserError(f"no approval {args['id']}")
-    decided = await service.decide(approval.id, args["approve"], note=args.get("note"))
+    decided = await service.decide(
+        approval.id, args["approve"], note=args.get("note"), content=args.get("content")
+    )
     return _text(f"approval {decided.id} ({decided.tool}): {decided.state}", structured=describe(decided))
 
 

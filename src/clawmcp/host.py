@@ -86,17 +86,19 @@ class Host:
         self.events = Events(self.store, self.clock.now, manifest.redact)
         self.events.shared = isinstance(self.cluster, Cluster)
         self.metrics = Metrics(self.events)
-        self.hub = ToolHub(manifest, self.store, self.events, local=servers)
-        self.providers = Providers(manifest.models, transport=models)
         self.mailboxes = Mailboxes(self.store, self.events)
+        self.approvals = Approvals(
+            manifest, self.store, self.events, clock=self.clock, notify=self.mailboxes.notify
+        )
+        self.hub = ToolHub(
+            manifest, self.store, self.events, local=servers, questions=self.approvals.question
+        )
+        self.providers = Providers(manifest.models, transport=models)
         self.router = Router(manifest, self.mailboxes, max_depth=MAX_DEPTH)
         self.scheduler = Scheduler(
             manifest, self.store, self.mailboxes, clock=self.clock, owns=self.cluster.owns
         )
         workers: dict[str, Remote] = {}
-        self.approvals = Approvals(
-            manifest, self.store, self.events, clock=self.clock, notify=self.mailboxes.notify
-        )
         self.runtime = Runtime(
             manifest,
             self.store,

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 
-from clawmcp.approvals import Approvals, outcome_text
+from clawmcp.approvals import ASKER, Approvals, outcome_text
 from clawmcp.builtins import Builtins, Messaging, RunContext, Schedules
 from clawmcp.errors import (
     BudgetSpent,
@@ -503,7 +503,7 @@ class Runtime:
         if waiting:  # no message holds this run: it waits here, its run_timeout paused
             remaining = steps.timer.deadline - anyio.current_time()
             steps.timer.deadline = math.inf
-            decided = [await self.approvals.wait(approval) for _, approval in waiting]
+            decided = [await self.approvals.wait(approval, ASKER.get()) for _, approval in waiting]
             steps.timer.deadline = anyio.current_time() + remaining
             await self.store.resume_run(ctx.run_id)
             steps.decided |= {a.call_id: a for a in decided}

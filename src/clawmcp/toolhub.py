@@ -21,8 +21,9 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Literal
@@ -36,9 +37,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
+    INVALID_REQUEST,
     AudioContent,
     CallToolResult,
+    ElicitRequestFormParams,
+    ElicitRequestParams,
+    ElicitResult,
     EmbeddedResource,
+    ErrorData,
     ImageContent,
     ResourceLink,
     TextContent,
@@ -48,6 +54,7 @@ from mcp.types import (
 )
 
 from clawmcp import tools as manifest_tools
+from clawmcp.approvals import ASKER, Asker, Reply
 from clawmcp.errors import StoreError, ToolRefused, ToolServerError, UserError, unwrap
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest, Server
@@ -76,7 +83,6 @@ AUDIT_WINDOW = 0.05
 
 _WIRE_BAD = re.compile(r"[^A-Za-z0-9_-]")
 _CLOSED = -32000  # the SDK's "Connection closed"
-_TIMEOUT = -32001  # the SDK's request timeout
 
 
 def wire_names(qualified: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -185,6 +191,24 @@ def changes(pinned: dict[str, Any], now: dict[str, Any]) -> dict[str, dict[str, 
     }
 
 
+Questions = Callable[[str, int, str, str, dict[str, Any], Asker | None], Awaitable[Reply]]
+"""Relays a tool server's question of a run (`Approvals.question`)."""
+
+
+@dataclass(eq=False)
+class _Call:
+    """A call in flight to a tool server: whose, and its deadline."""
+
+    claw: str
+    run_id: int | None
+    tool: str
+    asker: Asker | None
+    timer: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+
+_CALL: ContextVar[_Call | None] = ContextVar("clawmcp_call", default=None)
+
+
 @dataclass
 class ServerState:
     """What a tool server is doing, for `status` and the dashboard."""
@@ -206,6 +230,7 @@ class _Upstream:
         self.hub, self.name, self.server = hub, name, server
         self.status = ServerState()
         self.client: Client | None = None
+        self.calls: set[_Call] = set()
         self.up = anyio.Event()
         self.tried = anyio.Event()
         """Set once the first connection attempt has succeeded or failed."""
@@ -277,7 +302,12 @@ class _Upstream:
             scope.deadline = anyio.current_time() + self.hub.connect_timeout
             try:
                 async with AsyncExitStack() as stack:
-                    client = Client(self._target(stack), mode=self.hub.mode, message_handler=self._on_message)
+                    client = Client(
+                        self._target(stack),
+                        mode=self.hub.mode,
+                        message_handler=self._on_message,
+                        elicitation_callback=lambda _, params: self.hub._elicited(self, params),
+                    )
                     await stack.enter_async_context(client)
                     await self._list(client)
                     tg = await stack.enter_async_context(anyio.create_task_group())
@@ -353,11 +383,13 @@ class ToolHub:
         backoff: tuple[float, float] | None = None,
         mode: Literal["auto", "legacy"] = "auto",
         local: Mapping[str, Any] | None = None,
+        questions: Questions | None = None,
     ) -> None:
         """`local`: in-process MCP servers (SDK server objects) by name, connected to instead of
         what the manifest says for that server (fast tests: no process, no port)."""
         self.manifest, self.store, self.events = manifest, store, events
         self.local = local or {}
+        self.questions = questions
         self.connect_timeout, self.call_timeout = connect_timeout, call_timeout
         s = manifest.host.supervision
         self.backoff = backoff or (s.backoff, s.max_backoff)
@@ -494,7 +526,9 @@ class ToolHub:
             if tool.held is not None:
                 outcome = "refused"
                 raise ToolRefused(held_text(tool.server, tool.name, tool.held))
-            result = await self._call(tool, arguments, progress)
+            result = await self._call(
+                tool, arguments, progress, _Call(claw, run_id, tool.qualified, ASKER.get())
+            )
             outcome = "error" if result.is_error else "ok"
             return result
         except (ToolRefused, ToolServerError) as e:
@@ -582,7 +616,7 @@ class ToolHub:
                 await write([*pending, *waiting()])
 
     async def _call(
-        self, tool: HubTool, arguments: dict[str, Any], progress: ProgressFnT | None = None
+        self, tool: HubTool, arguments: dict[str, Any], progress: ProgressFnT | None, call: _Call
     ) -> CallToolResult:
         if tool.server == "tools":
             return await manifest_tools.run_tool(
@@ -592,24 +626,54 @@ class ToolHub:
         client = upstream.client
         if client is None:
             raise self._down(upstream)
+        token = _CALL.set(call)
+        upstream.calls.add(call)
         try:
-            return await client.call_tool(
-                tool.name, arguments, read_timeout_seconds=self.call_timeout, progress_callback=progress
+            with call.timer:  # call_timeout, not counting a question's wait for a person
+                call.timer.deadline = anyio.current_time() + self.call_timeout
+                return await client.call_tool(tool.name, arguments, progress_callback=progress)
+            raise ToolServerError(
+                f"tool server '{tool.server}' did not answer {tool.name} within {self.call_timeout:g}s"
             )
         except MCPError as e:
-            if e.code == _TIMEOUT:
-                raise ToolServerError(
-                    f"tool server '{tool.server}' did not answer {tool.name} within {self.call_timeout:g}s"
-                ) from None
             if e.code == _CLOSED:
                 upstream.lost()
                 raise ToolServerError(
                     f"tool server '{tool.server}' lost the connection; reconnecting"
                 ) from None
             return CallToolResult(is_error=True, content=[TextContent(type="text", text=e.error.message)])
+        except ToolServerError:
+            raise
         except Exception as e:  # a transport failure the SDK did not wrap: start over with a new session
             upstream.lost()
             raise ToolServerError(f"tool server '{tool.server}' failed: {_describe(e)}; reconnecting") from e
+        finally:
+            upstream.calls.discard(call)
+            _CALL.reset(token)
+
+    async def _elicited(self, upstream: _Upstream, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        """An upstream server asks for input during a call: the call's run relays the question
+        (`questions`: to the client of its ask, or into the inbox). Over a handshake-era session
+        the question names no call: it is the one call in flight, if only one is."""
+        call = _CALL.get() or (next(iter(upstream.calls)) if len(upstream.calls) == 1 else None)
+        if not isinstance(params, ElicitRequestFormParams) or call is None:
+            why = "only form questions" if call else "no single call in flight that the question is for"
+            return ErrorData(code=INVALID_REQUEST, message=f"clawmcp relays {why}")
+        schema = dict(params.requested_schema)
+        remaining = call.timer.deadline - anyio.current_time()
+        call.timer.deadline = math.inf
+        try:
+            if call.run_id is not None and self.questions is not None:
+                action, content = await self.questions(
+                    call.claw, call.run_id, call.tool, params.message, schema, call.asker
+                )
+            elif call.asker is not None:  # a client's own call of an exposed tool
+                action, content = await call.asker.elicit(params.message, schema)
+            else:
+                return ErrorData(code=INVALID_REQUEST, message="nobody to ask: the call has no run")
+        finally:
+            call.timer.deadline = anyio.current_time() + remaining
+        return ElicitResult(action=action, content=content)
 
     def _never_up(self, wire: str) -> _Upstream | None:
         """The server a wire name points to when that server has never listed its tools."""

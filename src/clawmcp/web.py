@@ -371,7 +371,8 @@ async def api_approvals(request: Request) -> JSONResponse:
 
 
 async def api_decide(request: Request) -> JSONResponse:
-    """`POST /api/approvals/ID` with `{"approve": true|false, "note": "..."}`."""
+    """`POST /api/approvals/ID` with `{"approve": true|false, "note": "..."}`, and for a question
+    `"content": {...}`, its answer."""
     service = _service(request)
     try:
         approval_id = int(request.path_params["id"])
@@ -386,7 +387,8 @@ async def api_decide(request: Request) -> JSONResponse:
             raise _Refused(400, "the body needs 'approve': true or false")
         if not isinstance(note := body.get("note"), str | None):
             raise _Refused(400, "'note' must be a string")
-        decided = await service.decide(approval_id, body["approve"], note=note or None)
+        content = body.get("content")
+        decided = await service.decide(approval_id, body["approve"], note=note or None, content=content)
     except _Refused as e:
         return error(e.status, str(e))
     except UserError as e:

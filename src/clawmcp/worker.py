@@ -30,6 +30,7 @@ import anyio
 from mcp import Client, StdioServerParameters
 from mcp.server.mcpserver import Context, MCPServer
 
+from clawmcp.approvals import Approvals
 from clawmcp.cluster import Leases
 from clawmcp.errors import WorkerLost
 from clawmcp.events import Events
@@ -138,11 +139,12 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
         host, epoch = lease.split()
         store.host, store.epochs = host, {claw: int(epoch)}
     events = Events(store, redact=manifest.redact)
-    hub = ToolHub(manifest, store, events)
+    approvals = Approvals(manifest, store, events)
+    hub = ToolHub(manifest, store, events, questions=approvals.question)
     providers = Providers(manifest.models)
     notified: set[str] = set()  # mailboxes the host is to notify: their consumers are there
     router = Router(manifest, Mailboxes(store, events, forward=notified.add), max_depth=MAX_DEPTH, asks=False)
-    runtime = Runtime(manifest, store, events, hub, providers, router)
+    runtime = Runtime(manifest, store, events, hub, providers, router, approvals=approvals)
     server = MCPServer(f"clawmcp-worker-{claw}")
 
     @server.tool()
@@ -192,6 +194,7 @@ async def serve_worker(manifest: Manifest, claw: str) -> None:
 
     async with store, providers, anyio.create_task_group() as tg:
         await tg.start(events.run)
+        await tg.start(approvals.run)
         await tg.start(hub.run)
         await server.run_stdio_async()
         tg.cancel_scope.cancel()

@@ -130,3 +130,30 @@ async def test_a_denial_reaches_the_model_with_its_note(tmp_path: Path) -> None:
     assert recorded(tmp_path) == []
     denial = f"a person denied this call of rec.record (approval {listed['id']}): no"
     assert runs(tmp_path) == [("done", f"said: {denial}")]
+
+
+async def test_a_tool_servers_question_is_answered_with_clawmcp_answer(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "host: {listen: '127.0.0.1:0', data_dir: state}\n"
+        "models:\n  m: {provider: scripted, rules: [{steps: [{tool: up__greet}],"
+        " reply: 'said: {{ results[0] }}'}]}\n"
+        f"servers:\n  up: {{command: python, args: ['{PEERS / 'greeter.py'}']}}\n"
+        "claws:\n  c: {model: m, tools: ['up.*']}\n"
+    )
+    async with serving(path, mcp_config=False) as (_, lines):
+        base = base_of(lines)
+        async with events(base, "approval", "pending") as asked, httpx2.AsyncClient() as http:
+            await http.post(f"{base}/api/claws/c/tell", json={"message": "hi"})
+            with anyio.fail_after(30):
+                await asked.wait()
+        [question] = json.loads(clawmcp("approvals", "--json", "-p", str(path)).stdout)
+        assert (question["kind"], question["arguments"]["message"]) == ("question", "What is your name?")
+        wrong = clawmcp("answer", str(question["id"]), "{}", "-p", str(path))
+        assert "'name' is a required property" in wrong.stderr
+        async with events(base, "run", "done") as done:
+            answered = clawmcp("answer", str(question["id"]), '{"name": "Ada"}', "-p", str(path))
+            assert answered.returncode == 0, answered.stderr
+            with anyio.fail_after(30):
+                await done.wait()
+    assert runs(tmp_path) == [("done", "said: hello Ada")]

@@ -991,14 +991,33 @@ async def test_a_run_waiting_on_two_approvals_goes_on_once_both_are_decided(
 ) -> None:
     run, first = await parked(store, clock)
     second = await store.request_approval(
-        run.id, kind="question", tool="gh.ask", call_id="k2", arguments={"message": "?"}, expires_at=clock.now
+        run.id, kind="approval", tool="gh.rm", call_id="k2", arguments={}, expires_at=clock.now
     )
     assert run.message_id is not None
     await store.decide(first, "denied", note="no")
     assert (await store.get_message(run.message_id)).state == "running"  # type: ignore[union-attr]
-    answered = await store.decide(second.id, "approved", content={"name": "x"})
-    assert answered.content == {"name": "x"}
+    await store.decide(second.id, "approved")
     assert (await store.get_message(run.message_id)).state == "queued"  # type: ignore[union-attr]
+
+
+async def test_a_question_leaves_its_run_and_message_as_they_are(store: Store, clock: FakeClock) -> None:
+    message, _ = await store.enqueue("c", "x")
+    await store.claim("c")
+    run, _ = await store.start_run("c", "t", "message", "x", message_id=message.id)
+    question = await store.request_approval(
+        run.id,
+        kind="question",
+        tool="gh.ask",
+        call_id="k",
+        arguments={"message": "name?", "schema": {"type": "object"}},
+        expires_at=clock.now + 5,
+        tokens=(9, 9),
+    )
+    assert question.kind == "question"
+    assert (await store.get_run(run.id)).state == "running"  # type: ignore[union-attr]
+    answered = await store.decide(question.id, "approved", content={"name": "x"})
+    assert answered.content == {"name": "x"}
+    assert (await store.get_message(message.id)).state == "running"  # type: ignore[union-attr]
 
 
 async def test_an_asks_waiting_run_is_interrupted_with_its_host_and_its_approval_expired(

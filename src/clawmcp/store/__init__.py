@@ -371,16 +371,17 @@ class ApprovalStore(abc.ABC):
         tokens: tuple[int | None, int | None] = (None, None),
     ) -> Approval:
         """In one transaction: commit a pending approval for a running (or already waiting) run
-        and make the run `waiting`, with the tokens it has used so far. `StoreError` for a run
-        that has ended."""
+        and make the run `waiting`, with the tokens it has used so far (a `question` leaves the
+        run as it is: its tool call is in flight). `StoreError` for a run that has ended."""
 
     @abc.abstractmethod
     async def decide(
         self, approval_id: int, state: ApprovalState, *, note: str | None = None, content: Any = None
     ) -> Approval:
         """Decide a pending approval (approved, denied or expired). In the same transaction,
-        once its run waits on no other pending approval, the run's message, parked `running`, is
-        queued again (its attempts not counted again), so its Claw goes on with the run.
+        once its run waits on no other pending approval (of kind `approval`), the run's message,
+        parked `running`, is queued again (its attempts not counted again), so its Claw goes on
+        with the run.
         `StoreError` when there is no such approval or it is decided already."""
 
     @abc.abstractmethod

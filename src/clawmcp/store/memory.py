@@ -363,9 +363,10 @@ class MemoryStore(Store):
         run = self._runs.get(run_id)
         if run is None or run.state not in ("running", "waiting"):
             raise StoreError(f"run {run_id} is not running")
-        self._runs[run_id] = dataclasses.replace(
-            run, state="waiting", input_tokens=tokens[0], output_tokens=tokens[1]
-        )
+        if kind == "approval":
+            self._runs[run_id] = dataclasses.replace(
+                run, state="waiting", input_tokens=tokens[0], output_tokens=tokens[1]
+            )
         approval = Approval(
             id=next(self._ids["approvals"]),
             claw=run.claw,
@@ -398,9 +399,12 @@ class MemoryStore(Store):
         a = self._approvals[a.id] = dataclasses.replace(
             a, state=state, note=note, content=_json(content), decided_at=now
         )
-        others = any(x.run_id == a.run_id and x.state == "pending" for x in self._approvals.values())
+        others = any(
+            x.run_id == a.run_id and x.state == "pending" and x.kind == "approval"
+            for x in self._approvals.values()
+        )
         m = self._messages.get(a.message_id) if a.message_id is not None else None
-        if not others and m is not None and m.state == "running":
+        if a.kind == "approval" and not others and m is not None and m.state == "running":
             self._messages[m.id] = dataclasses.replace(
                 m, state="queued", attempts=max(m.attempts - 1, 1), available_at=now
             )

@@ -727,7 +727,10 @@ class PostgresStore(Store):
     ) -> Approval:
         sql = """
             WITH waiting AS (
-                UPDATE runs SET state = 'waiting', input_tokens = $2, output_tokens = $3
+                UPDATE runs SET
+                    state = CASE WHEN $4 = 'approval' THEN 'waiting' ELSE state END,
+                    input_tokens = CASE WHEN $4 = 'approval' THEN $2 ELSE input_tokens END,
+                    output_tokens = CASE WHEN $4 = 'approval' THEN $3 ELSE output_tokens END
                 WHERE id = $1 AND state IN ('running', 'waiting') RETURNING claw, message_id
             )
             INSERT INTO approvals
@@ -755,8 +758,9 @@ class PostgresStore(Store):
         """
         resume = """
             UPDATE messages SET state = 'queued', attempts = greatest(attempts - 1, 1), available_at = $1
-            WHERE id = $2 AND state = 'running'
-                AND NOT EXISTS (SELECT 1 FROM approvals WHERE run_id = $3 AND state = 'pending')
+            WHERE id = $2 AND state = 'running' AND $4 = 'approval' AND NOT EXISTS (
+                SELECT 1 FROM approvals WHERE run_id = $3 AND state = 'pending' AND kind = 'approval'
+            )
         """
         now = self._clock()
 
@@ -767,7 +771,7 @@ class PostgresStore(Store):
                 said = f"is {found} already" if found else "does not exist"
                 raise StoreError(f"approval {approval_id} {said}")
             approval = _approval(row)
-            await conn.execute(resume, now, approval.message_id, approval.run_id)
+            await conn.execute(resume, now, approval.message_id, approval.run_id, approval.kind)
             await self._announce(conn, approval.claw)  # its message, or a direct ask waiting there
             return approval
 

@@ -360,8 +360,11 @@ class SqliteStore(Database, Store):
         tokens: tuple[int | None, int | None] = (None, None),
     ) -> Approval:
         wait = """
-            UPDATE runs SET state = 'waiting', input_tokens = ?, output_tokens = ?
-            WHERE id = ? AND state IN ('running', 'waiting') RETURNING claw, message_id
+            UPDATE runs SET
+                state = CASE WHEN ?1 = 'approval' THEN 'waiting' ELSE state END,
+                input_tokens = CASE WHEN ?1 = 'approval' THEN ?2 ELSE input_tokens END,
+                output_tokens = CASE WHEN ?1 = 'approval' THEN ?3 ELSE output_tokens END
+            WHERE id = ?4 AND state IN ('running', 'waiting') RETURNING claw, message_id
         """
         insert = """
             INSERT INTO approvals
@@ -371,7 +374,7 @@ class SqliteStore(Database, Store):
         """
 
         def request(conn: sqlite3.Connection) -> Approval:
-            rows = fetch(conn, wait, (*tokens, run_id))
+            rows = fetch(conn, wait, (kind, *tokens, run_id))
             if not rows:
                 raise StoreError(f"run {run_id} is not running")
             claw, message_id = rows[0]
@@ -390,8 +393,9 @@ class SqliteStore(Database, Store):
         """
         resume = """
             UPDATE messages SET state = 'queued', attempts = max(attempts - 1, 1), available_at = ?1
-            WHERE id = ?2 AND state = 'running'
-                AND NOT EXISTS (SELECT 1 FROM approvals WHERE run_id = ?3 AND state = 'pending')
+            WHERE id = ?2 AND state = 'running' AND ?4 = 'approval' AND NOT EXISTS (
+                SELECT 1 FROM approvals WHERE run_id = ?3 AND state = 'pending' AND kind = 'approval'
+            )
         """
         now = self._clock()
 
@@ -402,7 +406,7 @@ class SqliteStore(Database, Store):
                 said = f"is {found[0][0]} already" if found else "does not exist"
                 raise StoreError(f"approval {approval_id} {said}")
             approval = _approval(rows[0])
-            conn.execute(resume, (now, approval.message_id, approval.run_id))
+            conn.execute(resume, (now, approval.message_id, approval.run_id, approval.kind))
             return approval
 
         return await self._write(write)
