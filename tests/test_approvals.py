@@ -92,6 +92,8 @@ async def test_an_approved_call_runs_once_with_the_stored_arguments_and_the_run_
         assert parked is not None and parked.state == "running"
         assert run is not None and run.state == "waiting"
         assert (approval.tool, approval.arguments, calls) == ("rec.record", {"what": "the minutes"}, [])
+        assert 'clawmcp_approvals_pending{claw="c"} 1.0' in (await host.service.metrics(lambda c: True)).decode()
+        assert (await host.service.status("c"))["approvals"] == 1
         await host.approvals.decide(approval.id, "approved", note="fine")
         await until(host, await state_of(host, message.id, "done"))
         run = await host.store.get_run(approval.run_id)
@@ -196,6 +198,10 @@ async def test_a_run_past_tokens_per_run_ends_with_limit(tmp_path: Path) -> None
     body = BRAIN.replace("{LIMITS}", "{tokens_per_run: 20}")  # each turn reports 14 tokens
     async with hosting(tmp_path, body, api=api, servers={"rec": server}) as host:
         run = await host.service.ask("c", "go")
+        await host.events.flush()
+        metrics = (await host.service.metrics(lambda c: True)).decode()
+    assert 'clawmcp_tokens_total{claw="c",kind="input"} 22.0' in metrics
+    assert 'clawmcp_tokens_total{claw="c",kind="output"} 6.0' in metrics
     assert (run.state, run.error, run.input_tokens, run.output_tokens) == (
         "limit",
         "tokens_per_run 20 used",

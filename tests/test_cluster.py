@@ -16,7 +16,7 @@ from clawmcp.cluster import Cluster, preferred
 from clawmcp.errors import StoreError, unwrap
 from clawmcp.host import Host
 from clawmcp.store.postgres import PostgresStore
-from tests.fakes import hosting, logged
+from tests.fakes import hosting, logged, tool_server
 from tests.pg import PostgresServer
 
 pytestmark = pytest.mark.anyio
@@ -180,3 +180,62 @@ async def test_the_claws_of_a_host_whose_process_is_gone_are_taken_long_before_i
             with anyio.fail_after(10):
                 await said.wait()
             await until(lambda: cluster(h1).owned == set(CLAWS), h1)
+
+
+async def test_a_decision_on_any_host_lets_the_waiting_run_go_on_on_its_own(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    calls: list[str] = []
+
+    def record(what: str) -> str:
+        """Record something."""
+        calls.append(what)
+        return "ok"
+
+    body = (
+        "host: {data_dir: data, name: NAME, lease: 3s}\n"
+        "models: {m: {provider: scripted, rules: [{steps: [{tool: rec__record,"
+        " arguments: {what: '{{ input }}'}}], reply: done}]}}\n"
+        "servers: {rec: {command: in-process}}\n"
+        "claws: {c: {model: m, tools: [rec.*], approve: [rec.record]}, d: {model: m}}\n"
+    )
+
+    @asynccontextmanager
+    async def on(name: str) -> AsyncIterator[Host]:
+        folder = tmp_path / name
+        folder.mkdir()
+        async with hosting(
+            folder,
+            body.replace("NAME", name),
+            store=PostgresStore(url),
+            servers={"rec": tool_server("rec", record)},
+        ) as started:
+            yield started
+
+    owner = preferred("c", ["h1", "h2"])
+    async with on("h1") as h1, on("h2") as h2:
+        hosts = {"h1": h1, "h2": h2}
+        there, other = hosts[owner], hosts["h2" if owner == "h1" else "h1"]
+        await until(lambda: "c" in cluster(there).owned, h1, h2)
+
+        told = await other.service.tell("c", "told")  # parks on its owner
+        await until(lambda: _pending(other, 1), h1, h2)
+        [approval] = await other.service.approvals()
+        await other.service.decide(approval.id, True)
+        await until(lambda: _done(there, told.id), h1, h2)
+
+        async with anyio.create_task_group() as tg:  # an ask on the owner waits in its request
+            tg.start_soon(there.service.ask, "c", "asked")
+            with anyio.fail_after(20):
+                while not await _pending(other, 1):
+                    changed = there.approvals.changed
+                    if not await _pending(other, 1):
+                        await changed.wait()
+            [approval] = await other.service.approvals()
+            await other.service.decide(approval.id, True)
+    assert calls == ["told", "asked"]
+
+
+async def _pending(h: Host, count: int) -> bool:
+    return len(await h.service.approvals()) == count

@@ -150,6 +150,8 @@ async def test_a_host_that_lost_a_claws_lease_can_write_nothing_more_for_it(post
             a.claim_fire(schedule.id, 60.0, next_fire=120.0),
             a.set_next_fire(schedule.id, 1.0),
             a.finish_fire(schedule.id, 60.0, "ok"),
+            a.request_approval(run.id, kind="approval", tool="x.y", call_id="k", arguments={}, expires_at=0),
+            a.resume_run(run.id),
         ]
         for write in refused:
             with pytest.raises(LeaseLost, match="no longer owns Claw 'c'"):
