@@ -92,7 +92,8 @@ async def test_an_approved_call_runs_once_with_the_stored_arguments_and_the_run_
         assert parked is not None and parked.state == "running"
         assert run is not None and run.state == "waiting"
         assert (approval.tool, approval.arguments, calls) == ("rec.record", {"what": "the minutes"}, [])
-        assert 'clawmcp_approvals_pending{claw="c"} 1.0' in (await host.service.metrics(lambda c: True)).decode()
+        metrics = (await host.service.metrics(lambda c: True)).decode()
+        assert 'clawmcp_approvals_pending{claw="c"} 1.0' in metrics
         assert (await host.service.status("c"))["approvals"] == 1
         await host.approvals.decide(approval.id, "approved", note="fine")
         await until(host, await state_of(host, message.id, "done"))
