@@ -184,7 +184,7 @@ class Claws:
                 except BudgetSpent as e:  # its messages wait, queued, for the next UTC day
                     self._has_started(claw)
                     log.info("%s", e, extra={"claw": claw})
-                    await self.runtime.approvals.clock.sleep_until(e.until)
+                    await self.runtime.clock.sleep_until(e.until)
                     continue
                 message = await self.mailboxes.claim(claw)
                 if outage:

@@ -50,8 +50,9 @@ from clawmcp.store import (
 __all__ = ["MAX_DEPTH", "SPENT", "OnStep", "Remote", "RunContext", "Runtime", "Tool", "Tools"]
 
 MAX_DEPTH = 4
-SPENT = "budget spent until 00:00 UTC"
 """How many runs an ask or spawn chain may hold (A asks B asks C asks D)."""
+SPENT = "budget spent until 00:00 UTC"
+"""What `status` says of a Claw that spent its tokens_per_day."""
 
 OnStep = Callable[[Step], Awaitable[None]]
 T = TypeVar("T")
@@ -146,6 +147,8 @@ class Runtime:
         )
         self.remotes = remotes
         self.approvals = approvals or Approvals(manifest, store, events)
+        self.clock = self.approvals.clock
+        """The host's clock: it says when a UTC day begins (tokens_per_day)."""
         self.builtins = Builtins(manifest, store, router, scheduler, self.spawn, hub.audit)
         self._threads: dict[tuple[str, str], tuple[anyio.Lock, int]] = {}
         self.active: Counter[str] = Counter()
@@ -251,8 +254,14 @@ class Runtime:
                 with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
                     self._runs.add(scope)
                     ctx = RunContext(claw, run.id, thread, (*chain, claw), tools, instructions)
-                    steps = _Steps(self.store, self.events, ctx, on_step, park=message_id is not None)
-                    steps.resumed = resume is not None
+                    steps = _Steps(
+                        self.store,
+                        self.events,
+                        ctx,
+                        on_step,
+                        park=message_id is not None,
+                        resumed=resume is not None,
+                    )
                     try:
                         state, reply, error = await self._loop(ctx, run, history, steps)
                     except _Parked:
@@ -276,7 +285,7 @@ class Runtime:
 
     async def tokens_today(self, claw: str) -> tuple[int, float]:
         """The Claw's tokens since the start of this UTC day, and when the next day starts."""
-        now = self.approvals.clock.now()
+        now = self.clock.now()
         day = now - now % 86400
         return await self.store.tokens_used(claw, day), day + 86400
 
@@ -440,7 +449,7 @@ class Runtime:
                     messages.append(Msg("tool", results=tuple(results)))
             except ModelError as e:
                 state, error = "failed", str(e)
-            except (_Parked, Stopping):
+            except _Parked:
                 raise
             except Exception as e:  # a fault of ours or of the store: the run fails, the Claw goes on
                 log.exception("claw '%s': run %d failed", claw, run.id, extra={"claw": claw, "run": run.id})
@@ -462,7 +471,8 @@ class Runtime:
         results = {s.data["id"]: s.data for s in stored if s.kind == "tool_result"}
         steps.logged = {s.data["id"] for s in stored if s.kind == "tool_call"}
         steps.count = stored[-1].index + 1
-        steps.decided = {a.call_id: a for a in await self.store.approvals(run_id=ctx.run_id)}
+        decided = await self.store.approvals(run_id=ctx.run_id)
+        steps.decided = {a.call_id: a for a in decided if a.kind == "approval" and a.state != "pending"}
         calls: list[ToolRequest] = []
         for step in (s for s in stored if s.kind == "model"):
             if calls:
@@ -528,9 +538,7 @@ class Runtime:
             if approval.state != "approved":
                 return outcome_text(approval), True
             arguments = approval.arguments  # exactly what the person saw
-        elif (tool := self._hub_tool(ctx.claw, call.name)) and self.approvals.needs(
-            ctx.claw, tool.qualified, tool.destructive
-        ):
+        elif (tool := self._needs_approval(ctx.claw, call.name)) is not None:
             used = (steps.used[0], steps.used[1])
             approval = await self.approvals.request(
                 ctx.run_id, ctx.claw, tool.qualified, call.id, arguments, used
@@ -544,8 +552,12 @@ class Runtime:
             steps.refused.append(str(e))
             return str(e), True
 
-    def _hub_tool(self, claw: str, wire: str) -> Tool | None:
-        return next((t for t in self.hub.tools_for(claw) if t.wire == wire), None)
+    def _needs_approval(self, claw: str, wire: str) -> Tool | None:
+        """The hub tool, when the Claw's call of it waits for a person's approval."""
+        if not self.manifest.claws[claw].approve:
+            return None
+        tool = next((t for t in self.hub.tools_for(claw) if t.wire == wire), None)
+        return tool if tool and self.approvals.needs(claw, tool.qualified, tool.destructive) else None
 
     async def _result(
         self,
@@ -574,9 +586,19 @@ class _Steps:
     run has used and what a resumed run already did."""
 
     def __init__(
-        self, store: Store, events: Events, ctx: RunContext, on_step: OnStep | None, *, park: bool
+        self,
+        store: Store,
+        events: Events,
+        ctx: RunContext,
+        on_step: OnStep | None,
+        *,
+        park: bool,
+        resumed: bool,
     ) -> None:
-        self.store, self.events, self.ctx, self.on_step, self.park = store, events, ctx, on_step, park
+        """`park`: a run of a message parks while it waits for a person (see `Runtime.run`);
+        `resumed`: the run goes on from its stored steps."""
+        self.store, self.events, self.ctx, self.on_step = store, events, ctx, on_step
+        self.park, self.resumed = park, resumed
         self.turns = self.count = 0
         self.last: tuple[StepKind, Any] | None = None
         self.calls = 0
@@ -590,7 +612,6 @@ class _Steps:
         self.known: dict[str, ToolResult] = {}
         self.decided: dict[str, Approval] = {}
         """A resumed run's calls logged, their results, and the decisions on them, by call id."""
-        self.resumed = False
 
     async def add(self, kind: StepKind, data: Any) -> None:
         step = await self.store.add_step(self.ctx.run_id, kind, data)

@@ -90,7 +90,16 @@ def bridge(path: Path, claw: str = "scout", env: dict[str, str] | None = None) -
 async def test_stdio_starts_a_detached_host_when_none_is_running(tmp_path: Path, mode: str) -> None:
     with host_stopped_after(tmp_path / "state"):
         tools, reply, status = await ask_over_stdio(manifest(tmp_path), mode)
-        assert tools == ["ask", "tell", "status", "schedule", "unschedule", "schedules"]
+        assert tools == [
+            "ask",
+            "tell",
+            "status",
+            "schedule",
+            "unschedule",
+            "schedules",
+            "approvals",
+            "decide",
+        ]
         assert json.loads(reply)["timezone"] == "UTC"
         assert json.loads(status)["last_runs"][0]["state"] == "done"
         info = read_lock_info(tmp_path / "state")  # the bridge is gone; the host it started is not

@@ -118,7 +118,7 @@ async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, k
 
         await client.call_tool("ask", {"message": "remember the milk", "thread": "shopping"})
         uris = [str(r.uri) for r in (await client.list_resources()).resources]
-        assert uris == ["claw://scout/status", "claw://scout/memory", "claw://scout/schedules"]
+        assert uris == [f"claw://scout/{part}" for part in ("status", "memory", "schedules", "approvals")]
         templates = (await client.list_resource_templates()).resource_templates
         assert [t.uri_template for t in templates] == ["claw://scout/history/{thread}"]
         memory = await client.read_resource("claw://scout/memory")
@@ -191,7 +191,13 @@ async def test_schedule_tools_keep_schedules_in_the_store(tmp_path: Path) -> Non
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 async def test_the_host_endpoint_lists_claws_and_asks_any(tmp_path: Path, mode: str) -> None:
     async with host_on_http(tmp_path) as base, Client(f"{base}/mcp", mode=mode) as client:
-        assert [t.name for t in (await client.list_tools()).tools] == ["claws", "ask", "tell"]
+        assert [t.name for t in (await client.list_tools()).tools] == [
+            "claws",
+            "ask",
+            "tell",
+            "approvals",
+            "decide",
+        ]
         claws = json.loads((await client.call_tool("claws", {})).content[0].text)  # type: ignore[union-attr]
         assert [c["claw"] for c in claws] == ["editor", "scout"]
         reply = await client.call_tool("ask", {"claw": "editor", "message": "hi"})
