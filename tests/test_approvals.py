@@ -5,6 +5,7 @@ messages until the next UTC day."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -175,7 +176,7 @@ async def test_a_direct_ask_waits_in_its_request_and_reports_the_approval_it_wai
             seen.append(step)
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(host.service.ask, "c", "record it")
+            tg.start_soon(functools.partial(host.service.ask, "c", "record it", on_step=on_step))
             [approval] = await pending(host)
             waiting = await host.store.get_run(approval.run_id)
             assert waiting is not None and waiting.state == "waiting"
@@ -183,6 +184,13 @@ async def test_a_direct_ask_waits_in_its_request_and_reports_the_approval_it_wai
         run = await host.store.get_run(approval.run_id)
     assert calls == ["it"]
     assert run is not None and (run.state, run.reply) == ("done", "recorded: ok it")
+    assert [(s.kind, s.data.get("name")) for s in seen] == [
+        ("model", None),
+        ("tool_call", "rec__record"),
+        ("approval", "rec.record"),
+        ("tool_result", "rec__record"),
+        ("model", None),
+    ]
 
 
 BRAIN = f"""
@@ -303,6 +311,11 @@ async def test_a_question_and_an_approval_go_to_the_handshake_era_client_of_the_
 ) -> None:
     asked: list[str] = []
 
+    heard: list[str | None] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        heard.append(message)
+
     async def answer(context: Any, params: ElicitRequestParams) -> ElicitResult:
         asked.append(params.message)
         if "Approve?" in params.message:
@@ -313,10 +326,11 @@ async def test_a_question_and_an_approval_go_to_the_handshake_era_client_of_the_
         server = ClawServer(host.service, "c")
         with anyio.fail_after(20):
             async with Client(server.server, mode="legacy", elicitation_callback=answer) as client:
-                result = await client.call_tool("ask", {"message": "hi"})
+                result = await client.call_tool("ask", {"message": "hi"}, progress_callback=progress)
         approvals = await host.store.approvals()
     assert result.content[0].text == "said: hello Grace"  # type: ignore[union-attr]
     assert asked == ["Claw 'c' wants to call up.greet with {}. Approve?", "What is your name?"]
+    assert "waiting for approval 1: up.greet" in heard
     assert [(a.kind, a.state, a.note) for a in approvals] == [
         ("approval", "approved", "decided by the client that asked")
     ]

@@ -23,6 +23,7 @@ CORE = [
     "supervisor",
     "builtins",
     "events",
+    "approvals",
 ]
 EDGES = {"mcp", "starlette", "uvicorn", "httpx2", "sse_starlette"}
 
