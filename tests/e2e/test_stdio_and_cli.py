@@ -243,8 +243,8 @@ async def test_tools_lists_patterns_and_wire_names_and_logs_reads_the_store_with
         listed = clawmcp("tools", "-p", str(path))
         assert listed.returncode == 0, listed.stderr
         rows = [line.split() for line in listed.stdout.splitlines()]
-        assert rows[0] == ["PATTERN", "WIRE", "NAME", "SERVER", "CLAWS"]
-        assert ["time.get_current_time", "time__get_current_time", "up", "scout"] in rows
+        assert rows[0] == ["PATTERN", "WIRE", "NAME", "SERVER", "PIN", "CLAWS"]
+        assert ["time.get_current_time", "time__get_current_time", "up", "pinned", "scout"] in rows
         as_json = json.loads(clawmcp("tools", "time", "--json", "-p", str(path)).stdout)
         assert {t["wire"] for t in as_json} == {"time__get_current_time", "time__convert_time"}
         assert "no tools of a server 'ghost'" in clawmcp("tools", "ghost", "-p", str(path)).stderr

@@ -100,6 +100,8 @@ async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, k
             "schedule",
             "unschedule",
             "schedules",
+            "approvals",
+            "decide",
             "time__get_current_time",
         ]
 
@@ -269,7 +271,7 @@ async def test_clients_hear_when_a_claws_exposed_tools_change(tmp_path: Path, mo
     manifest = f"""
 models: {{m: {{provider: scripted, rules: [{{reply: hi}}]}}}}
 servers:
-  adder: {{command: python, args: ['{PEERS / "adder.py"}', stdio]}}
+  adder: {{command: python, args: ['{PEERS / "adder.py"}', stdio], pin: false}}  # else 'fresh' is held
 claws:
   grower: {{model: m, tools: ["adder.*"], expose: {{tools: true}}}}
 """
