@@ -334,3 +334,18 @@ async def test_a_question_and_an_approval_go_to_the_handshake_era_client_of_the_
     assert [(a.kind, a.state, a.note) for a in approvals] == [
         ("approval", "approved", "decided by the client that asked")
     ]
+
+
+async def test_an_unanswered_question_is_cancelled_at_the_approval_timeout(tmp_path: Path) -> None:
+    clock = FakeClock(1_800_000_000.0)
+    body = GREETER.replace(', approve: ["up.greet"]', ", limits: {approval_timeout: 10m}")
+    async with hosting(tmp_path, body, clock=clock, servers={"up": tool_server("up", greet)}) as host:
+        message = await host.claws.tell("c", "hi")
+        [question] = await pending(host)
+        assert question.expires_at == clock.now() + 600
+        clock.set(question.expires_at)
+        await until(host, await state_of(host, message.id, "done"))
+        run = await host.store.message_run(message.id)
+        expired = await host.store.get_approval(question.id)
+    assert run is not None and run.reply == "said: no name (cancel)"
+    assert expired is not None and expired.state == "expired"
