@@ -287,3 +287,29 @@ async def test_a_result_over_the_cap_is_an_error_for_its_call_and_the_server_sta
             fits = await hub.call("a", "big__big", {"megabytes": 8})
         assert len(fits.content[0].text) == 8 * 1_048_576  # type: ignore[union-attr]
         assert hub.status()["big"].state == "up"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_a_servers_question_during_a_call_is_relayed_for_the_calls_run(
+    tmp_path: Path, mode: str
+) -> None:
+    asked: list[tuple[str, int, str, str]] = []
+
+    async def questions(
+        claw: str, run_id: int, tool: str, message: str, schema: dict[str, Any], asker: Any
+    ) -> tuple[Any, dict[str, Any] | None]:
+        asked.append((claw, run_id, tool, message))
+        assert schema["required"] == ["name"]
+        return "accept", {"name": "Ada"}
+
+    body = (
+        f"servers:\n  up: {{command: python, args: ['{PEERS / 'greeter.py'}']}}\n"
+        "claws:\n  a: {model: m, tools: ['up.*']}\n"
+    )
+    async with running(tmp_path, body, mode=mode, questions=questions) as hub:
+        answered = await hub.call("a", "up__greet", {}, run_id=7)
+        unasked = await hub.call("a", "up__greet", {})  # no run: nobody to ask
+    assert answered.content[0].text == "hello Ada"  # type: ignore[union-attr]
+    assert asked == [("a", 7, "up.greet", "What is your name?")]
+    assert unasked.is_error
