@@ -131,12 +131,18 @@ async def test_a_host_that_lost_a_claws_lease_can_write_nothing_more_for_it(post
         assert claimed is not None
         run, _ = await a.start_run("c", "t", "message", "one", message_id=claimed.id)
         await a.add_step(run.id, "model", {})
+        asked, _ = await a.start_run("c", "u", "ask", "an ask waiting for a person")
+        waits = await a.request_approval(
+            asked.id, kind="approval", tool="x.y", call_id="k", arguments={}, expires_at=9
+        )
 
         admin = await asyncpg.connect(url)  # a pauses past its lease: by the database's clock it is gone
         await admin.execute("UPDATE hosts SET expires_at = now() - interval '1s' WHERE name = 'a'")
         await admin.close()
         taken, runs, messages = await b.take(["c"], now=0.0)
-        assert (taken, runs, messages) == (["c"], 1, 1)  # b recovered what a left running
+        assert (taken, runs, messages) == (["c"], 2, 1)  # b recovered what a left running or waiting
+        assert (await b.get_run(asked.id)).state == "interrupted"  # type: ignore[union-attr]
+        assert (await b.get_approval(waits.id)).state == "expired"  # type: ignore[union-attr]
 
         refused = [
             a.claim("c"),

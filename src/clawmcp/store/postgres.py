@@ -188,6 +188,21 @@ _SETTLE = """
     SELECT (SELECT count(*) FROM answered) FROM settled
 """
 _RUN_CLAW = "SELECT claw FROM runs WHERE id = $1"
+# After a crash, of these Claws ($1; NULL: all): their runs left running, and those left waiting
+# that no message holds (a direct ask's, whose asker is gone), are interrupted, their pending
+# approvals expired. How many runs.
+_INTERRUPT = """
+    WITH ended AS (
+        UPDATE runs SET state = 'interrupted', ended_at = $2
+        WHERE (state = 'running' OR (state = 'waiting' AND message_id IS NULL))
+            AND ($1::text[] IS NULL OR claw = ANY($1::text[]))
+        RETURNING id
+    ), expired AS (
+        UPDATE approvals SET state = 'expired', note = 'the run was interrupted', decided_at = $2
+        WHERE state = 'pending' AND run_id IN (SELECT id FROM ended)
+    )
+    SELECT count(*) FROM ended
+"""
 _SCHEDULE_CLAW = "SELECT claw FROM schedules WHERE id = $1"
 # An ask answered (done or dead): the host where it is asked hears of it.
 _ANSWERED = """
@@ -670,22 +685,9 @@ class PostgresStore(Store):
         return [r for row in await self._fetch(sql, claw, limit) if (r := _run(row))]
 
     async def interrupt_running(self, claw: str | None = None) -> int:
-        sql = """
-            WITH ended AS (
-                UPDATE runs SET state = 'interrupted', ended_at = $1
-                WHERE (state = 'running' OR (state = 'waiting' AND message_id IS NULL))
-                    AND ($2::text IS NULL OR claw = $2)
-                RETURNING id
-            ), expired AS (
-                UPDATE approvals SET state = 'expired', note = 'the run was interrupted', decided_at = $1
-                WHERE state = 'pending' AND run_id IN (SELECT id FROM ended)
-            )
-            SELECT count(*) FROM ended
-        """
-
         async def interrupt(conn: Connection) -> int:
             await self._fence(conn, claw)
-            return int(await conn.fetchval(sql, self._clock(), claw))
+            return int(await conn.fetchval(_INTERRUPT, None if claw is None else [claw], self._clock()))
 
         return await self._transaction(interrupt)
 
@@ -1147,10 +1149,6 @@ class PostgresStore(Store):
               AND EXISTS (SELECT 1 FROM hosts WHERE id = $2 AND expires_at > now())
             RETURNING l.claw, l.epoch
         """
-        interrupt = """
-            UPDATE runs SET state = 'interrupted', ended_at = $2
-            WHERE claw = ANY($1::text[]) AND state = 'running' RETURNING id
-        """
         requeue = """
             UPDATE messages SET state = 'queued'
             WHERE mailbox = ANY($1::text[]) AND state = 'running' RETURNING id
@@ -1160,9 +1158,9 @@ class PostgresStore(Store):
             taken = {row["claw"]: row["epoch"] for row in await conn.fetch(take, list(claws), self.host)}
             if not taken:
                 return taken, 0, 0
-            runs = await conn.fetch(interrupt, list(taken), now)
+            runs = await conn.fetchval(_INTERRUPT, list(taken), now)
             messages = await conn.fetch(requeue, list(taken))
-            return taken, len(runs), len(messages)
+            return taken, int(runs), len(messages)
 
         taken, runs, messages = await self._transaction(take_leases)
         self.epochs.update(taken)
