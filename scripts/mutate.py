@@ -40,6 +40,7 @@ MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it (pytes
     "store/memory.py": ["tests/store/test_contract.py", "-k", "memory"],
     "store/writer.py": ["tests/store/test_writer.py", "tests/store/test_contract.py", "-k", "not memory and not postgres"],
     "cluster.py": ["tests/test_cluster.py", "tests/test_claw.py", "tests/test_scheduler.py"],
+    "approvals.py": ["tests/test_approvals.py", "tests/test_cluster.py", "-k", "approv or decision"],
 }
 
 _SWAPS: dict[type, type] = {

@@ -303,7 +303,13 @@ async def test_a_tool_servers_question_is_answered_from_the_inbox(tmp_path: Path
         await host.service.decide(question.id, True, content={"name": "Ada"})
         await until(host, await state_of(host, message.id, "done"))
         run = await host.store.message_run(message.id)
+        await host.events.flush()
+        said = [" ".join(line(e).split()[3:]) for e in await host.store.events("c") if e.kind == "approval"]
     assert run is not None and run.reply == "said: hello Ada"
+    assert said == [
+        f"approval {question.id} requested (run {run.id}): up.greet What is your name?",
+        f"approval {question.id} approved (run {run.id}, up.greet)",
+    ]
 
 
 async def test_a_question_and_an_approval_go_to_the_handshake_era_client_of_the_ask_when_it_elicits(
@@ -349,3 +355,43 @@ async def test_an_unanswered_question_is_cancelled_at_the_approval_timeout(tmp_p
         expired = await host.store.get_approval(question.id)
     assert run is not None and run.reply == "said: no name (cancel)"
     assert expired is not None and expired.state == "expired"
+
+
+async def test_the_inbox_and_the_mcp_tools_decide_what_a_silent_or_refusing_client_does_not(
+    tmp_path: Path,
+) -> None:
+    answer = anyio.Event()
+    replies: list[ElicitResult] = [
+        ElicitResult(action="accept", content={"approve": False, "note": "not that"})
+    ]
+
+    async def slow(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        if not replies:  # the second time: no answer until the test lets it
+            await answer.wait()
+            return ElicitResult(action="cancel")
+        return replies.pop()
+
+    calls, rec = recorder()
+    async with hosting(tmp_path, RECORDER, servers={"rec": rec}) as host:
+        server = ClawServer(host.service, "c")
+        with anyio.fail_after(20):
+            async with Client(server.server, mode="legacy", elicitation_callback=slow) as client:
+                refused = await client.call_tool("ask", {"message": "record one"})
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(functools.partial(client.call_tool, "ask", {"message": "record two"}))
+                    await pending(host)
+                    listed = (await client.call_tool("approvals", {})).structured_content
+                    assert listed is not None
+                    [waiting] = listed["approvals"]
+                    decided = await client.call_tool("decide", {"id": waiting["id"], "approve": True})
+                answer.set()
+        approvals = await host.store.approvals()
+    assert refused.content[0].text.endswith("(approval 1): not that")  # type: ignore[union-attr]
+    assert (waiting["tool"], waiting["arguments"], waiting["state"]) == (
+        "rec.record",
+        {"what": "two"},
+        "pending",
+    )
+    assert decided.structured_content is not None and decided.structured_content["state"] == "approved"
+    assert [(a.state, a.note) for a in approvals] == [("denied", "not that"), ("approved", None)]
+    assert calls == ["two"]
