@@ -33,7 +33,7 @@ from clawmcp.manifest import Manifest
 from clawmcp.runtime import SPENT, Remote, Runtime
 from clawmcp.scheduler import FireBody, describe
 from clawmcp.store import FireOutcome, Message, Outgoing, Run, RunState, Store
-from clawmcp.supervisor import Supervisor
+from clawmcp.supervisor import Child, Supervisor
 
 __all__ = ["MAX_ATTEMPTS", "Claws", "Isolate"]
 
@@ -354,11 +354,10 @@ class Claws:
             self.mailboxes.notify(message.mailbox)
         return message
 
-    def _state(self, claw: str) -> str:
+    def _state(self, claw: str, child: Child) -> str:
         """failed (past its restart intensity), restarting, running (a run in flight) or idle."""
-        child = self.supervisor.children[claw].state
-        if child in ("failed", "restarting"):
-            return child
+        if child.state in ("failed", "restarting"):
+            return child.state
         return "running" if self.runtime.active[claw] else "idle"
 
     async def status(self, claw: str) -> dict[str, Any]:
@@ -366,26 +365,31 @@ class Claws:
         self.manifest.check_claw(claw)
         config = self.manifest.claws[claw]
         model = self.manifest.models[config.model]
-        child = self.supervisor.children.get(claw)
         runs = await self.store.runs(claw, limit=5)
         dead = await self.store.dead_letters(claw)
-        if child is None:  # run by another host: what the store shows of it
-            state = "running" if any(r.state == "running" for r in runs) else "idle"
         used, _ = await self.runtime.tokens_today(claw)
         budget = config.limits.tokens_per_day
+        schedules = await describe(self.store, claw)
+        depth = await self.store.depth(claw)
+        approvals = await self.store.approvals(claw, pending=True)
+        child = self.supervisor.children.get(claw)  # after the reads: it may have moved meanwhile
+        if child is None:  # run by another host: what the store shows of it
+            state = "running" if any(r.state == "running" for r in runs) else "idle"
+        else:
+            state = self._state(claw, child)
         return {
             "claw": claw,
             "description": config.description,
-            "state": state if child is None else self._state(claw),
+            "state": state,
             "restarts": child.restarts if child else 0,
             "crash": child.last_error if child else None,
             "model": {"name": config.model, "provider": model.provider, "model": model.model},
             "tools": [t.name for t in self.runtime.tools_for(claw)],
-            "schedules": await describe(self.store, claw),
-            "mailbox": await self.store.depth(claw),
+            "schedules": schedules,
+            "mailbox": depth,
             "tokens_today": used,
             "budget": SPENT if budget is not None and used >= budget else None,
-            "approvals": len(await self.store.approvals(claw, pending=True)),
+            "approvals": len(approvals),
             "dead_letters": [{"id": m.id, "content": m.content, "error": m.last_error} for m in dead],
             "last_runs": [
                 {
