@@ -161,9 +161,9 @@ _CLAIM = """
     )
     UPDATE messages SET state = 'running', attempts = attempts + 1, epoch = $4
     WHERE id = (
-        SELECT id FROM messages m
-        WHERE mailbox = $1 AND state = 'queued' AND available_at <= $2 AND NOT EXISTS (
-            SELECT 1 FROM messages WHERE mailbox = $1 AND state = 'running' AND thread = m.thread
+        SELECT id FROM messages
+        WHERE mailbox = $1 AND state = 'queued' AND available_at <= $2 AND thread NOT IN (
+            SELECT thread FROM messages WHERE mailbox = $1 AND state = 'running'  -- once, not per row
         )
         ORDER BY id LIMIT 1
         FOR UPDATE SKIP LOCKED

@@ -135,10 +135,9 @@ class SqliteStore(Database, Store):
         sql = """
             UPDATE messages SET state = 'running', attempts = attempts + 1
             WHERE id = (
-                SELECT id FROM messages AS m
-                WHERE mailbox = ?1 AND state = 'queued' AND available_at <= ?2 AND NOT EXISTS (
-                    SELECT 1 FROM messages
-                    WHERE mailbox = ?1 AND state = 'running' AND thread = m.thread
+                SELECT id FROM messages
+                WHERE mailbox = ?1 AND state = 'queued' AND available_at <= ?2 AND thread NOT IN (
+                    SELECT thread FROM messages WHERE mailbox = ?1 AND state = 'running'
                 )
                 ORDER BY id LIMIT 1
             )

@@ -33,3 +33,6 @@ CREATE TABLE pins (
     pinned_at  double precision NOT NULL,
     PRIMARY KEY (server, tool)
 );
+
+-- A claim skips a thread with a message running (parked for a person): found by this index.
+CREATE INDEX messages_running ON messages (mailbox, thread) WHERE state = 'running';
