@@ -26,7 +26,7 @@ from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.manifest.check import DESTRUCTIVE
 from clawmcp.scheduler import Clock, SystemClock
-from clawmcp.store import Approval, ApprovalState, Store
+from clawmcp.store import Approval, ApprovalKind, ApprovalState, Store
 
 __all__ = ["ASKER", "Approvals", "Asker", "Reply", "describe", "outcome_text"]
 
@@ -124,22 +124,24 @@ class Approvals:
         tool: str,
         call_id: str,
         arguments: Any,
-        tokens: tuple[int | None, int | None],
+        tokens: tuple[int | None, int | None] = (None, None),
+        kind: ApprovalKind = "approval",
     ) -> Approval:
-        """Commit an approval of a call; its run waits from now on."""
+        """Commit an approval of a call (its run waits from now on), or a question of one."""
         expires_at = self.clock.now() + self.manifest.claws[claw].limits.approval_timeout
         approval = await self.store.request_approval(
             run_id,
-            kind="approval",
+            kind=kind,
             tool=tool,
             call_id=call_id,
             arguments=arguments,
             expires_at=expires_at,
             tokens=tokens,
         )
-        data = {"id": approval.id, "tool": tool, "run": run_id, "arguments": excerpt(str(arguments))}
+        shown = arguments["message"] if kind == "question" else str(arguments)
+        data = {"id": approval.id, "tool": tool, "run": run_id, "arguments": excerpt(shown)}
         self.events.emit("approval", claw, state="pending", **data)
-        log.info("Claw '%s': approval %d waits: %s", claw, approval.id, tool, extra={"claw": claw})
+        log.info("Claw '%s': %s %d waits: %s", claw, kind, approval.id, tool, extra={"claw": claw})
         self._changed()
         return approval
 
@@ -190,19 +192,9 @@ class Approvals:
                 return await asker.elicit(message, schema)
             except Exception as e:  # the client cannot be asked: the inbox is
                 log.info("Claw '%s': the asking client was not asked (%s)", claw, e, extra={"claw": claw})
-        expires_at = self.clock.now() + self.manifest.claws[claw].limits.approval_timeout
-        asked = await self.store.request_approval(
-            run_id,
-            kind="question",
-            tool=tool,
-            call_id="",
-            arguments={"message": message, "schema": schema},
-            expires_at=expires_at,
+        asked = await self.request(
+            run_id, claw, tool, "", {"message": message, "schema": schema}, kind="question"
         )
-        self.events.emit(
-            "approval", claw, state="pending", id=asked.id, tool=tool, run=run_id, arguments=excerpt(message)
-        )
-        self._changed()
         answered = await self.wait(asked)
         if answered.state == "approved":
             return "accept", answered.content

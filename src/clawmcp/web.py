@@ -302,7 +302,8 @@ async def api_tools(request: Request) -> JSONResponse:
         if claws or every:
             state = states.get(t.server)
             pinning = state is not None and service.manifest.servers[t.server].pin
-            listed = next((x for x in state.tools if x.name == t.name), None) if state else None
+            pinned = state.pins.get(t.name) if state else None  # held as changed: then and now
+            listed = next((x for x in state.tools if x.name == t.name), None) if state and pinned else None
             tools.append(
                 {
                     "server": t.server,
@@ -312,11 +313,7 @@ async def api_tools(request: Request) -> JSONResponse:
                     "description": t.description,
                     "server_state": state.state if state else "up",
                     "pin": (t.held or "pinned") if pinning else "off",
-                    "changes": (
-                        changes(state.pins[t.name], definition(listed))
-                        if state and listed and t.name in state.pins
-                        else None
-                    ),
+                    "changes": changes(pinned, definition(listed)) if pinned and listed else None,
                     "claws": claws,
                 }
             )
