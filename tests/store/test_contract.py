@@ -221,6 +221,8 @@ async def test_mailboxes_counts_depth_and_dead_letters_per_mailbox(store: Store)
     await store.claim("a")
     await store.nack(ids[1], "dead", retry_at=None)
     assert await store.mailboxes() == {"a": (1, 1), "b": (1, 0)}
+    await store.cancel(ids[2])
+    assert (await store.mailboxes())["a"] == (0, 1)
 
 
 async def test_requeue_running_queues_running_messages_again_with_the_same_id(store: Store) -> None:
@@ -270,6 +272,7 @@ CHANGES_OF_UNKNOWN_RECORDS: dict[str, Change] = {
     ),
     "decide": lambda s: s.decide(12345, "approved"),
     "resume_run": lambda s: s.resume_run(12345),
+    "cancel": lambda s: s.cancel(12345),
 }
 
 
@@ -282,6 +285,8 @@ async def test_a_change_that_names_an_unknown_record_raises_store_error(store: S
 EVERY_OPERATION: dict[str, Change] = {
     "enqueue": lambda s: s.enqueue("inbox", "late"),
     "claim": lambda s: s.claim("inbox"),
+    "enqueue_claimed": lambda s: s.enqueue_claimed("inbox", "now"),
+    "cancel": lambda s: s.cancel(1),
     "ack": lambda s: s.ack(1),
     "nack": lambda s: s.nack(1, "x", retry_at=None),
     "get_message": lambda s: s.get_message(1),
@@ -1033,6 +1038,66 @@ async def test_an_asks_waiting_run_is_interrupted_with_its_host_and_its_approval
     assert (await store.get_run(told.id)).state == "waiting"  # type: ignore[union-attr]
     expired = await store.get_approval(approval.id)
     assert expired is not None and (expired.state, expired.note) == ("expired", "the run was interrupted")
+
+
+async def test_a_claimed_enqueue_is_an_ask_running_on_its_first_try_that_holds_its_thread(
+    store: Store, clock: FakeClock
+) -> None:
+    message = await store.enqueue_claimed("c", "now", thread="t")
+    assert (message.mailbox, message.content, message.thread, message.kind) == ("c", "now", "t", "ask")
+    assert (message.state, message.attempts, message.created_at) == ("running", 1, clock.now)
+    assert await store.get_message(message.id) == message
+    await store.enqueue("c", "after it", thread="t")
+    assert await store.claim("c") is None
+    run, _ = await store.start_run("c", "t", "ask", "now", message_id=message.id)
+    await store.finish_run(run.id, "done", reply="hi", ack=True)
+    assert (await store.get_message(message.id)).state == "done"  # type: ignore[union-attr]
+    assert await store.message_run(message.id) == await store.get_run(run.id)
+
+
+async def test_cancel_drops_a_queued_message_and_refuses_one_that_ended(store: Store) -> None:
+    queued, _ = await store.enqueue("c", "x")
+    cancelled, run = await store.cancel(queued.id)
+    assert (cancelled.id, cancelled.state, run) == (queued.id, "cancelled", None)
+    assert await store.claim("c") is None
+    assert await store.depth("c") == 0
+    with pytest.raises(StoreError, match=f"message {queued.id} is cancelled already"):
+        await store.cancel(queued.id)
+    done, _ = await store.enqueue("c", "y")
+    await store.claim("c")
+    await store.ack(done.id)
+    with pytest.raises(StoreError, match=f"message {done.id} is done already"):
+        await store.cancel(done.id)
+
+
+async def test_a_cancelled_running_message_stays_cancelled_whatever_its_run_does(store: Store) -> None:
+    message, _ = await store.enqueue("c", "x")
+    await store.claim("c")
+    run, _ = await store.start_run("c", "t", "message", "x", message_id=message.id)
+    cancelled, running = await store.cancel(message.id)
+    assert cancelled.state == "cancelled" and running is not None
+    assert (running.id, running.state) == (run.id, "running")  # its host stops it
+    await store.finish_run(run.id, "cancelled", ack=True)
+    await store.ack(message.id)
+    await store.nack(message.id, "late", retry_at=None)
+    assert (await store.get_message(message.id)).state == "cancelled"  # type: ignore[union-attr]
+    assert await store.requeue_running() == 0
+
+
+async def test_cancel_of_a_parked_message_ends_its_run_and_withdraws_its_approvals(
+    store: Store, clock: FakeClock
+) -> None:
+    run, approval_id = await parked(store, clock)
+    assert run.message_id is not None
+    clock.advance(3)
+    message, ended = await store.cancel(run.message_id)
+    assert message.state == "cancelled"
+    assert ended is not None and (ended.id, ended.state, ended.ended_at) == (run.id, "cancelled", clock.now)
+    withdrawn = await store.get_approval(approval_id)
+    assert withdrawn is not None and (withdrawn.state, withdrawn.decided_at) == ("withdrawn", clock.now)
+    assert await store.approvals(pending=True) == []
+    with pytest.raises(StoreError, match=f"approval {approval_id} is withdrawn already"):
+        await store.decide(approval_id, "approved")
 
 
 async def test_tokens_used_counts_the_claws_runs_ended_since(store: Store, clock: FakeClock) -> None:

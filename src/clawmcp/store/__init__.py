@@ -55,15 +55,15 @@ __all__ = [
 
 Clock = Callable[[], float]
 MessageKind = Literal["message", "ask", "reply", "topic", "fire"]
-MessageState = Literal["queued", "running", "done", "dead", "discarded"]
+MessageState = Literal["queued", "running", "done", "dead", "discarded", "cancelled"]
 RunTrigger = Literal["message", "ask", "schedule", "spawn"]
-RunState = Literal["running", "waiting", "done", "failed", "limit", "interrupted"]
+RunState = Literal["running", "waiting", "done", "failed", "limit", "interrupted", "cancelled"]
 StepKind = Literal["model", "tool_call", "tool_result", "approval"]
 FireOutcome = Literal["running", "ok", "failed", "skipped", "merged"]
 ToolOutcome = Literal["ok", "error", "refused"]
 EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server", "approval"]
 ApprovalKind = Literal["approval", "question"]
-ApprovalState = Literal["pending", "approved", "denied", "expired"]
+ApprovalState = Literal["pending", "approved", "denied", "expired", "withdrawn"]
 
 EVENTS_KEPT = 100_000
 """The activity log keeps this many of the newest events; older ones are dropped as new ones come."""
@@ -249,6 +249,18 @@ class MailboxStore(abc.ABC):
         Claws waiting on it through `claw__ask`."""
 
     @abc.abstractmethod
+    async def enqueue_claimed(self, mailbox: str, content: str, *, thread: str = "default") -> Message:
+        """Commit a message of kind `ask` already claimed: running, with one attempt, for the
+        caller to run now (a direct ask, which keeps its reply with it like any message)."""
+
+    @abc.abstractmethod
+    async def cancel(self, message_id: int) -> tuple[Message, Run | None]:
+        """A person's cancel: a queued or running message becomes `cancelled`; when its run
+        waits for a person, in the same transaction the run ends `cancelled` and its pending
+        approvals are `withdrawn`. Returns the message and its latest run (a run still running
+        is left to its host to stop). `StoreError` when the message is not queued or running."""
+
+    @abc.abstractmethod
     async def claim(self, mailbox: str) -> Message | None:
         """The oldest queued message of `mailbox` that is available now, marked running with one
         more attempt; None when there is none. A thread with a message running (one whose run
@@ -256,12 +268,12 @@ class MailboxStore(abc.ABC):
 
     @abc.abstractmethod
     async def ack(self, message_id: int) -> None:
-        """Mark a message done."""
+        """Mark a running message done (a cancelled one stays cancelled)."""
 
     @abc.abstractmethod
     async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
-        """A run for the message failed: queue it again from `retry_at`, or, when None, move it to
-        the dead letters. The error is kept either way."""
+        """A run for the running message failed: queue it again from `retry_at`, or, when None,
+        move it to the dead letters. The error is kept either way. A cancelled one stays so."""
 
     @abc.abstractmethod
     async def get_message(self, message_id: int) -> Message | None: ...
@@ -328,7 +340,7 @@ class RunStore(abc.ABC):
     ) -> Run:
         """In one transaction: add the run's last `step` (kind, data), append `history` (role,
         content) to the run's thread, record the run's outcome and, with `ack`, mark the run's
-        message done. Returns the finished run."""
+        message done (unless it was cancelled). Returns the finished run."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: int) -> Run | None: ...

@@ -140,6 +140,30 @@ class MemoryStore(Store):
         self._messages[message.id] = message
         return message, True
 
+    async def enqueue_claimed(self, mailbox: str, content: str, *, thread: str = "default") -> Message:
+        message, _ = await self.enqueue(mailbox, content, thread=thread, kind="ask")
+        self._messages[message.id] = message = dataclasses.replace(message, state="running", attempts=1)
+        return message
+
+    async def cancel(self, message_id: int) -> tuple[Message, Run | None]:
+        await self._enter()
+        m = self._messages.get(message_id)
+        if m is None or m.state not in ("queued", "running"):
+            raise StoreError(f"message {message_id} is {m.state} already" if m else f"no message {message_id}")
+        m = self._messages[m.id] = dataclasses.replace(m, state="cancelled")
+        run = next((r for r in reversed(self._runs.values()) if r.message_id == message_id), None)
+        if run is not None and run.state == "waiting":
+            now = self._clock()
+            run = self._runs[run.id] = dataclasses.replace(
+                run, state="cancelled", error="cancelled by a person", ended_at=now
+            )
+            for a in self._approvals.values():
+                if a.run_id == run.id and a.state == "pending":
+                    self._approvals[a.id] = dataclasses.replace(
+                        a, state="withdrawn", note="the message was cancelled", decided_at=now
+                    )
+        return m, run
+
     async def claim(self, mailbox: str) -> Message | None:
         await self._enter()
         now = self._clock()
@@ -155,12 +179,15 @@ class MemoryStore(Store):
         await self._enter()
         _check(self._messages, message_id, "message")
         m = self._messages[message_id]
-        self._messages[m.id] = dataclasses.replace(m, state="done")
+        if m.state != "cancelled":
+            self._messages[m.id] = dataclasses.replace(m, state="done")
 
     async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
         await self._enter()
         _check(self._messages, message_id, "message")
         m = self._messages[message_id]
+        if m.state == "cancelled":
+            return
         if retry_at is None:
             self._messages[m.id] = dataclasses.replace(m, state="dead", last_error=error)
         else:
@@ -198,7 +225,7 @@ class MemoryStore(Store):
         for m in self._messages.values():
             if m.state != "done":
                 depth, dead = found.get(m.mailbox, (0, 0))
-                found[m.mailbox] = (depth + (m.state != "dead"), dead + (m.state == "dead"))
+                found[m.mailbox] = (depth + (m.state in ("queued", "running")), dead + (m.state == "dead"))
         return found
 
     async def requeue_running(self, mailbox: str | None = None) -> int:
@@ -284,7 +311,7 @@ class MemoryStore(Store):
             steps.append(Step(run_id, len(steps), step[0], _json(step[1]), now))
         for role, content in history:
             self._history.append(HistoryEntry(run.claw, run.thread, role, _json(content), run_id, now))
-        if ack and run.message_id is not None:
+        if ack and run.message_id is not None and self._messages[run.message_id].state == "running":
             self._messages[run.message_id] = dataclasses.replace(self._messages[run.message_id], state="done")
         return run
 

@@ -204,10 +204,21 @@ _INTERRUPT = """
     SELECT count(*) FROM ended
 """
 _SCHEDULE_CLAW = "SELECT claw FROM schedules WHERE id = $1"
-# An ask answered (done or dead): the host where it is asked hears of it.
+# An ask answered (done, dead or cancelled): the host where it is asked hears of it.
 _ANSWERED = """
     SELECT pg_notify('clawmcp_done', id::text) FROM messages
-    WHERE id = $1 AND kind = 'ask' AND state IN ('done', 'dead')
+    WHERE id = $1 AND kind = 'ask' AND state IN ('done', 'dead', 'cancelled')
+"""
+# A person cancels a message: its run waiting for a person ends cancelled ($1: now, $2: message)
+# and its pending approvals are withdrawn ($1: now, $2: the run).
+_CANCEL_WAITING = """
+    UPDATE runs SET state = 'cancelled', error = 'cancelled by a person', ended_at = $1
+    WHERE id = (SELECT max(id) FROM runs WHERE message_id = $2) AND state = 'waiting'
+    RETURNING *
+"""
+_WITHDRAW = """
+    UPDATE approvals SET state = 'withdrawn', note = 'the message was cancelled', decided_at = $1
+    WHERE run_id = $2 AND state = 'pending'
 """
 # Many messages in one statement: each row of the batch (by its ordinality n) comes back with the
 # message made for it, or none where its key was used already (read with _KEYED). The mailboxes of
@@ -507,6 +518,46 @@ class PostgresStore(Store):
     # (the `lease` CTE) inside it. The claim records the epoch it was made under; the message is
     # settled only under the same one.
 
+    async def enqueue_claimed(self, mailbox: str, content: str, *, thread: str = "default") -> Message:
+        sql = """
+            INSERT INTO messages
+                (mailbox, content, thread, kind, state, attempts, epoch, available_at, created_at)
+            VALUES ($1, $2, $3, 'ask', 'running', 1, $4, $5, $5)
+            RETURNING *
+        """
+
+        async def insert(conn: Connection) -> Message:
+            await self._fence(conn, mailbox)
+            message = _message(await conn.fetchrow(sql, mailbox, content, thread, self.epochs.get(mailbox), self._clock()))
+            assert message is not None
+            return message
+
+        return await self._transaction(insert)
+
+    async def cancel(self, message_id: int) -> tuple[Message, Run | None]:
+        cancel = """
+            UPDATE messages SET state = 'cancelled' WHERE id = $1 AND state IN ('queued', 'running')
+            RETURNING *
+        """
+        latest = "SELECT * FROM runs WHERE message_id = $1 ORDER BY id DESC LIMIT 1"
+        now = self._clock()
+
+        async def write(conn: Connection) -> tuple[Message, Run | None]:
+            message = _message(await conn.fetchrow(cancel, message_id))
+            if message is None:
+                found = await conn.fetchval("SELECT state FROM messages WHERE id = $1", message_id)
+                raise StoreError(f"message {message_id} is {found} already" if found else f"no message {message_id}")
+            run = _run(await conn.fetchrow(_CANCEL_WAITING, now, message_id))
+            if run is not None:
+                await conn.execute(_WITHDRAW, now, run.id)
+            else:
+                run = _run(await conn.fetchrow(latest, message_id))
+            await conn.execute(_ANSWERED, message_id)
+            await self._announce(conn, message.mailbox)  # its host stops its run
+            return message, run
+
+        return await self._transaction(write)
+
     async def claim(self, mailbox: str) -> Message | None:
         epoch = self.epochs.get(mailbox)
         if self.host is not None and epoch is None:
@@ -518,11 +569,12 @@ class PostgresStore(Store):
         return message
 
     async def ack(self, message_id: int) -> None:
-        await self._settle(message_id, "state = 'done'")
+        await self._settle(message_id, "state = CASE WHEN state = 'cancelled' THEN state ELSE 'done' END")
 
     async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
         update = """
-            state = CASE WHEN $4::float8 IS NULL THEN 'dead' ELSE 'queued' END,
+            state = CASE WHEN state = 'cancelled' THEN state WHEN $4::float8 IS NULL THEN 'dead'
+                ELSE 'queued' END,
             available_at = coalesce($4, available_at),
             last_error = $3
         """
@@ -663,7 +715,8 @@ class PostgresStore(Store):
                 [(run.claw, run.thread, role, json.dumps(content), run_id, now) for role, content in history],
             )
             if ack and run.message_id is not None:
-                await conn.execute("UPDATE messages SET state = 'done' WHERE id = $1", run.message_id)
+                sql = "UPDATE messages SET state = 'done' WHERE id = $1 AND state = 'running'"
+                await conn.execute(sql, run.message_id)
                 await conn.execute(_ANSWERED, run.message_id)
             return run
 

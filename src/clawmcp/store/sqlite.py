@@ -69,6 +69,17 @@ def _enqueue(conn: sqlite3.Connection, params: tuple[Any, ...], now: float) -> t
     return _message(row), False
 
 
+# A person cancels a message: its run waiting for a person ends cancelled (?1: now, ?2: message)
+# and its pending approvals are withdrawn (?1: now, ?2: the run).
+_CANCEL_WAITING = """
+    UPDATE runs SET state = 'cancelled', error = 'cancelled by a person', ended_at = ?1
+    WHERE id = (SELECT max(id) FROM runs WHERE message_id = ?2) AND state = 'waiting'
+    RETURNING *
+"""
+_WITHDRAW = """
+    UPDATE approvals SET state = 'withdrawn', note = 'the message was cancelled', decided_at = ?1
+    WHERE run_id = ?2 AND state = 'pending'
+"""
 _EVENTS = """
     SELECT * FROM events WHERE id > ? AND (? IS NULL OR claw = ?) ORDER BY id DESC LIMIT ?
 """
@@ -131,6 +142,37 @@ class SqliteStore(Database, Store):
         params = (mailbox, content, sender, thread, kind, reply_to, key, json.dumps(list(chain)))
         return await self._write(lambda conn: _enqueue(conn, params, self._clock()))
 
+    async def enqueue_claimed(self, mailbox: str, content: str, *, thread: str = "default") -> Message:
+        sql = """
+            INSERT INTO messages (mailbox, content, thread, kind, state, attempts, available_at, created_at)
+            VALUES (?1, ?2, ?3, 'ask', 'running', 1, ?4, ?4)
+            RETURNING *
+        """
+        params = (mailbox, content, thread, self._clock())
+        [row] = await self._write(lambda conn: fetch(conn, sql, params))
+        return _message(row)
+
+    async def cancel(self, message_id: int) -> tuple[Message, Run | None]:
+        cancel = """
+            UPDATE messages SET state = 'cancelled' WHERE id = ? AND state IN ('queued', 'running')
+            RETURNING *
+        """
+        now = self._clock()
+
+        def write(conn: sqlite3.Connection) -> tuple[Message, Run | None]:
+            rows = fetch(conn, cancel, (message_id,))
+            if not rows:
+                found = fetch(conn, "SELECT state FROM messages WHERE id = ?", (message_id,))
+                raise StoreError(f"message {message_id} is {found[0][0]} already" if found else f"no message {message_id}")
+            runs = fetch(conn, _CANCEL_WAITING, (now, message_id))
+            if runs:
+                conn.execute(_WITHDRAW, (now, runs[0]["id"]))
+            else:
+                runs = fetch(conn, "SELECT * FROM runs WHERE message_id = ? ORDER BY id DESC LIMIT 1", (message_id,))
+            return _message(rows[0]), Run(**dict(runs[0])) if runs else None
+
+        return await self._write(write)
+
     async def claim(self, mailbox: str) -> Message | None:
         sql = """
             UPDATE messages SET state = 'running', attempts = attempts + 1
@@ -149,13 +191,14 @@ class SqliteStore(Database, Store):
         return _message(rows[0]) if rows else None
 
     async def ack(self, message_id: int) -> None:
-        sql = "UPDATE messages SET state = 'done' WHERE id = ?"
+        sql = "UPDATE messages SET state = iif(state = 'cancelled', state, 'done') WHERE id = ?"
         await self._change(sql, (message_id,), f"no message {message_id}")
 
     async def nack(self, message_id: int, error: str, *, retry_at: float | None) -> None:
         sql = """
             UPDATE messages
-            SET state = iif(:retry_at IS NULL, 'dead', 'queued'),
+            SET state = CASE WHEN state = 'cancelled' THEN state WHEN :retry_at IS NULL THEN 'dead'
+                ELSE 'queued' END,
                 available_at = coalesce(:retry_at, available_at),
                 last_error = :error
             WHERE id = :id
@@ -276,7 +319,8 @@ class SqliteStore(Database, Store):
                 [(run.claw, run.thread, role, json.dumps(content), run_id, now) for role, content in history],
             )
             if ack and run.message_id is not None:
-                conn.execute("UPDATE messages SET state = 'done' WHERE id = ?", (run.message_id,))
+                sql = "UPDATE messages SET state = 'done' WHERE id = ? AND state = 'running'"
+                conn.execute(sql, (run.message_id,))
             return run
 
         return await self._write(write)
