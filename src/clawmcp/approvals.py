@@ -152,7 +152,7 @@ class Approvals:
         try:
             async with anyio.create_task_group() as tg:
                 if asker is not None:
-                    tg.start_soon(self._ask, asker, approval)
+                    tg.start_soon(self.ask, asker, approval)
                 while approval.state == "pending":
                     changed = self.changed
                     found = await self.store.get_approval(approval.id)
@@ -166,7 +166,7 @@ class Approvals:
                 timer.cancel()
         return approval
 
-    async def _ask(self, asker: Asker, approval: Approval) -> None:
+    async def ask(self, asker: Asker, approval: Approval) -> None:
         """Ask the client of the run's `ask` to decide; it may not answer (the inbox decides)."""
         arguments = json.dumps(approval.arguments)
         message = f"Claw '{approval.claw}' wants to call {approval.tool} with {arguments}. Approve?"

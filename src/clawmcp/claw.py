@@ -16,11 +16,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal, Protocol
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
+from clawmcp.approvals import ASKER, Approvals
 from clawmcp.errors import (
     BudgetSpent,
     MessageRefused,
+    RuntimeFault,
     Stopping,
     StoreError,
     StoreUnavailable,
@@ -30,14 +32,35 @@ from clawmcp.errors import (
 )
 from clawmcp.mailbox import Answer, Mailboxes
 from clawmcp.manifest import Manifest
-from clawmcp.runtime import SPENT, Remote, Runtime
+from clawmcp.runtime import SPENT, OnStep, Remote, Runtime
 from clawmcp.scheduler import FireBody, describe
-from clawmcp.store import FireOutcome, Message, Outgoing, Run, RunState, Store
+from clawmcp.store import Approval, FireOutcome, Message, Outgoing, Run, RunState, Step, Store
 from clawmcp.supervisor import Child, Supervisor
 
 __all__ = ["MAX_ATTEMPTS", "Claws", "Isolate"]
 
 log = logging.getLogger("clawmcp")
+
+
+class _Follower:
+    """The client of a direct ask while it waits: it hears each step of the message's run (until
+    it goes away) and is asked to decide what the run waits for."""
+
+    def __init__(self, on_step: OnStep | None, asking: TaskGroup, approvals: Approvals) -> None:
+        self.on_step, self.asking, self.approvals = on_step, asking, approvals
+        self.asker = ASKER.get()
+
+    async def step(self, step: Step) -> None:
+        if self.on_step is not None:
+            try:
+                await self.on_step(step)
+            except Exception:  # the client went away: the run goes on without it
+                self.on_step = None
+
+    def ask(self, pending: list[Approval]) -> None:
+        if self.asker is not None:
+            for approval in pending:
+                self.asking.start_soon(self.approvals.ask, self.asker, approval)
 
 
 class _Worker(Remote, Protocol):
@@ -87,11 +110,14 @@ class Claws:
         )
         self._starting, self._started = set[str](), anyio.Event()
         self._draining = set[str]()
+        self._followers: dict[int, _Follower] = {}
+        """The clients of direct asks waiting here, by message."""
+        self._tg: TaskGroup | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the Claws this host `start`s, until it stops."""
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.supervisor.run)
+        """Run the Claws this host `start`s, and the runs of direct asks, until it stops."""
+        async with anyio.create_task_group() as self._tg:
+            await self._tg.start(self.supervisor.run)
             task_status.started()
 
     async def start(self, claws: list[str]) -> None:
@@ -156,11 +182,70 @@ class Claws:
         self.manifest.check_claw(claw)
         return await self.mailboxes.enqueue(Outgoing(claw, content, thread=thread, key=key))
 
-    async def ask_elsewhere(self, claw: str, content: str, *, thread: str = "default") -> Run:
+    async def ask(
+        self,
+        claw: str,
+        content: str,
+        *,
+        thread: str = "default",
+        on_step: OnStep | None = None,
+        on_message: Callable[[int], Awaitable[None]] | None = None,
+    ) -> Run:
+        """A direct ask of a Claw this host runs: its message is committed running (`on_message`
+        hears its id) and its run starts now, ahead of the mailbox, tried once. The run lives on
+        if the asker goes away; the message keeps its reply (`result`). A run that waits for a
+        person parks like any message's, and the asker (`ASKER`) is asked to decide; once a
+        decision lets it go on, it goes on in the mailbox, still followed by the asker. The
+        run, once it has ended."""
+        assert self._tg is not None, "Claws.run is not running"
+        await self.runtime.check_budget(claw)
+        message = await self.store.enqueue_claimed(claw, content, thread=thread)
+        if on_message is not None:
+            await on_message(message.id)
+        async with anyio.create_task_group() as asking:  # asks the asker; ends with this ask
+            self._followers[message.id] = _Follower(on_step, asking, self.runtime.approvals)
+            try:
+                with self.mailboxes.expect(message.id) as answer:
+                    self._tg.start_soon(self._ask_here, claw, message)
+                    said = await answer()
+            finally:
+                self._followers.pop(message.id).on_step = None
+            asking.cancel_scope.cancel()
+        run = await self.store.message_run(message.id)
+        if run is None or run.state in ("running", "waiting"):
+            raise RuntimeFault(f"Claw '{claw}': {said.error} (message {message.id})")
+        return run
+
+    async def _ask_here(self, claw: str, message: Message) -> None:
+        """Run a direct ask's message once, and answer it; whatever becomes of its asker."""
+        answer = Answer(error="the host is stopping")
+        try:
+            state, reply, error, acked = await self._handle(claw, message, once=True)
+            if state == "waiting":  # a decision queues it again, for the consumer
+                answer = None
+            elif state in ("done", "failed", "limit") and not acked:
+                await self.store.ack(message.id)  # tried once: a failed ask is not tried again
+            if answer is not None:
+                answer = Answer(reply, None if state == "done" else error or state)
+        except Exception as e:  # stopping, an outage, a lost worker: it stays to be run again
+            log.warning("Claw '%s': message %d: %s", claw, message.id, e, extra={"claw": claw})
+            answer = Answer(error=str(e))
+        finally:
+            if answer is not None:
+                self.mailboxes.replied(message.id, answer)
+
+    async def ask_elsewhere(
+        self,
+        claw: str,
+        content: str,
+        *,
+        thread: str = "default",
+        on_message: Callable[[int], Awaitable[None]] | None = None,
+    ) -> Run:
         """Ask a Claw another host runs, through its mailbox; its run, once done."""
         within = self.manifest.claws[claw].limits.run_timeout * MAX_ATTEMPTS
         message, answer = await self.mailboxes.ask(
-            Outgoing(claw, content, thread=thread, kind="ask"), chain=(), within=within
+            Outgoing(claw, content, thread=thread, kind="ask"), chain=(), within=within, told=on_message
         )
         run = await self.store.message_run(message.id)
         if answer is None or run is None:
@@ -197,11 +282,11 @@ class Claws:
                 state, reply, error, acked = await self._handle(claw, message)
                 if state == "interrupted":  # the host is stopping: the message stays for the next start
                     return
-                delay = (  # parked, waiting for a person: a decision queues it again
-                    None
-                    if state == "waiting"
-                    else await self._settle(message, state, reply, error, acked=acked)
-                )
+                delay = None  # parked, waiting for a person: a decision queues it again
+                if state == "cancelled":
+                    self.mailboxes.replied(message.id, Answer(error=f"message {message.id} was cancelled"))
+                elif state != "waiting":
+                    delay = await self._settle(message, state, reply, error, acked=acked)
             except Stopping:  # the message stays for the next start
                 return
             except StoreUnavailable as e:
@@ -219,12 +304,17 @@ class Claws:
             if delay is not None:
                 await self.sleep(delay)  # the mailbox waits: its messages are handled in order
 
-    async def _handle(self, claw: str, message: Message) -> tuple[RunState, str | None, str | None, bool]:
+    async def _handle(
+        self, claw: str, message: Message, *, once: bool = False
+    ) -> tuple[RunState, str | None, str | None, bool]:
         """Handle one message: a run, or for a schedule's fire its prompt or its tool call.
         Returns the state, the reply, the error and whether the message is done already: a run
-        marks its message done as it ends (one commit), a fire as its outcome is recorded."""
+        marks its message done as it ends (one commit), a fire as its outcome is recorded. With
+        `once` (a direct ask) a failed run is not to be tried again."""
         fire, run_id, acked = None, None, False
         state: RunState
+        follower = self._followers.get(message.id)
+        asker = ASKER.set(follower.asker) if follower is not None else None
         try:
             fire = FireBody.loads(message.content) if message.kind == "fire" else None
             earlier = await self.store.message_run(message.id) if message.attempts > 1 else None
@@ -242,14 +332,17 @@ class Claws:
                     thread=message.thread,
                     trigger="schedule" if fire else "message",
                     message_id=message.id,
-                    will_retry=message.attempts < MAX_ATTEMPTS,
+                    will_retry=not once and message.attempts < MAX_ATTEMPTS,
                     acknowledge=fire is None,  # a fire's message is done with the fire's outcome
+                    on_step=follower.step if follower is not None else None,
                     chain=message.chain,
                     resume=earlier.id if earlier is not None and earlier.state == "waiting" else None,
                 )
                 state, reply, error, run_id = run.state, run.reply, run.error, run.id
                 if state == "waiting":
-                    await self._parked(run.id)
+                    pending = await self._parked(run.id)
+                    if follower is not None:
+                        follower.ask(pending)
                     return state, None, None, False
                 acked = fire is None and state != "failed"
         except BudgetSpent as e:  # spent since the consumer looked: queued again for the next day
@@ -260,15 +353,18 @@ class Claws:
         except Exception as e:  # a fault of ours with this message: it fails, the Claw goes on
             log.exception("Claw '%s': message %d failed", claw, message.id, extra={"claw": claw})
             state, reply, error = "failed", None, f"internal error: {type(e).__name__}: {e}"
-        if fire and state != "interrupted":
+        finally:
+            if asker is not None:
+                ASKER.reset(asker)
+        if fire and state not in ("interrupted", "cancelled"):
             acked = await self._fired(claw, message, fire, state, run_id, error)
         return state, reply, error, acked
 
-    async def _parked(self, run_id: int) -> bool:
-        """Whether the run still waits for a person; its pending approvals then expire on time."""
+    async def _parked(self, run_id: int) -> list[Approval]:
+        """What the run still waits for; its pending approvals expire on time."""
         pending = await self.store.approvals(run_id=run_id, pending=True)
         self.runtime.approvals.watch(pending)
-        return bool(pending)
+        return pending
 
     async def _fired(
         self,

@@ -95,7 +95,24 @@ _DECIDE = types.Tool(
         ["id", "approve"],
     ),
 )
-_CLAW_TOOLS += [_APPROVALS, _DECIDE]
+_ID = {"type": "integer", "minimum": 1, "description": "the message id that tell returned (or ask reported)"}
+_RESULT = types.Tool(
+    name="result",
+    description="What became of a message told or asked: its state (queued, running, waiting, done, "
+    "failed, dead, cancelled), its reply or error and its run. With wait (seconds), waits up to "
+    "then for it to end.",
+    input_schema=_schema(
+        {"message_id": _ID, "wait": {"type": "number", "minimum": 0, "maximum": 3600, "default": 0}},
+        ["message_id"],
+    ),
+)
+_CANCEL = types.Tool(
+    name="cancel",
+    description="Cancel a message: queued, it is dropped; running, its run is stopped; waiting for "
+    "an approval, the approval is withdrawn.",
+    input_schema=_schema({"message_id": _ID}, ["message_id"]),
+)
+_CLAW_TOOLS += [_APPROVALS, _DECIDE, _RESULT, _CANCEL]
 
 
 def run_text(run: Run) -> tuple[str, bool]:
@@ -141,14 +158,33 @@ async def _ask_or_tell(
     if verb == "tell":
         message = await service.tell(claw, args["message"], thread=args["thread"], key=args.get("key"))
         return _text(f"queued as message {message.id}", structured={"message_id": message.id})
+
+    async def told(message_id: int) -> None:  # the first word: what to fetch if the line drops
+        await ctx.session.report_progress(0, None, f"message {message_id}")
+
     token = ASKER.set(_Asker(ctx.session) if _elicits(ctx) else None)
     try:
         run = await service.ask(
-            claw, args["message"], thread=args["thread"], on_step=lambda step: _progress(ctx, step)
+            claw,
+            args["message"],
+            thread=args["thread"],
+            on_step=lambda step: _progress(ctx, step),
+            on_message=told,
         )
     finally:
         ASKER.reset(token)
     return _text(*run_text(run))
+
+
+async def _follow_up(
+    service: Service, name: str, args: dict[str, Any], reaches: Callable[[str], bool]
+) -> types.CallToolResult:
+    """`result` or `cancel` of a message of a Claw `reaches` admits."""
+    if name == "result":
+        found = await service.result(args["message_id"], wait=args["wait"], reaches=reaches)
+    else:
+        found = await service.cancel(args["message_id"], reaches=reaches)
+    return _text(_json(found), structured=found)
 
 
 def _elicits(ctx: Any) -> bool:
@@ -325,6 +361,8 @@ class ClawServer(ServerBase):
             return await _ask_or_tell(service, ctx, name, claw, args)
         if name in ("approvals", "decide"):
             return await _inbox(service, name, args, lambda c: c == claw)
+        if name in ("result", "cancel"):
+            return await _follow_up(service, name, args, lambda c: c == claw)
         if name == "status":
             return _text(_json(await service.status(claw)))
         if name == "schedule":
@@ -429,6 +467,16 @@ _HOST_TOOLS = [
     ),
     _APPROVALS,
     _DECIDE,
+    *(
+        t.model_copy(
+            update={
+                "input_schema": _schema(
+                    t.input_schema["properties"] | {"claw": {"type": "string"}}, ["claw", "message_id"]
+                )
+            }
+        )
+        for t in (_RESULT, _CANCEL)
+    ),
 ]
 
 
@@ -459,4 +507,6 @@ class HostServer(ServerBase):
         service.manifest.check_claw(claw)
         if not self.reaches(request, claw):
             raise UserError(f"this token does not reach Claw '{claw}'")
+        if name in ("result", "cancel"):
+            return await _follow_up(service, name, args, lambda c: c == claw)
         return await _ask_or_tell(service, ctx, name, claw, args)

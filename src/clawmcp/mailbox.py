@@ -12,7 +12,8 @@ has no consumers: it passes what it notifies to the host (`forward`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import anyio
@@ -47,20 +48,39 @@ class Mailboxes:
         return stored
 
     async def ask(
-        self, message: Outgoing, *, chain: tuple[str, ...], within: float
+        self,
+        message: Outgoing,
+        *,
+        chain: tuple[str, ...],
+        within: float,
+        told: Callable[[int], Awaitable[None]] | None = None,
     ) -> tuple[Message, Answer | None]:
         """Enqueue a message and wait up to `within` seconds for its answer; None
-        when there was none by then. `chain`: the Claws waiting on it through `claw__ask`."""
+        when there was none by then. `chain`: the Claws waiting on it through `claw__ask`;
+        `told` hears the message's id once it is committed."""
         stored = await self._commit(message, chain)
-        done, answers = anyio.Event(), list[Answer]()
-        self._answers[stored.id] = (done, answers)  # before anyone can claim it
-        self.notify(message.mailbox)
-        try:
+        with self.expect(stored.id) as answer:  # before anyone can claim it
+            self.notify(message.mailbox)
+            if told is not None:
+                await told(stored.id)
             with anyio.move_on_after(within):
-                await done.wait()
+                return stored, await answer()
+        return stored, None
+
+    @contextlib.contextmanager
+    def expect(self, message_id: int) -> Iterator[Callable[[], Awaitable[Answer]]]:
+        """While in it, the message's answer can be awaited (with the function it gives)."""
+        done, answers = anyio.Event(), list[Answer]()
+        self._answers[message_id] = (done, answers)
+
+        async def answer() -> Answer:
+            await done.wait()
+            return answers[0]
+
+        try:
+            yield answer
         finally:
-            del self._answers[stored.id]
-        return stored, answers[0] if answers else None
+            del self._answers[message_id]
 
     async def _commit(self, m: Outgoing, chain: tuple[str, ...] = ()) -> Message:
         stored, new = await self.store.enqueue(
@@ -109,10 +129,12 @@ class Mailboxes:
         if message_id not in self._answers:
             return
         message = await self.store.get_message(message_id)
-        if message is None or message.state not in ("done", "dead"):
+        if message is None or message.state not in ("done", "dead", "cancelled"):
             return
         if message.state == "dead":
             answer = Answer(error=f"dead letter after {message.attempts} tries: {message.last_error}")
+        elif message.state == "cancelled":
+            answer = Answer(error=f"message {message_id} was cancelled")
         elif (run := await self.store.message_run(message_id)) is None:
             answer = Answer()
         else:

@@ -155,6 +155,9 @@ class Runtime:
         """Runs going on, per Claw."""
         self.stopping = False
         self._runs: set[anyio.CancelScope] = set()
+        self._of_message: dict[int, tuple[str, anyio.CancelScope]] = {}
+        self._cancelled: set[int] = set()
+        """Messages whose runs going on here a person cancelled."""
         self._spawns = itertools.count(1)
         self.run_finished = anyio.Event()
         """Set (and replaced) each time a run finishes: watchers wait on it instead of polling."""
@@ -164,6 +167,18 @@ class Runtime:
         self.stopping = True
         for scope in self._runs:
             scope.cancel()
+
+    def cancel(self, message_id: int) -> bool:
+        """Stop the run of a message a person cancelled, if it goes on here: it ends `cancelled`."""
+        found = self._of_message.get(message_id)
+        if found is not None:
+            self._cancelled.add(message_id)
+            found[1].cancel()
+        return found is not None
+
+    def running(self, claw: str) -> list[int]:
+        """The messages of the Claw whose runs go on here."""
+        return [m for m, (c, _) in self._of_message.items() if c == claw]
 
     def tools_for(self, claw: str, subset: frozenset[str] | None = None) -> list[ToolSpec]:
         """What the Claw's model is offered: its allowed hub tools (a sub-agent: those of `subset`)
@@ -247,19 +262,28 @@ class Runtime:
                     history=config.memory.history,
                 )
             self.events.emit(
-                "run", claw, run=run.id, state="running", trigger=trigger, thread=thread, input=excerpt(input)
+                "run",
+                claw,
+                run=run.id,
+                message=message_id,
+                state="running",
+                trigger=trigger,
+                thread=thread,
+                input=excerpt(input),
             )
             self.active[claw] += 1  # until its end is stored
             try:
-                with anyio.CancelScope() as scope:  # `stop` cancels it: the run ends interrupted, no more
+                with anyio.CancelScope() as scope:  # `stop` or `cancel` ends it: no more steps
                     self._runs.add(scope)
+                    if message_id is not None:
+                        self._of_message[message_id] = (claw, scope)
                     ctx = RunContext(claw, run.id, thread, (*chain, claw), tools, instructions)
                     steps = _Steps(
                         self.store,
                         self.events,
                         ctx,
                         on_step,
-                        park=message_id is not None,
+                        message_id=message_id,
                         resumed=resume is not None,
                     )
                     try:
@@ -267,15 +291,23 @@ class Runtime:
                     except _Parked:
                         return await self._parked(run)
                     except anyio.get_cancelled_exc_class():
+                        ended: tuple[RunState, str] = (
+                            ("cancelled", "cancelled by a person")
+                            if message_id in self._cancelled
+                            else ("interrupted", "the run was stopped")
+                        )
                         with anyio.CancelScope(shield=True):
                             run = await self.store.finish_run(
-                                run.id, "interrupted", error="the run was stopped", step=steps.last
+                                run.id, ended[0], error=ended[1], step=steps.last
                             )
                             await steps.ended(run)
                             self._finished(run)
                         raise
                     finally:
                         self._runs.discard(scope)
+                        if message_id is not None:
+                            self._of_message.pop(message_id, None)
+                            self._cancelled.discard(message_id)
                 if scope.cancelled_caught:
                     return run
                 run = await self._end(run, state, reply, error, steps, will_retry, acknowledge)
@@ -302,7 +334,15 @@ class Runtime:
         """The run waits for a person; its message stays running until a decision queues it again."""
         parked = await self.store.get_run(run.id)
         assert parked is not None
-        self.events.emit("run", run.claw, run=run.id, state="waiting", trigger=run.trigger, thread=run.thread)
+        self.events.emit(
+            "run",
+            run.claw,
+            run=run.id,
+            message=run.message_id,
+            state="waiting",
+            trigger=run.trigger,
+            thread=run.thread,
+        )
         return parked
 
     async def _end(
@@ -351,6 +391,7 @@ class Runtime:
             "run",
             run.claw,
             run=run.id,
+            message=run.message_id,
             state=run.state,
             trigger=run.trigger,
             thread=run.thread,
@@ -592,13 +633,13 @@ class _Steps:
         ctx: RunContext,
         on_step: OnStep | None,
         *,
-        park: bool,
+        message_id: int | None,
         resumed: bool,
     ) -> None:
-        """`park`: a run of a message parks while it waits for a person (see `Runtime.run`);
-        `resumed`: the run goes on from its stored steps."""
+        """A run of a message (`message_id`) parks while it waits for a person (see
+        `Runtime.run`); `resumed`: the run goes on from its stored steps."""
         self.store, self.events, self.ctx, self.on_step = store, events, ctx, on_step
-        self.park, self.resumed = park, resumed
+        self.message_id, self.park, self.resumed = message_id, message_id is not None, resumed
         self.turns = self.count = 0
         self.last: tuple[StepKind, Any] | None = None
         self.calls = 0
@@ -633,7 +674,13 @@ class _Steps:
             calls = [c["name"] for c in step.data["calls"]]
             text = excerpt(step.data["text"])
             self.events.emit(
-                "model", self.ctx.claw, run=self.ctx.run_id, turn=self.turns, calls=calls, text=text
+                "model",
+                self.ctx.claw,
+                run=self.ctx.run_id,
+                message=self.message_id,
+                turn=self.turns,
+                calls=calls,
+                text=text,
             )
         if self.on_step is not None:
             await self.on_step(step)

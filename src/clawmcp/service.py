@@ -6,8 +6,9 @@ tool servers through it, never the parts of the host behind it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal
 
 import anyio
@@ -18,7 +19,9 @@ from mcp_types import CallToolResult
 from clawmcp.approvals import Approvals
 from clawmcp.claw import Claws
 from clawmcp.cluster import Alone, Cluster
+from clawmcp.errors import StoreError, StoreUnavailable, UserError
 from clawmcp.events import Events
+from clawmcp.mailbox import Answer
 from clawmcp.manifest import Manifest
 from clawmcp.metrics import Metrics
 from clawmcp.runtime import OnStep, Runtime
@@ -37,7 +40,10 @@ from clawmcp.store import (
 )
 from clawmcp.toolhub import HubTool, ServerState, ToolHub
 
-__all__ = ["Service"]
+__all__ = ["ENDED", "Service"]
+
+ENDED = ("done", "failed", "dead", "cancelled", "discarded")
+"""The states of a message (as `result` shows them) that do not change again by themselves."""
 
 
 class Service:
@@ -65,16 +71,82 @@ class Service:
     # -- a Claw's work ---------------------------------------------------------------------------
 
     async def ask(
-        self, claw: str, message: str, *, thread: str = "default", on_step: OnStep | None = None
+        self,
+        claw: str,
+        message: str,
+        *,
+        thread: str = "default",
+        on_step: OnStep | None = None,
+        on_message: Callable[[int], Awaitable[None]] | None = None,
     ) -> Run:
-        """Run the Claw on a message now; the finished run. `on_step` hears of each step.
+        """Run the Claw on a message now; the finished run. `on_message` hears the id of the
+        message that holds the ask (its run goes on if the asker goes away: `result` tells what
+        became of it), `on_step` each step.
 
         A Claw another host runs is asked through the store: the message waits in its mailbox
         like any other, and `on_step` hears nothing until the run is done."""
         self.manifest.check_claw(claw)
         if self._cluster.owns(claw):
-            return await self._runtime.run(claw, message, thread=thread, on_step=on_step)
-        return await self._claws.ask_elsewhere(claw, message, thread=thread)
+            return await self._claws.ask(claw, message, thread=thread, on_step=on_step, on_message=on_message)
+        return await self._claws.ask_elsewhere(claw, message, thread=thread, on_message=on_message)
+
+    async def result(
+        self, message_id: int, *, wait: float = 0.0, reaches: Callable[[str], bool] = lambda claw: True
+    ) -> dict[str, Any]:
+        """What became of a message (of a Claw `reaches` admits): its state (queued, running,
+        waiting, done, failed, dead, cancelled, discarded), its run, reply and error. With
+        `wait`, up to that many seconds for it to end."""
+        with self.follow() as live:  # from before the first look: no change goes unseen
+            outcome = await self._outcome(message_id, reaches)
+            with anyio.move_on_after(wait):
+                async for event in live:
+                    if outcome["state"] in ENDED:
+                        break
+                    if event.claw == outcome["claw"]:
+                        outcome = await self._outcome(message_id, reaches)
+        return outcome
+
+    async def _outcome(self, message_id: int, reaches: Callable[[str], bool]) -> dict[str, Any]:
+        message = await self._store.get_message(message_id)
+        if message is None or not reaches(message.mailbox):
+            raise UserError(f"no message {message_id}")
+        run = await self._store.message_run(message_id)
+        state: str = message.state
+        if state == "running" and run is not None and run.state == "waiting":
+            state = "waiting"
+        elif state == "done" and run is not None and run.state != "done":
+            state = "failed"
+        if state == "done":
+            message = dataclasses.replace(message, last_error=None)
+        return {
+            "message_id": message.id,
+            "claw": message.mailbox,
+            "state": state,
+            "run_id": run.id if run else None,
+            "reply": run.reply if run and state == "done" else None,
+            "error": run.error if run and state in ("failed", "cancelled") else message.last_error,
+            "attempts": message.attempts,
+        }
+
+    async def cancel(
+        self, message_id: int, *, reaches: Callable[[str], bool] = lambda claw: True
+    ) -> dict[str, Any]:
+        """A person cancels a message: queued, it is dropped; its run running here or on
+        another host is stopped, one waiting for a person ended (its approvals withdrawn). What
+        became of it (`result`). `UserError` when it has ended."""
+        found = await self._store.get_message(message_id)
+        if found is None or not reaches(found.mailbox):
+            raise UserError(f"no message {message_id}")
+        try:
+            message, run = await self._store.cancel(message_id)
+        except StoreUnavailable:
+            raise
+        except StoreError as e:
+            raise UserError(str(e)) from None
+        self._runtime.cancel(message_id)
+        self._claws.mailboxes.replied(message_id, Answer(error=f"message {message_id} was cancelled"))
+        self._events.emit("delivery", message.mailbox, id=message_id, outcome="cancelled", run=run and run.id)
+        return await self._outcome(message_id, reaches)
 
     async def tell(
         self, claw: str, message: str, *, thread: str = "default", key: str | None = None

@@ -149,7 +149,9 @@ class MemoryStore(Store):
         await self._enter()
         m = self._messages.get(message_id)
         if m is None or m.state not in ("queued", "running"):
-            raise StoreError(f"message {message_id} is {m.state} already" if m else f"no message {message_id}")
+            raise StoreError(
+                f"message {message_id} is {m.state} already" if m else f"no message {message_id}"
+            )
         m = self._messages[m.id] = dataclasses.replace(m, state="cancelled")
         run = next((r for r in reversed(self._runs.values()) if r.message_id == message_id), None)
         if run is not None and run.state == "waiting":

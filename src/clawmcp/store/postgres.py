@@ -528,7 +528,9 @@ class PostgresStore(Store):
 
         async def insert(conn: Connection) -> Message:
             await self._fence(conn, mailbox)
-            message = _message(await conn.fetchrow(sql, mailbox, content, thread, self.epochs.get(mailbox), self._clock()))
+            message = _message(
+                await conn.fetchrow(sql, mailbox, content, thread, self.epochs.get(mailbox), self._clock())
+            )
             assert message is not None
             return message
 
@@ -546,7 +548,9 @@ class PostgresStore(Store):
             message = _message(await conn.fetchrow(cancel, message_id))
             if message is None:
                 found = await conn.fetchval("SELECT state FROM messages WHERE id = $1", message_id)
-                raise StoreError(f"message {message_id} is {found} already" if found else f"no message {message_id}")
+                raise StoreError(
+                    f"message {message_id} is {found} already" if found else f"no message {message_id}"
+                )
             run = _run(await conn.fetchrow(_CANCEL_WAITING, now, message_id))
             if run is not None:
                 await conn.execute(_WITHDRAW, now, run.id)

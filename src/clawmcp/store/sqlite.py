@@ -163,12 +163,16 @@ class SqliteStore(Database, Store):
             rows = fetch(conn, cancel, (message_id,))
             if not rows:
                 found = fetch(conn, "SELECT state FROM messages WHERE id = ?", (message_id,))
-                raise StoreError(f"message {message_id} is {found[0][0]} already" if found else f"no message {message_id}")
+                raise StoreError(
+                    f"message {message_id} is {found[0][0]} already" if found else f"no message {message_id}"
+                )
             runs = fetch(conn, _CANCEL_WAITING, (now, message_id))
             if runs:
                 conn.execute(_WITHDRAW, (now, runs[0]["id"]))
             else:
-                runs = fetch(conn, "SELECT * FROM runs WHERE message_id = ? ORDER BY id DESC LIMIT 1", (message_id,))
+                runs = fetch(
+                    conn, "SELECT * FROM runs WHERE message_id = ? ORDER BY id DESC LIMIT 1", (message_id,)
+                )
             return _message(rows[0]), Run(**dict(runs[0])) if runs else None
 
         return await self._write(write)
