@@ -34,7 +34,7 @@ from clawmcp.mailbox import Answer, Mailboxes
 from clawmcp.manifest import Manifest
 from clawmcp.runtime import SPENT, OnStep, Remote, Runtime
 from clawmcp.scheduler import FireBody, describe
-from clawmcp.store import Approval, FireOutcome, Message, Outgoing, Run, RunState, Step, Store
+from clawmcp.store import CANCELLED, Approval, FireOutcome, Message, Outgoing, Run, RunState, Step, Store
 from clawmcp.supervisor import Child, Supervisor
 
 __all__ = ["MAX_ATTEMPTS", "Claws", "Isolate"]
@@ -212,13 +212,13 @@ class Claws:
                 self._followers.pop(message.id).on_step = None
             asking.cancel_scope.cancel()
         run = await self.store.message_run(message.id)
-        if run is None or run.state in ("running", "waiting"):
-            raise RuntimeFault(f"Claw '{claw}': {said.error} (message {message.id})")
+        if run is None or run.ended_at is None:
+            raise RuntimeFault(f"Claw '{claw}', message {message.id}: {said.error}")
         return run
 
     async def _ask_here(self, claw: str, message: Message) -> None:
         """Run a direct ask's message once, and answer it; whatever becomes of its asker."""
-        answer = Answer(error="the host is stopping")
+        answer: Answer | None = Answer(error="the host is stopping")
         try:
             state, reply, error, acked = await self._handle(claw, message, once=True)
             if state == "waiting":  # a decision queues it again, for the consumer
@@ -248,7 +248,7 @@ class Claws:
             Outgoing(claw, content, thread=thread, kind="ask"), chain=(), within=within, told=on_message
         )
         run = await self.store.message_run(message.id)
-        if answer is None or run is None:
+        if answer is None or run is None or run.ended_at is None:
             said = "no answer" if answer is None else answer.error
             raise MessageRefused(f"Claw '{claw}': {said} (message {message.id})")
         return run
@@ -284,7 +284,7 @@ class Claws:
                     return
                 delay = None  # parked, waiting for a person: a decision queues it again
                 if state == "cancelled":
-                    self.mailboxes.replied(message.id, Answer(error=f"message {message.id} was cancelled"))
+                    self.mailboxes.replied(message.id, Answer(error=CANCELLED))
                 elif state != "waiting":
                     delay = await self._settle(message, state, reply, error, acked=acked)
             except Stopping:  # the message stays for the next start

@@ -256,6 +256,23 @@ def _decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow_up(args: argparse.Namespace) -> int:
+    """`clawmcp result ID [--wait S]` or `clawmcp cancel ID`: what became of the message (its
+    reply, on stdout), or an exit status of 1 while it has not ended well."""
+    if args.command == "cancel":
+        found = _api(args, "POST", f"/api/messages/{args.id}/cancel")
+    else:
+        found = _api(args, "GET", f"/api/messages/{args.id}?{urlencode({'wait': args.wait})}")
+    if args.json:
+        print(json.dumps(found, indent=2))
+    elif found["state"] == "done":
+        print(found["reply"])
+    else:
+        said = f": {found['error']}" if found["error"] else ""
+        print(f"message {found['message_id']} ({found['claw']}): {found['state']}{said}", file=sys.stderr)
+    return 0 if found["state"] == "done" or args.command == "cancel" else 1
+
+
 def _cut(text: str, size: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= size else text[: size - 1] + "…"
@@ -412,6 +429,15 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("message", metavar="MESSAGE")
         p.add_argument("--thread", default="default", help="conversation name (default: default)")
         against_host(p)
+    p = command("result", _follow_up, "what became of a message told or asked: its reply or state")
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for its end")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
+    p = command("cancel", _follow_up, "cancel a message: drop it if queued, stop its run if running")
+    p.add_argument("id", type=int, metavar="ID")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
     p = command("hosts", _hosts, "list the hosts of the store and the Claws each runs")
     p.add_argument("--json", action="store_true", help="print JSON")
     against_host(p)

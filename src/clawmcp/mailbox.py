@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import anyio
 
 from clawmcp.events import Events, excerpt
-from clawmcp.store import Message, Outgoing, Store
+from clawmcp.store import CANCELLED, Message, Outgoing, Store
 
 __all__ = ["Answer", "Mailboxes"]
 
@@ -134,7 +134,7 @@ class Mailboxes:
         if message.state == "dead":
             answer = Answer(error=f"dead letter after {message.attempts} tries: {message.last_error}")
         elif message.state == "cancelled":
-            answer = Answer(error=f"message {message_id} was cancelled")
+            answer = Answer(error=CANCELLED)
         elif (run := await self.store.message_run(message_id)) is None:
             answer = Answer()
         else:

@@ -36,6 +36,7 @@ from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
 from clawmcp.models.base import Msg, Provider, ToolRequest, ToolResult, ToolSpec
 from clawmcp.store import (
+    CANCELLED,
     Approval,
     HistoryEntry,
     Run,
@@ -292,7 +293,7 @@ class Runtime:
                         return await self._parked(run)
                     except anyio.get_cancelled_exc_class():
                         ended: tuple[RunState, str] = (
-                            ("cancelled", "cancelled by a person")
+                            ("cancelled", CANCELLED)
                             if message_id in self._cancelled
                             else ("interrupted", "the run was stopped")
                         )

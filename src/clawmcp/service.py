@@ -6,7 +6,6 @@ tool servers through it, never the parts of the host behind it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from clawmcp.metrics import Metrics
 from clawmcp.runtime import OnStep, Runtime
 from clawmcp.scheduler import Scheduler
 from clawmcp.store import (
+    CANCELLED,
     Approval,
     ApprovalState,
     Event,
@@ -98,12 +98,12 @@ class Service:
         `wait`, up to that many seconds for it to end."""
         with self.follow() as live:  # from before the first look: no change goes unseen
             outcome = await self._outcome(message_id, reaches)
-            with anyio.move_on_after(wait):
+            with anyio.move_on_after(wait if outcome["state"] not in ENDED else 0):
                 async for event in live:
-                    if outcome["state"] in ENDED:
-                        break
                     if event.claw == outcome["claw"]:
                         outcome = await self._outcome(message_id, reaches)
+                        if outcome["state"] in ENDED:
+                            break
         return outcome
 
     async def _outcome(self, message_id: int, reaches: Callable[[str], bool]) -> dict[str, Any]:
@@ -116,15 +116,18 @@ class Service:
             state = "waiting"
         elif state == "done" and run is not None and run.state != "done":
             state = "failed"
-        if state == "done":
-            message = dataclasses.replace(message, last_error=None)
+        error = None if state == "done" else message.last_error
+        if state == "cancelled":
+            error = CANCELLED
+        elif state == "failed" and run is not None:
+            error = run.error
         return {
             "message_id": message.id,
             "claw": message.mailbox,
             "state": state,
             "run_id": run.id if run else None,
             "reply": run.reply if run and state == "done" else None,
-            "error": run.error if run and state in ("failed", "cancelled") else message.last_error,
+            "error": error,
             "attempts": message.attempts,
         }
 
@@ -143,8 +146,8 @@ class Service:
             raise
         except StoreError as e:
             raise UserError(str(e)) from None
-        self._runtime.cancel(message_id)
-        self._claws.mailboxes.replied(message_id, Answer(error=f"message {message_id} was cancelled"))
+        if not self._runtime.cancel(message_id):  # else its run, as it ends, answers an asker
+            self._claws.mailboxes.replied(message_id, Answer(error=CANCELLED))
         self._events.emit("delivery", message.mailbox, id=message_id, outcome="cancelled", run=run and run.id)
         return await self._outcome(message_id, reaches)
 

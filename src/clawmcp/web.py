@@ -357,6 +357,27 @@ async def api_settle_dead(request: Request) -> JSONResponse:
     return JSONResponse(_dead(await service.settle_dead(message_id, action)))
 
 
+async def api_message(request: Request) -> JSONResponse:
+    """`GET /api/messages/ID` (`?wait=S`: up to S seconds for it to end): what became of a
+    message; `POST /api/messages/ID/cancel` cancels it (409 once it has ended)."""
+    service, wait = _service(request), request.query_params.get("wait") or "0"
+    try:
+        message_id = int(request.path_params["id"])
+    except ValueError:
+        return error(404, f"no such path '{request.url.path}'")
+    try:
+        seconds = float(wait)
+    except ValueError:
+        return error(400, f"wait must be a number of seconds, not '{wait}'")
+    shown = functools.partial(reaches, request)
+    try:
+        if request.method == "POST":
+            return JSONResponse(await service.cancel(message_id, reaches=shown))
+        return JSONResponse(await service.result(message_id, wait=min(max(seconds, 0), 3600), reaches=shown))
+    except UserError as e:
+        return error(404 if str(e).startswith("no message") else 409, str(e))
+
+
 async def api_approvals(request: Request) -> JSONResponse:
     """The inbox, oldest first: pending approvals (`?all=1`: the latest of any state; `?claw=NAME`)."""
     service, claw = _service(request), request.query_params.get("claw") or None
@@ -475,6 +496,8 @@ ROUTES = [
     Route("/api/tools/{server}/accept", api_accept, methods=["POST"]),
     Route("/api/dead", api_dead),
     Route("/api/dead/{id}/{action}", api_settle_dead, methods=["POST"]),
+    Route("/api/messages/{id}", api_message),
+    Route("/api/messages/{id}/cancel", api_message, methods=["POST"]),
     Route("/api/approvals", api_approvals),
     Route("/api/approvals/{id}", api_decide, methods=["POST"]),
     Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 __all__ = [
+    "CANCELLED",
     "EVENTS_KEPT",
     "Approval",
     "ApprovalKind",
@@ -64,6 +65,9 @@ ToolOutcome = Literal["ok", "error", "refused"]
 EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server", "approval"]
 ApprovalKind = Literal["approval", "question"]
 ApprovalState = Literal["pending", "approved", "denied", "expired", "withdrawn"]
+
+CANCELLED = "cancelled by a person"
+"""The error of a run whose message a person cancelled."""
 
 EVENTS_KEPT = 100_000
 """The activity log keeps this many of the newest events; older ones are dropped as new ones come."""

@@ -20,6 +20,7 @@ from anyio.lowlevel import checkpoint
 
 from clawmcp.errors import StoreError
 from clawmcp.store import (
+    CANCELLED,
     EVENTS_KEPT,
     Approval,
     ApprovalKind,
@@ -157,7 +158,7 @@ class MemoryStore(Store):
         if run is not None and run.state == "waiting":
             now = self._clock()
             run = self._runs[run.id] = dataclasses.replace(
-                run, state="cancelled", error="cancelled by a person", ended_at=now
+                run, state="cancelled", error=CANCELLED, ended_at=now
             )
             for a in self._approvals.values():
                 if a.run_id == run.id and a.state == "pending":
