@@ -15,12 +15,19 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import NotificationOptions, Server
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    ResourceUpdated,
+    ToolsListChanged,
+)
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp_types import INVALID_PARAMS
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from clawmcp import __version__
@@ -29,7 +36,7 @@ from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError, UserError
 from clawmcp.scheduler import SCHEDULE_SCHEMA
 from clawmcp.service import Service
-from clawmcp.store import Run, Step
+from clawmcp.store import Event, Run, Step
 
 __all__ = ["ClawServer", "HostServer", "ServerBase", "progress_to", "run_text"]
 
@@ -234,6 +241,30 @@ async def _progress(ctx: Any, step: Step) -> None:
     await ctx.session.report_progress(step.index + 1, None, text)
 
 
+BRIEF = "brief-me"
+
+
+def instructions_for(claw: str, config: Any) -> str:
+    """A Claw server's instructions: what it is for, its schedules, its peers, and when to use
+    `ask` rather than `tell`."""
+    lines = [config.description or f"The Claw '{claw}'."]
+    for s in config.schedules:
+        when = f"every {s.every:g}s" if s.every else f"cron '{s.cron}'" if s.cron else f"at {s.at}"
+        what = f"asks: {s.prompt}" if s.prompt else "calls a tool" if s.call else "sends a message"
+        lines.append(f"Schedule '{s.name}' ({when}) {what}.")
+    if config.talks_to:
+        lines.append(f"It may message these Claws: {', '.join(config.talks_to)}.")
+    if config.subscribe:
+        lines.append(f"It receives these topics: {', '.join(config.subscribe)}.")
+    lines.append(
+        "Use ask to wait for its reply (progress per step; the first names the message, whose "
+        "reply result fetches if the connection drops). Use tell to queue work and return at "
+        "once; follow it with result, stop it with cancel. status, approvals and the claw:// "
+        "resources (subscribe to follow them) show what it is doing."
+    )
+    return "\n".join(lines)
+
+
 class _Server(Server[Any]):
     """A low-level server that tells handshake clients it sends tool list changes."""
 
@@ -257,6 +288,8 @@ class ServerBase:
     def __init__(self, name: str, instructions: str) -> None:
         self.bus = InMemorySubscriptionBus()
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._subscribed: dict[str, weakref.WeakSet[Connection]] = {}
+        """Handshake-era `resources/subscribe`: the connections that follow each URI."""
         with warnings.catch_warnings():  # logging/setLevel is deprecated in the 2026 era; we answer it
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             self.server = _Server(
@@ -267,11 +300,36 @@ class ServerBase:
                 on_call_tool=self._call_tool,
                 on_subscriptions_listen=ListenHandler(self.bus),
                 **self._resource_handlers(),
+                **self._subscription_handlers(),
             )
         self.server.middleware.append(_set_level_in_every_era)
 
     def _resource_handlers(self) -> dict[str, Any]:
         return {}
+
+    def _subscription_handlers(self) -> dict[str, Any]:
+        """`resources/subscribe` and `unsubscribe` for handshake-era clients (2026-era clients
+        use `subscriptions/listen`). Any URI may be followed; only ours ever change."""
+
+        async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+            self._subscribed.setdefault(str(params.uri), weakref.WeakSet()).add(ctx.session._connection)
+            return types.EmptyResult()
+
+        async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+            if (followers := self._subscribed.get(str(params.uri))) is not None:
+                followers.discard(ctx.session._connection)
+            return types.EmptyResult()
+
+        return {"on_subscribe_resource": subscribe, "on_unsubscribe_resource": unsubscribe}
+
+    async def updated(self, uri: str) -> None:
+        """Tell the clients of both eras that follow `uri` that it changed."""
+        await self.bus.publish(ResourceUpdated(uri))
+        for connection in list(self._subscribed.get(uri, ())):
+            try:
+                await connection.outbound.notify("notifications/resources/updated", {"uri": uri})
+            except Exception:  # a client that went away: forget it
+                self._subscribed[uri].discard(connection)
 
     async def tools(self) -> list[types.Tool]:
         raise NotImplementedError
@@ -314,7 +372,7 @@ class ClawServer(ServerBase):
         self.claw = claw
         self.config = service.manifest.claws[claw]
         self.service = service
-        super().__init__(f"clawmcp-{claw}", self.config.description or f"The Claw '{claw}'.")
+        super().__init__(f"clawmcp-{claw}", instructions_for(claw, self.config))
         self._shown = self._exposed()
 
     def _exposed(self) -> dict[str, types.Tool]:
@@ -334,14 +392,39 @@ class ClawServer(ServerBase):
         }
 
     async def watch(self) -> None:
-        """Notify clients whenever the hub's catalog changes what this Claw exposes."""
-        while True:
-            changed = self.service.catalog_changed
-            exposed = self._exposed()
-            if exposed != self._shown:
-                self._shown = exposed
-                await self.tools_changed()
-            await changed.wait()
+        """Notify clients whenever the hub's catalog changes what this Claw exposes, and when
+        the Claw's resources change."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow)
+            while True:
+                changed = self.service.catalog_changed
+                exposed = self._exposed()
+                if exposed != self._shown:
+                    self._shown = exposed
+                    await self.tools_changed()
+                await changed.wait()
+
+    async def _follow(self) -> None:
+        """Each event of the Claw, as it is committed, tells the followers of the resources it
+        changed."""
+        with self.service.follow() as live:
+            async for event in live:
+                if event.claw == self.claw:
+                    for uri in self._changed_by(event):
+                        await self.updated(uri)
+
+    def _changed_by(self, event: Event) -> list[str]:
+        """The Claw's resources that an event tells of a change to."""
+        base, data, kind = f"claw://{self.claw}", event.data, event.kind
+        uris = [] if kind == "model" else [f"{base}/status"]
+        key = {"run": "message", "model": "message", "delivery": "id", "message": "id"}.get(kind)
+        if key is not None and data.get(key) is not None:
+            uris.append(f"{base}/runs/{data[key]}")
+        if kind == "run" and data.get("state") not in ("running", "waiting"):
+            uris.append(f"{base}/history/{data.get('thread')}")
+        if kind in ("approval", "fire"):
+            uris.append(f"{base}/{'approvals' if kind == 'approval' else 'schedules'}")
+        return uris
 
     async def tools(self) -> list[types.Tool]:
         return _CLAW_TOOLS + list(self._shown.values())
@@ -367,11 +450,13 @@ class ClawServer(ServerBase):
             return _text(_json(await service.status(claw)))
         if name == "schedule":
             schedule = await service.schedule(claw, args)
+            await self.updated(f"claw://{claw}/schedules")
             return _text(
                 f"schedule '{schedule.name}' saved as id {schedule.id}", structured={"id": schedule.id}
             )
         if name == "unschedule":
             await service.unschedule(claw, args["id"])
+            await self.updated(f"claw://{claw}/schedules")
             return _text(f"schedule {args['id']} removed")
         return _text(_json(await service.schedules(claw)))
 
@@ -383,8 +468,52 @@ class ClawServer(ServerBase):
             "on_list_resource_templates": self._list_templates,
             "on_read_resource": self._read_resource,
             "on_completion": self._complete,
+            "on_list_prompts": self._list_prompts,
+            "on_get_prompt": self._get_prompt,
             "on_set_logging_level": self._set_logging_level,
         }
+
+    def _prompts(self) -> dict[str, tuple[types.Prompt, str]]:
+        """ "brief-me", and the ask of each of the Claw's prompt schedules: each prompt with the
+        text of its one user message."""
+        claw = self.claw
+        prompts = {
+            BRIEF: (
+                types.Prompt(
+                    name=BRIEF,
+                    title=f"Brief me on {claw}",
+                    description=f"What the Claw '{claw}' did lately, what failed, what waits for a "
+                    "person and what comes next, from its status now.",
+                ),
+                "",
+            )
+        }
+        for schedule in self.config.schedules:
+            if schedule.prompt is not None:
+                description = f"What the schedule '{schedule.name}' asks the Claw '{claw}'; ask it now."
+                prompt = types.Prompt(name=schedule.name, title=schedule.name, description=description)
+                prompts[schedule.name] = (
+                    prompt,
+                    f"Use the ask tool of the Claw '{claw}' with this message: {schedule.prompt}",
+                )
+        return prompts
+
+    async def _list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[p for p, _ in self._prompts().values()])
+
+    async def _get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        found = self._prompts().get(params.name)
+        if found is None:
+            raise MCPError(INVALID_PARAMS, f"Claw '{self.claw}' has no prompt '{params.name}'")
+        prompt, text = found
+        if prompt.name == BRIEF:
+            status = await self.service.status(self.claw)
+            text = (
+                f"Brief me on the Claw '{self.claw}': what it did lately, what failed, what waits for "
+                f"a person and what comes next. Its status now:\n\n{_json(status)}"
+            )
+        message = types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))
+        return types.GetPromptResult(description=prompt.description, messages=[message])
 
     async def _complete(self, ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
         """Thread names for the history template; nothing else has values to offer."""
@@ -412,22 +541,32 @@ class ClawServer(ServerBase):
         )
 
     async def _list_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
-        template = types.ResourceTemplate(
-            name=f"{self.claw} history",
-            uri_template=f"claw://{self.claw}/history/{{thread}}",
-            description="the messages of one thread",
-            mime_type="application/json",
-        )
-        return types.ListResourceTemplatesResult(resource_templates=[template])
+        templates = [
+            types.ResourceTemplate(
+                name=f"{self.claw} {part}",
+                uri_template=f"claw://{self.claw}/{part}/{{{key}}}",
+                description=description,
+                mime_type="application/json",
+            )
+            for part, key, description in [
+                ("history", "thread", "the messages of one thread"),
+                ("runs", "message_id", "what became of a message: state, reply, and its run's steps"),
+            ]
+        ]
+        return types.ListResourceTemplatesResult(resource_templates=templates)
 
     async def _read_resource(
         self, ctx: Any, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
-        parts = "status|memory|schedules|approvals|history/(.+)"
+        parts = "status|memory|schedules|approvals|history/(.+)|runs/([0-9]+)"
         match = re.fullmatch(rf"claw://{re.escape(self.claw)}/({parts})", uri)
+        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+        missing = MCPError(
+            INVALID_PARAMS if modern else _RESOURCE_NOT_FOUND, f"no resource '{uri}' (Claw '{self.claw}')"
+        )
         if not match:
-            raise MCPError(_RESOURCE_NOT_FOUND, f"no resource '{uri}' (Claw '{self.claw}')")
+            raise missing
         service = self.service
         if match[1] == "status":
             value: Any = await service.status(self.claw)
@@ -439,6 +578,13 @@ class ClawServer(ServerBase):
             value = await service.schedules(self.claw)
         elif match[1] == "approvals":
             value = [describe(a) for a in await service.approvals(self.claw)]
+        elif match[3] is not None:
+            try:
+                value = await service.result(int(match[3]), reaches=lambda c: c == self.claw)
+            except UserError:
+                raise missing from None
+            steps = await service.steps(value["run_id"]) if value["run_id"] else []
+            value["steps"] = [{"index": s.index, "kind": s.kind, "data": s.data, "at": s.at} for s in steps]
         else:
             entries = await service.history(self.claw, match[2], limit=200)
             value = [{"role": e.role, "content": e.content, "run": e.run_id, "at": e.at} for e in entries]

@@ -101,7 +101,7 @@ async def test_the_activity_log_lists_and_follows_what_happens(tmp_path: Path) -
         ("run", "editor"),
         ("delivery", "editor"),
     ]
-    assert "message 1 from outside (thread default): hello there" in seen[0]["line"]  # type: ignore[operator]
+    assert "message 2 from outside (thread default): hello there" in seen[0]["line"]  # type: ignore[operator]
     assert "run 2 done in" in seen[3]["line"]  # type: ignore[operator]
     assert [e["kind"] for e in listed] == ["run", "model", "tool", "model", "run"]
     assert listed[2]["data"]["tool"] == "time.get_current_time" and listed[2]["data"]["outcome"] == "ok"

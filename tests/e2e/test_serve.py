@@ -131,10 +131,16 @@ async def test_sigterm_during_a_run_stops_within_10s_and_records_the_run_as_inte
         tg.cancel_scope.cancel()
         assert process.stderr is not None
         rest = b"".join([chunk async for chunk in process.stderr]).decode().splitlines()  # to EOF
-    assert rest == ["clawmcp: SIGTERM: stopping", "clawmcp: stopped"]  # no traceback, nothing forced
+    assert rest == [  # no traceback, nothing forced; the ask's message waits for the next start
+        "clawmcp: SIGTERM: stopping",
+        "clawmcp: stopping: 1 message(s) being handled are queued again for the next start",
+        "clawmcp: stopped",
+    ]
     async with SqliteStore(tmp_path / "state" / "state.db") as store:
         [run] = await store.runs("a")
-    assert (run.state, run.error) == ("interrupted", "the run was stopped")
+        message = await store.get_message(1)
+    assert (run.state, run.error, run.message_id) == ("interrupted", "the run was stopped", 1)
+    assert message is not None and (message.kind, message.state) == ("ask", "queued")
 
 
 @pytest.mark.anyio

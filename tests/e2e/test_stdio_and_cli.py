@@ -99,6 +99,8 @@ async def test_stdio_starts_a_detached_host_when_none_is_running(tmp_path: Path,
             "schedules",
             "approvals",
             "decide",
+            "result",
+            "cancel",
         ]
         assert json.loads(reply)["timezone"] == "UTC"
         assert json.loads(status)["last_runs"][0]["state"] == "done"

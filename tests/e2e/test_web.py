@@ -102,13 +102,16 @@ async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, k
             "schedules",
             "approvals",
             "decide",
+            "result",
+            "cancel",
             "time__get_current_time",
         ]
 
         result = await client.call_tool("ask", {"message": "what time is it?"}, progress_callback=on_progress)
         assert not result.is_error
         assert json.loads(result.content[0].text)["timezone"] == "UTC"  # type: ignore[union-attr]
-        assert [m for _, m in heard] == [
+        assert heard[0] == (0, "message 1")  # what to fetch with result, if the line drops
+        assert [m for _, m in heard[1:]] == [
             "model turn",
             "calling time__get_current_time",
             "result of time__get_current_time",
@@ -122,7 +125,10 @@ async def test_a_client_lists_asks_and_reads_a_claw(tmp_path: Path, mode: str, k
         uris = [str(r.uri) for r in (await client.list_resources()).resources]
         assert uris == [f"claw://scout/{part}" for part in ("status", "memory", "schedules", "approvals")]
         templates = (await client.list_resource_templates()).resource_templates
-        assert [t.uri_template for t in templates] == ["claw://scout/history/{thread}"]
+        assert [t.uri_template for t in templates] == [
+            "claw://scout/history/{thread}",
+            "claw://scout/runs/{message_id}",
+        ]
         memory = await client.read_resource("claw://scout/memory")
         assert [n["text"] for n in json.loads(memory.contents[0].text)] == ["the milk"]  # type: ignore[union-attr]
         history = await client.read_resource("claw://scout/history/shopping")
@@ -199,6 +205,8 @@ async def test_the_host_endpoint_lists_claws_and_asks_any(tmp_path: Path, mode: 
             "tell",
             "approvals",
             "decide",
+            "result",
+            "cancel",
         ]
         claws = json.loads((await client.call_tool("claws", {})).content[0].text)  # type: ignore[union-attr]
         assert [c["claw"] for c in claws] == ["editor", "scout"]

@@ -1,0 +1,125 @@
+"""Live state over streamable HTTP, in both protocol eras: a client subscribed to a Claw's
+resources hears `updated` as a run goes on and ends; the run's resource tells its state, reply
+and steps; a run that fails and a dead letter reach the subscribed client and the alert Claw;
+prompts and the generated instructions say what a Claw is for."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.types import ResourceUpdatedNotification
+
+from tests.e2e.test_handles import release
+from tests.e2e.test_web import host_and_url
+from tests.fakes import PEERS
+
+pytestmark = pytest.mark.anyio
+
+ERAS = ["legacy", "auto"]  # the handshake era; the 2026 era (the SDK client's choice)
+
+
+def gated(tmp_path: Path) -> str:
+    os.mkfifo(fifo := tmp_path / "gate")
+    return (
+        "models:\n  m: {provider: scripted, rules: [{when: hold, steps: [{tool: gate__hold, arguments: {}}],"
+        " reply: 'held: {{ results[0] }}'}, {reply: hello}]}\n"
+        f"servers:\n  gate: {{command: python, args: ['{PEERS / 'gate.py'}', '{fifo}']}}\n"
+        "claws:\n"
+        "  c:\n    description: Holds until told\n    model: m\n    tools: ['gate.*']\n"
+        "    talks_to: [d]\n    schedules: [{name: nightly, cron: '0 3 * * *', prompt: 'hold the line'}]\n"
+        "  d: {model: m}\n"
+    )
+
+
+class Heard:
+    """A client whose `updated` notifications, in either era, come out of `uris`."""
+
+    def __init__(self, base: str, claw: str, mode: str) -> None:
+        self.mode = mode
+        self.send, self.uris = anyio.create_memory_object_stream[str](100)
+
+        async def on_message(message: Any) -> None:
+            if isinstance(message, ResourceUpdatedNotification):
+                await self.send.send(str(message.params.uri))
+
+        self.client = Client(f"{base}/claws/{claw}/mcp", mode=mode, message_handler=on_message)
+
+    async def __aenter__(self) -> Client:
+        return await self.client.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.client.__aexit__(*exc)
+        self.send.close()
+        self.uris.close()
+
+    @asynccontextmanager
+    async def following(self, uris: list[str]) -> AsyncIterator[None]:
+        """Subscribed to `uris`: `resources/subscribe` in the handshake era, a listen stream in 2026."""
+        if self.mode == "legacy":
+            with warnings.catch_warnings():  # deprecated for the 2026 era, the way of the handshake era
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                for uri in uris:
+                    await self.client.subscribe_resource(uri)
+            yield
+            return
+        async with self.client.listen(resource_subscriptions=uris) as events, anyio.create_task_group() as tg:
+            tg.start_soon(lambda: anext(events))  # the stream's events also reach on_message
+            yield
+            tg.cancel_scope.cancel()
+
+    async def heard(self, wanted: set[str]) -> None:
+        """Until each of `wanted` was heard updated."""
+        with anyio.fail_after(30):
+            async for uri in self.uris:
+                wanted.discard(uri)
+                if not wanted:
+                    return
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_a_subscriber_hears_a_run_go_on_and_end_and_reads_it(tmp_path: Path, mode: str) -> None:
+    async with host_and_url(tmp_path, manifest=gated(tmp_path)) as (_, base):
+        heard = Heard(base, "c", mode)
+        async with heard as client:
+            told = await client.call_tool("tell", {"message": "hold"})
+            message_id = (told.structured_content or {})["message_id"]
+            run_uri = f"claw://c/runs/{message_id}"
+            uris = [run_uri, "claw://c/status", "claw://c/history/default"]
+            async with heard.following(uris):
+                await release(tmp_path, "released")
+                await heard.heard(set(uris))
+            read = await client.read_resource(run_uri)
+            with pytest.raises(MCPError) as missing:
+                await client.read_resource("claw://c/runs/999999")
+    found = json.loads(read.contents[0].text)  # type: ignore[union-attr]
+    assert (found["state"], found["reply"], found["message_id"]) == ("done", "held: released", message_id)
+    assert [s["kind"] for s in found["steps"]] == ["model", "tool_call", "tool_result", "model"]
+    assert missing.value.code == (-32002 if mode == "legacy" else -32602)  # each era's code
+
+
+@pytest.mark.parametrize("mode", ERAS)
+async def test_prompts_and_instructions_say_what_a_claw_is_for(tmp_path: Path, mode: str) -> None:
+    async with (
+        host_and_url(tmp_path, manifest=gated(tmp_path)) as (_, base),
+        Client(f"{base}/claws/c/mcp", mode=mode) as client,
+    ):
+        prompts = (await client.list_prompts()).prompts
+        brief = await client.get_prompt("brief-me")
+        nightly = await client.get_prompt("nightly")
+        instructions = client.instructions
+        with pytest.raises(MCPError, match="Claw 'c' has no prompt 'nope'"):
+            await client.get_prompt("nope")
+    assert [(p.name, bool(p.description)) for p in prompts] == [("brief-me", True), ("nightly", True)]
+    assert '"claw": "c"' in brief.messages[0].content.text  # type: ignore[union-attr]  # its status now
+    assert nightly.messages[0].content.text.endswith("with this message: hold the line")  # type: ignore[union-attr]
+    assert instructions is not None and instructions.startswith("Holds until told\nSchedule 'nightly'")
