@@ -19,12 +19,7 @@ import anyio
 import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import NotificationOptions, Server
-from mcp.server.subscriptions import (
-    InMemorySubscriptionBus,
-    ListenHandler,
-    ResourceUpdated,
-    ToolsListChanged,
-)
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated, ToolsListChanged
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import INVALID_PARAMS
@@ -38,9 +33,17 @@ from clawmcp.scheduler import SCHEDULE_SCHEMA
 from clawmcp.service import Service
 from clawmcp.store import Event, Run, Step
 
-__all__ = ["ClawServer", "HostServer", "ServerBase", "progress_to", "run_text"]
+__all__ = [
+    "RESOURCE_NOT_FOUND",
+    "ClawServer",
+    "HostServer",
+    "ServerBase",
+    "no_resource",
+    "progress_to",
+    "run_text",
+]
 
-_RESOURCE_NOT_FOUND = -32002
+RESOURCE_NOT_FOUND = -32002
 _MESSAGE = {"type": "string", "minLength": 1, "description": "what to say to the Claw"}
 _THREAD = {"type": "string", "minLength": 1, "default": "default", "description": "conversation name"}
 _KEY = {
@@ -120,6 +123,12 @@ _CANCEL = types.Tool(
     input_schema=_schema({"message_id": _ID}, ["message_id"]),
 )
 _CLAW_TOOLS += [_APPROVALS, _DECIDE, _RESULT, _CANCEL]
+
+
+def no_resource(ctx: Any, text: str) -> MCPError:
+    """The error for an unknown resource, in the code of the request's era."""
+    modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+    return MCPError(INVALID_PARAMS if modern else RESOURCE_NOT_FOUND, text)
 
 
 def run_text(run: Run) -> tuple[str, bool]:
@@ -288,6 +297,7 @@ class ServerBase:
     def __init__(self, name: str, instructions: str) -> None:
         self.bus = InMemorySubscriptionBus()
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        self._listener = ListenHandler(self.bus)
         self._subscribed: dict[str, weakref.WeakSet[Connection]] = {}
         """Handshake-era `resources/subscribe`: the connections that follow each URI."""
         with warnings.catch_warnings():  # logging/setLevel is deprecated in the 2026 era; we answer it
@@ -298,7 +308,7 @@ class ServerBase:
                 instructions=instructions,
                 on_list_tools=self._list_tools,
                 on_call_tool=self._call_tool,
-                on_subscriptions_listen=ListenHandler(self.bus),
+                on_subscriptions_listen=self._listen,
                 **self._resource_handlers(),
                 **self._subscription_handlers(),
             )
@@ -307,11 +317,17 @@ class ServerBase:
     def _resource_handlers(self) -> dict[str, Any]:
         return {}
 
+    async def _listen(self, ctx: Any, params: types.SubscriptionsListenRequestParams) -> Any:
+        """A 2026-era client's `subscriptions/listen`: the stream of what it follows."""
+        await self.follow(list(params.notifications.resource_subscriptions or ()))
+        return await self._listener(ctx, params)
+
     def _subscription_handlers(self) -> dict[str, Any]:
         """`resources/subscribe` and `unsubscribe` for handshake-era clients (2026-era clients
         use `subscriptions/listen`). Any URI may be followed; only ours ever change."""
 
         async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+            await self.follow([str(params.uri)])
             self._subscribed.setdefault(str(params.uri), weakref.WeakSet()).add(ctx.session._connection)
             return types.EmptyResult()
 
@@ -321,6 +337,9 @@ class ServerBase:
             return types.EmptyResult()
 
         return {"on_subscribe_resource": subscribe, "on_unsubscribe_resource": unsubscribe}
+
+    async def follow(self, uris: list[str]) -> None:
+        """A client follows `uris` (a bridge follows them where they change)."""
 
     async def updated(self, uri: str) -> None:
         """Tell the clients of both eras that follow `uri` that it changed."""
@@ -561,10 +580,7 @@ class ClawServer(ServerBase):
         uri = str(params.uri)
         parts = "status|memory|schedules|approvals|history/(.+)|runs/([0-9]+)"
         match = re.fullmatch(rf"claw://{re.escape(self.claw)}/({parts})", uri)
-        modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
-        missing = MCPError(
-            INVALID_PARAMS if modern else _RESOURCE_NOT_FOUND, f"no resource '{uri}' (Claw '{self.claw}')"
-        )
+        missing = no_resource(ctx, f"no resource '{uri}' (Claw '{self.claw}')")
         if not match:
             raise missing
         service = self.service

@@ -15,12 +15,14 @@ secrets are the host's business.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import subprocess
 import sys
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +38,7 @@ from mcp_types import CONNECTION_CLOSED
 
 from clawmcp.address import host_url
 from clawmcp.errors import UserError, unwrap
-from clawmcp.expose import ServerBase, progress_to
+from clawmcp.expose import RESOURCE_NOT_FOUND, ServerBase, no_resource, progress_to
 from clawmcp.manifest import Outline, no_claw
 from clawmcp.store.lock import read_lock_info
 
@@ -60,7 +62,7 @@ async def run_stdio(outline: Outline, claw: str) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(upstream.run)
         bridge = _Bridge(claw, upstream)
-        upstream.changed = bridge.tools_changed
+        upstream.changed, upstream.updated = bridge.tools_changed, bridge.updated
         async with stdio_server() as (read, write):
             await bridge.server.run(read, write, bridge.server.create_initialization_options())
         tg.cancel_scope.cancel()
@@ -74,6 +76,10 @@ class _Upstream:
         self.client: Client | None = None
         self.changed: Callable[[], Awaitable[None]] | None = None
         """Told when the host says the tools changed, and after each reconnection."""
+        self.updated: Callable[[str], Awaitable[None]] | None = None
+        """Told when the host says a followed resource changed."""
+        self.followed: set[str] = set()
+        """The resources the client follows (followed again on each new host)."""
         self._calls: set[anyio.CancelScope] = set()
         token = os.environ.get("CLAWMCP_TOKEN")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -104,6 +110,7 @@ class _Upstream:
                         first = False
                     elif self.changed is not None:
                         await self.changed()  # a new host: its tools may differ
+                    await self.follow(self.followed)
                     await self._watch(http, url, pid)
             except Exception as e:  # the connection broke under the session: the host went away
                 if first:
@@ -134,6 +141,17 @@ class _Upstream:
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification) and self.changed is not None:
             await self.changed()
+        elif isinstance(message, types.ResourceUpdatedNotification) and self.updated is not None:
+            await self.updated(str(message.params.uri))
+
+    async def follow(self, uris: Iterable[str]) -> None:
+        """Follow these resources on the host (now, if it is there, and on every new host)."""
+        self.followed |= set(uris)
+        with warnings.catch_warnings():  # the bridge speaks the handshake era to the host
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            for uri in set(uris):
+                with contextlib.suppress(UserError):  # no host now: followed on the next one
+                    await self.call(functools.partial(Client.subscribe_resource, uri=uri))
 
     async def _watch(self, http: httpx2.AsyncClient, url: str, pid: int) -> None:
         """Return once the host is gone: it no longer answers (twice in a row), or another host
@@ -219,7 +237,10 @@ class _Bridge(ServerBase):
             return await call(lambda c: c.list_resource_templates())
 
         async def read(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-            return await call(lambda c: c.read_resource(str(params.uri)))
+            try:
+                return await call(lambda c: c.read_resource(str(params.uri)))
+            except MCPError as e:  # the host answers in the bridge's era; the client hears its own
+                raise no_resource(ctx, e.message) if e.code == RESOURCE_NOT_FOUND else e from None
 
         async def complete(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
             argument = {"name": params.argument.name, "value": params.argument.value}
@@ -231,13 +252,24 @@ class _Bridge(ServerBase):
                 warnings.simplefilter("ignore", MCPDeprecationWarning)
                 return await call(lambda c: c.set_logging_level(params.level))
 
+        async def prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
+            return await call(lambda c: c.list_prompts())
+
+        async def prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+            return await call(lambda c: c.get_prompt(params.name, params.arguments))
+
         return {
             "on_list_resources": resources,
             "on_list_resource_templates": templates,
             "on_read_resource": read,
             "on_completion": complete,
             "on_set_logging_level": set_level,
+            "on_list_prompts": prompts,
+            "on_get_prompt": prompt,
         }
+
+    async def follow(self, uris: list[str]) -> None:
+        await self.upstream.follow(uris)
 
     async def tools(self) -> list[types.Tool]:
         return (await self.upstream.call(lambda c: c.list_tools(cache_mode="refresh"))).tools

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.types import ResourceUpdatedNotification
 
@@ -44,7 +45,7 @@ def gated(tmp_path: Path) -> str:
 class Heard:
     """A client whose `updated` notifications, in either era, come out of `uris`."""
 
-    def __init__(self, base: str, claw: str, mode: str) -> None:
+    def __init__(self, target: Any, mode: str) -> None:
         self.mode = mode
         self.send, self.uris = anyio.create_memory_object_stream[str](100)
 
@@ -52,7 +53,7 @@ class Heard:
             if isinstance(message, ResourceUpdatedNotification):
                 await self.send.send(str(message.params.uri))
 
-        self.client = Client(f"{base}/claws/{claw}/mcp", mode=mode, message_handler=on_message)
+        self.client = Client(target, mode=mode, message_handler=on_message)
 
     async def __aenter__(self) -> Client:
         return await self.client.__aenter__()
@@ -87,10 +88,17 @@ class Heard:
 
 
 @pytest.mark.parametrize("mode", ERAS)
-async def test_a_subscriber_hears_a_run_go_on_and_end_and_reads_it(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+async def test_a_subscriber_hears_a_run_go_on_and_end_and_reads_it(
+    tmp_path: Path, mode: str, transport: str
+) -> None:
     async with host_and_url(tmp_path, manifest=gated(tmp_path)) as (_, base):
-        heard = Heard(base, "c", mode)
+        stdio = StdioServerParameters(
+            command=sys.executable, args=["-m", "clawmcp", "stdio", "c", str(tmp_path / "m.yaml")]
+        )
+        heard = Heard(stdio if transport == "stdio" else f"{base}/claws/c/mcp", mode)  # stdio: the bridge
         async with heard as client:
+            assert [p.name for p in (await client.list_prompts()).prompts] == ["brief-me", "nightly"]
             told = await client.call_tool("tell", {"message": "hold"})
             message_id = (told.structured_content or {})["message_id"]
             run_uri = f"claw://c/runs/{message_id}"
