@@ -90,7 +90,7 @@ async def test_an_ask_whose_asker_goes_away_runs_to_its_end_and_keeps_its_reply(
         "held: released",
         None,
     )
-    assert run is not None and (run.state, run.trigger, run.message_id) == ("done", "message", message_id)
+    assert run is not None and (run.state, run.trigger, run.message_id) == ("done", "ask", message_id)
 
 
 async def test_result_follows_a_told_message_to_its_reply_and_names_only_what_it_reaches(

@@ -24,6 +24,7 @@ CORE = [
     "builtins",
     "events",
     "approvals",
+    "alerts",
 ]
 EDGES = {"mcp", "starlette", "uvicorn", "httpx2", "sse_starlette"}
 

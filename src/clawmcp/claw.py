@@ -330,7 +330,7 @@ class Claws:
                     claw,
                     fire.prompt or "" if fire else message.content,
                     thread=message.thread,
-                    trigger="schedule" if fire else "message",
+                    trigger="schedule" if fire else "ask" if once else "message",
                     message_id=message.id,
                     will_retry=not once and message.attempts < MAX_ATTEMPTS,
                     acknowledge=fire is None,  # a fire's message is done with the fire's outcome
@@ -381,6 +381,7 @@ class Claws:
         if outcome == "failed":
             fields = {"claw": claw, "schedule": fire.schedule, "run": run_id}
             log.warning("Claw '%s': schedule '%s' failed: %s", claw, fire.schedule, error, extra=fields)
+            self.mailboxes.events.emit("fire", claw, schedule=fire.schedule, outcome=outcome, error=error)
         ack = message.id if state != "failed" else None  # a failure is tried again
         try:
             await self.store.finish_fire(fire.id, fire.slot, outcome, run_id=run_id, error=error, ack=ack)

@@ -191,6 +191,8 @@ def line(event: Event) -> str:
     elif event.kind == "approval":
         note = f": {d['note']}" if d["note"] else ""
         text = f"approval {d['id']} {d['state']} (run {d['run']}, {d['tool']}){note}"
+    elif event.kind == "fire" and d.get("outcome") == "failed":
+        text = f"schedule '{d['schedule']}' failed: {d['error']}"
     elif event.kind == "fire":
         text = f"schedule '{d['schedule']}' fired ({d['action']}, {d['lateness'] * 1000:.1f} ms late)"
     else:

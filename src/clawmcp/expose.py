@@ -441,8 +441,10 @@ class ClawServer(ServerBase):
             uris.append(f"{base}/runs/{data[key]}")
         if kind == "run" and data.get("state") not in ("running", "waiting"):
             uris.append(f"{base}/history/{data.get('thread')}")
-        if kind in ("approval", "fire"):
-            uris.append(f"{base}/{'approvals' if kind == 'approval' else 'schedules'}")
+        if kind == "approval" or (kind == "run" and data.get("state") == "cancelled"):
+            uris.append(f"{base}/approvals")
+        if kind == "fire":
+            uris.append(f"{base}/schedules")
         return uris
 
     async def tools(self) -> list[types.Tool]:

@@ -19,6 +19,7 @@ import httpx2
 from anyio.abc import TaskGroup, TaskStatus
 
 from clawmcp.address import split_listen
+from clawmcp.alerts import Alerts
 from clawmcp.approvals import Approvals
 from clawmcp.claw import Claws
 from clawmcp.cluster import Alone, Cluster, Leases
@@ -87,6 +88,8 @@ class Host:
         self.events.shared = isinstance(self.cluster, Cluster)
         self.metrics = Metrics(self.events)
         self.mailboxes = Mailboxes(self.store, self.events)
+        self.alerts = Alerts(manifest, self.mailboxes)
+        self.events.listen(self.alerts.heard)
         self.approvals = Approvals(
             manifest, self.store, self.events, clock=self.clock, notify=self.mailboxes.notify
         )
@@ -181,6 +184,7 @@ class Host:
             for warning in self.hub.unmatched_patterns():
                 log.warning("%s", warning)
             await tg.start(self.approvals.run)
+            await tg.start(self.alerts.run)
             await tg.start(self.claws.run)
             await tg.start(self.scheduler.run)
             await tg.start(self.cluster.run, self)

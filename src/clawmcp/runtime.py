@@ -302,7 +302,7 @@ class Runtime:
                                 run.id, ended[0], error=ended[1], step=steps.last
                             )
                             await steps.ended(run)
-                            self._finished(run)
+                            self.ended(run)
                         raise
                     finally:
                         self._runs.discard(scope)
@@ -312,7 +312,7 @@ class Runtime:
                 if scope.cancelled_caught:
                     return run
                 run = await self._end(run, state, reply, error, steps, will_retry, acknowledge)
-                return self._finished(run)
+                return self.ended(run)
             finally:
                 self.active[claw] -= 1
 
@@ -386,7 +386,8 @@ class Runtime:
         await steps.ended(run)
         return run
 
-    def _finished(self, run: Run) -> Run:
+    def ended(self, run: Run) -> Run:
+        """The run has ended: an event, and `run_finished`."""
         assert run.ended_at is not None
         self.events.emit(
             "run",

@@ -148,7 +148,16 @@ class Service:
             raise UserError(str(e)) from None
         if not self._runtime.cancel(message_id):  # else its run, as it ends, answers an asker
             self._claws.mailboxes.replied(message_id, Answer(error=CANCELLED))
-        self._events.emit("delivery", message.mailbox, id=message_id, outcome="cancelled", run=run and run.id)
+        if run is not None and run.state == "cancelled":  # it waited for a person: ended now
+            self._runtime.ended(run)
+        self._events.emit(
+            "delivery",
+            message.mailbox,
+            id=message_id,
+            outcome="cancelled",
+            attempts=message.attempts,
+            error=None,
+        )
         return await self._outcome(message_id, reaches)
 
     async def tell(

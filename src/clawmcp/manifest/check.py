@@ -97,6 +97,9 @@ def check(tables: Tables, host: Entry | None) -> list[Problem]:
             for j, pattern in enumerate(token.claws):
                 if not any(fnmatchcase(c, pattern) for c in tables["claws"]):
                     refer(host.source, (*loc, "claws", j), "Claw", pattern, names["claws"])
+        alerts = host.value.alerts
+        if alerts is not None and alerts.to is not None and alerts.to not in tables["claws"]:
+            refer(host.source, ("host", "alerts", "to"), "Claw", alerts.to, names["claws"])
     return problems
 
 

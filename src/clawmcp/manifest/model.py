@@ -118,6 +118,18 @@ class Supervision(_Strict):
     max_backoff: Duration = 30.0
 
 
+class Alerts(_Strict):
+    """Where failures go as messages: to one Claw, or to a topic's subscribers."""
+
+    to: Name | None = Field(default=None, description="the Claw that hears of failures")
+    topic: str | None = Field(default=None, description="or a topic, to each Claw subscribed to it")
+
+    @model_validator(mode="after")
+    def _shape(self) -> Alerts:
+        _one_of(self, ("to", "topic"))
+        return self
+
+
 class Host(_Strict):
     listen: str = Field(default="127.0.0.1:8765", description="HOST:PORT for HTTP")
     data_dir: str | None = Field(default=None, description="default $CLAWMCP_HOME or ~/.clawmcp")
@@ -130,6 +142,9 @@ class Host(_Strict):
     )
     name: str = Field(default="", description="unique among the hosts of one store; default: machine:port")
     lease: Duration = Field(default=10.0, description="a host not heard from this long loses its Claws")
+    alerts: Alerts | None = Field(
+        default=None, description="failed runs, dead letters, failed fires and tool servers, as messages"
+    )
 
     @field_validator("store")
     @classmethod
