@@ -81,6 +81,38 @@ def _stdio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _login(args: argparse.Namespace) -> int:
+    """`clawmcp login SERVER`: the browser flow once; the host, if one runs, connects at once."""
+    import time
+
+    import anyio
+
+    from clawmcp.manifest import load
+    from clawmcp.oauth import Vault, login
+    from clawmcp.store.configured import configured_store
+
+    manifest = load(args.paths)
+    server = manifest.servers.get(args.server)
+    if server is None or server.auth != "oauth":
+        oauth = [n for n, s in manifest.servers.items() if s.auth == "oauth"]
+        raise UserError(
+            f"no server '{args.server}' with auth: oauth (those with it: {', '.join(oauth) or 'none'})"
+        )
+
+    def show(url: str) -> None:
+        print(f"Open this address in a browser to log in to '{args.server}':\n{url}", flush=True)
+
+    async def run() -> None:
+        async with configured_store(manifest, time.time) as store:
+            await login(args.server, server, store, Vault(manifest.data_dir), show)
+
+    anyio.run(run)
+    print(f"logged in to '{args.server}'; the host keeps the tokens fresh from now on")
+    if _locate(args)[1] is not None:  # a running host tries the server again now
+        _api(args, "POST", f"/api/tools/{args.server}/reconnect")
+    return 0
+
+
 def _locate(args: argparse.Namespace) -> tuple[Path, str | None]:
     """The data_dir, and where its host listens (None when none runs), read once per command:
     from the manifests only the data_dir (no model secrets needed), then the lock file."""
@@ -183,7 +215,7 @@ def _tools(args: argparse.Namespace) -> int:
     if names:
         raise UserError(f"one server at most: clawmcp tools [SERVER], got {' '.join(args.names)}")
     tools = [t for t in _api(args, "GET", "/api/tools") if server in (None, t["server"])]
-    if server is not None and not tools:
+    if server is not None and not tools and server not in _api(args, "GET", "/api/servers"):
         raise UserError(f"the running host has no tools of a server '{server}'")
     if args.json:
         print(json.dumps(tools, indent=2))
@@ -199,6 +231,9 @@ def _tools(args: argparse.Namespace) -> int:
         for field, change in (t["changes"] or {}).items():
             print(f"\n{t['pattern']} {field}:")
             print(f"  pinned: {json.dumps(change['pinned'])}\n  now:    {json.dumps(change['now'])}")
+    for name, s in _api(args, "GET", "/api/servers").items():  # what keeps a server's tools away
+        if server in (None, name) and s["state"] != "up":
+            print(f"server '{name}': {s['state']}" + (f": {s['error']}" if s["error"] else ""))
     return 0
 
 
@@ -437,6 +472,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("cancel", _follow_up, "cancel a message: drop it if queued, stop its run if running")
     p.add_argument("id", type=int, metavar="ID")
     p.add_argument("--json", action="store_true", help="print JSON")
+    against_host(p)
+    p = command("login", _login, "log in to a tool server with auth: oauth (prints the address to open)")
+    p.add_argument("server", metavar="SERVER")
     against_host(p)
     p = command("hosts", _hosts, "list the hosts of the store and the Claws each runs")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -29,6 +29,7 @@ __all__ = [
     "ManifestError",
     "MessageRefused",
     "ModelError",
+    "NeedsLogin",
     "Problem",
     "RuntimeFault",
     "Stopping",
@@ -94,6 +95,14 @@ class ToolRefused(RuntimeFault):
 
 class ToolServerError(RuntimeFault):
     """A tool server could not run a call: down, timed out, or the connection was lost."""
+
+
+class NeedsLogin(ToolServerError):
+    """A tool server with `auth: oauth` has no tokens the host can use (none yet, or a refresh
+    was refused): a person must run `clawmcp login SERVER`."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(f"tool server '{server}' needs a login: run clawmcp login {server}")
 
 
 class ModelError(RuntimeFault):

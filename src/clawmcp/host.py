@@ -241,12 +241,9 @@ class Host:
     def readiness(self) -> dict[str, Any]:
         """What `/readyz` shows anyone, token or not: counts, no names."""
         states = [s.state for s in self.hub.status().values()]
-        up = states.count("up")
-        return {
-            "ready": self.ready,
-            "servers": {"up": up, "down": len(states) - up},
-            "claws": len(self.manifest.claws),
-        }
+        up, login = states.count("up"), states.count("needs login")
+        servers = {"up": up, "down": len(states) - up} | ({"needs_login": login} if login else {})
+        return {"ready": self.ready, "servers": servers, "claws": len(self.manifest.claws)}
 
 
 LOG_FORMATS = ("text", "json")

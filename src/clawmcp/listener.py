@@ -11,15 +11,18 @@ any token is checked, until the host can open nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import socket
+from collections.abc import Iterator
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 from clawmcp.errors import UserError
 
-__all__ = ["BODY_TIMEOUT", "HEAD_TIMEOUT", "Deadlines", "listen_socket", "max_connections"]
+__all__ = ["BODY_TIMEOUT", "HEAD_TIMEOUT", "Deadlines", "QuietServer", "listen_socket", "max_connections"]
 
 HEAD_TIMEOUT = 10.0
 """Seconds a connection has to send a request's head (line and headers)."""
@@ -98,3 +101,11 @@ class Deadlines(H11Protocol):
     def _body_late(self, cycle: RequestResponseCycle) -> None:
         if cycle.more_body and not cycle.response_complete:
             self.transport.close()
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the host decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield

@@ -253,6 +253,10 @@ class Service:
         """Pin the server's tools (all, or those named) as listed now; the names accepted."""
         return await self._hub.accept(server, tools)
 
+    def reconnect(self, server: str) -> None:
+        """Try the tool server again now (after `clawmcp login`)."""
+        self._hub.reconnect(server)
+
     def servers(self) -> dict[str, ServerState]:
         return self._hub.status()
 

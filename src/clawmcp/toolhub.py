@@ -55,9 +55,10 @@ from mcp.types import (
 
 from clawmcp import tools as manifest_tools
 from clawmcp.approvals import ASKER, Asker, Reply
-from clawmcp.errors import StoreError, ToolRefused, ToolServerError, UserError, unwrap
+from clawmcp.errors import NeedsLogin, StoreError, ToolRefused, ToolServerError, UserError, unwrap
 from clawmcp.events import Events
 from clawmcp.manifest import Manifest, Server
+from clawmcp.oauth import Vault, host_auth
 from clawmcp.stdio_transport import stdio_transport
 from clawmcp.store import Store
 from clawmcp.supervisor import Supervisor
@@ -213,10 +214,12 @@ _CALL: ContextVar[_Call | None] = ContextVar("clawmcp_call", default=None)
 class ServerState:
     """What a tool server is doing, for `status` and the dashboard."""
 
-    state: Literal["connecting", "up", "down", "failed"] = "connecting"
+    state: Literal["connecting", "up", "down", "needs login", "failed"] = "connecting"
     attempt: int = 0
     error: str | None = None
     reconnects: int = 0
+    login: bool = False
+    """An oauth server whose tokens are missing or were refused: `clawmcp login` it."""
     tools: list[Tool] = field(default_factory=list)
     """As the server listed them."""
     held: dict[str, Held] = field(default_factory=dict)
@@ -236,8 +239,10 @@ class _Upstream:
         """Set once the first connection attempt has succeeded or failed."""
         self._wake = anyio.Event()
         self._lost = False
+        self.retry = anyio.Event()
+        """Set to try connecting again now, not after the backoff."""
 
-    def _target(self, stack: AsyncExitStack) -> Any:
+    async def _target(self, stack: AsyncExitStack) -> Any:
         if (local := self.hub.local.get(self.name)) is not None:
             return local
         s = self.server
@@ -252,11 +257,20 @@ class _Upstream:
             threading.Thread(target=_relay, args=(self.name, read), daemon=True).start()
             return stdio_transport(params, errlog)
         assert s.url is not None
+        auth = None
+        if s.auth == "oauth":
+            assert self.hub.store is not None, "an oauth server's tokens are in the store"
+            vault = Vault(self.hub.manifest.data_dir)
+            auth = await host_auth(self.name, s, self.hub.store, vault, self._refused)
         if s.kind == "sse":
-            return sse_client(s.url, headers=s.headers or None)
-        http = httpx2.AsyncClient(headers=s.headers, timeout=httpx2.Timeout(30, read=300))
+            return sse_client(s.url, headers=s.headers or None, auth=auth)
+        http = httpx2.AsyncClient(headers=s.headers, timeout=httpx2.Timeout(30, read=300), auth=auth)
         stack.push_async_callback(http.aclose)  # a client we hand to the SDK is ours to close
         return streamable_http_client(s.url, http_client=http)
+
+    def _refused(self) -> None:
+        """The server's OAuth tokens were refused: a person must log in again."""
+        self.status.login = True
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, ToolListChangedNotification):
@@ -272,7 +286,7 @@ class _Upstream:
         self.client = None
         if self.up.is_set():  # a fresh event only once the old one fired: waiters never miss one
             self.up = anyio.Event()
-        self.status.state = "down"
+        self.status.state = "needs login" if self.status.login else "down"
 
     async def connection(self) -> None:
         """One supervised connection: connect, retrying with backoff while the server does not
@@ -291,19 +305,21 @@ class _Upstream:
             if was_up:
                 raise ToolServerError(f"lost the connection: {self.status.error}")
             base, cap = self.hub.backoff
-            await anyio.sleep(min(cap, base * 2 ** (self.status.attempt - 1)))
+            with anyio.move_on_after(min(cap, base * 2 ** (self.status.attempt - 1))):
+                await self.retry.wait()  # or at once, when told (a login)
+            self.retry = anyio.Event()
             self.status.reconnects += 1
 
     async def _session(self) -> bool:
         """Connect and serve until the connection ends; whether it was up at all."""
-        self._lost, was_up = False, False
+        self._lost, was_up, self.status.login = False, False, False
         self.status.state = "connecting"
         with anyio.CancelScope() as scope:
             scope.deadline = anyio.current_time() + self.hub.connect_timeout
             try:
                 async with AsyncExitStack() as stack:
                     client = Client(
-                        self._target(stack),
+                        await self._target(stack),
                         mode=self.hub.mode,
                         message_handler=self._on_message,
                         elicitation_callback=lambda _, params: self.hub._elicited(self, params),
@@ -324,6 +340,7 @@ class _Upstream:
                     tg.cancel_scope.cancel()
             except Exception as e:
                 self.status.error = _describe(e)
+                self.status.login = isinstance(unwrap(e), NeedsLogin)
         if scope.cancelled_caught:
             self.status.error = f"no answer to the handshake within {self.hub.connect_timeout:g}s"
         return was_up
@@ -478,6 +495,12 @@ class ToolHub:
             log.warning("%s", why, extra={"server": server})
             self.emit_server(server, "held", why)
         status.held = held
+
+    def reconnect(self, server: str) -> None:
+        """Try the server again now (after a login); a server that is up stays as it is."""
+        if server not in self.upstreams:
+            raise UserError(f"no tool server '{server}'")
+        self.upstreams[server].retry.set()
 
     async def accept(self, server: str, tools: list[str]) -> list[str]:
         """A person trusts the server's tools as they are listed now (all, or those named): they
@@ -636,6 +659,9 @@ class ToolHub:
                 f"tool server '{tool.server}' did not answer {tool.name} within {self.call_timeout:g}s"
             )
         except MCPError as e:
+            if e.code == _CLOSED and upstream.status.login:  # its tokens were refused in this call
+                upstream.lost()
+                raise NeedsLogin(tool.server) from None
             if e.code == _CLOSED:
                 upstream.lost()
                 raise ToolServerError(
@@ -685,6 +711,8 @@ class ToolHub:
     @staticmethod
     def _down(upstream: _Upstream) -> ToolServerError:
         status = upstream.status
+        if status.login:
+            return NeedsLogin(upstream.name)
         attempt = status.attempt if status.state == "connecting" else status.attempt + 1
         last = f"; last error: {status.error}" if status.error else ""
         return ToolServerError(

@@ -41,7 +41,14 @@ from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.guard import Guard, error, no_claw_response, reaches
 from clawmcp.host import Host
-from clawmcp.listener import BODY_TIMEOUT, HEAD_TIMEOUT, Deadlines, listen_socket, max_connections
+from clawmcp.listener import (
+    BODY_TIMEOUT,
+    HEAD_TIMEOUT,
+    Deadlines,
+    QuietServer,
+    listen_socket,
+    max_connections,
+)
 from clawmcp.manifest import Manifest
 from clawmcp.service import Service
 from clawmcp.store import Event, Message, Step
@@ -320,6 +327,18 @@ async def api_tools(request: Request) -> JSONResponse:
     return JSONResponse(tools)
 
 
+async def api_reconnect(request: Request) -> JSONResponse:
+    """`POST /api/tools/SERVER/reconnect`: try the server again now (`clawmcp login` does)."""
+    service, server = _service(request), request.path_params["server"]
+    if not all(reaches(request, c) for c in service.manifest.claws):
+        return error(403, "reconnecting a tool server needs a token that reaches every Claw")
+    try:
+        service.reconnect(server)
+    except UserError as e:
+        return error(404, str(e))
+    return JSONResponse({"server": server})
+
+
 async def api_accept(request: Request) -> JSONResponse:
     """`POST /api/tools/SERVER/accept` with `{"tools": [...]}` (none: all): pin them as listed now."""
     service, server = _service(request), request.path_params["server"]
@@ -414,6 +433,25 @@ async def api_decide(request: Request) -> JSONResponse:
     return JSONResponse(describe(decided))
 
 
+def _servers(service: Service) -> dict[str, Any]:
+    redact = service.manifest.redact
+    return {
+        name: {
+            "state": s.state,
+            "error": s.error and redact(s.error),
+            "reconnects": s.reconnects,
+            "tools": len(s.tools),
+            "held": sorted(s.held),
+        }
+        for name, s in service.servers().items()
+    }
+
+
+async def api_servers(request: Request) -> JSONResponse:
+    """The tool servers: state (up, connecting, down, needs login, failed), last error, tools."""
+    return JSONResponse(_servers(_service(request)))
+
+
 async def api_dashboard(request: Request) -> JSONResponse:
     """What the dashboard shows: Claws, tool servers, recent runs with their steps, messages."""
     service = _service(request)
@@ -421,20 +459,10 @@ async def api_dashboard(request: Request) -> JSONResponse:
     runs = [r for r in await service.runs(limit=100) if reaches(request, r.claw)][:_RUNS_SHOWN]
     recent = await service.events(limit=1000)
     talk = [_event(e) for e in recent if e.kind in ("message", "delivery") and _shown(request, e)]
-    redact = service.manifest.redact
     return JSONResponse(
         {
             "claws": await service.statuses(names),
-            "servers": {
-                name: {
-                    "state": s.state,
-                    "error": s.error and redact(s.error),
-                    "reconnects": s.reconnects,
-                    "tools": len(s.tools),
-                    "held": sorted(s.held),
-                }
-                for name, s in service.servers().items()
-            },
+            "servers": _servers(service),
             "runs": [
                 dataclasses.asdict(r) | {"steps": [_step(s) for s in await service.steps(r.id)]} for r in runs
             ],
@@ -493,7 +521,9 @@ ROUTES = [
     Route("/api/claws", api_claws),
     Route("/api/hosts", api_hosts),
     Route("/api/tools", api_tools),
+    Route("/api/servers", api_servers),
     Route("/api/tools/{server}/accept", api_accept, methods=["POST"]),
+    Route("/api/tools/{server}/reconnect", api_reconnect, methods=["POST"]),
     Route("/api/dead", api_dead),
     Route("/api/dead/{id}/{action}", api_settle_dead, methods=["POST"]),
     Route("/api/messages/{id}", api_message),
@@ -533,14 +563,6 @@ def create_app(service: Service, endpoints: Endpoints, listen: str) -> ASGIApp:
     return Guard(app, service.manifest, listen, app.state.page)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the host decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @contextlib.asynccontextmanager
 async def serving(
     host: Host, *, head: float = HEAD_TIMEOUT, body: float = BODY_TIMEOUT, cap: int | None = None
@@ -569,7 +591,7 @@ async def serving(
                 access_log=False,
                 timeout_graceful_shutdown=3,
             )
-            server = _Server(config)
+            server = QuietServer(config)
             # What uses the host stops before the host does: a run cut short is still recorded.
             async with anyio.create_task_group() as web:
                 await web.start(run_sessions)

@@ -130,7 +130,7 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None
         "D/a.yaml:2:14: claws.x.model: unknown model 'nope' (defined: none)",
         "D/a.yaml:3:31: claws.y.isolation: expected one of 'task' or 'process', got 'thread'",
         "D/b.yaml:2:7: servers.s.commnd: unknown key; allowed here: "
-        "args, command, cwd, env, headers, pin, transport, type, url",
+        "args, auth, client_id, command, cwd, env, headers, pin, scopes, transport, type, url",
     ]
 
 
@@ -182,5 +182,5 @@ def test_problems_in_a_claude_desktop_config_point_into_it(tmp_path: Path) -> No
         "D/c.json:2:3: mcpServers.time: defined twice (first at D/m.yaml:2:3)",
         "D/c.json:3:3: mcpServers.tools: 'tools' is reserved; name the server otherwise",
         "D/c.json:3:13: mcpServers.tools.cmd: unknown key; allowed here: "
-        "args, command, cwd, env, headers, pin, transport, type, url",
+        "args, auth, client_id, command, cwd, env, headers, pin, scopes, transport, type, url",
     ]

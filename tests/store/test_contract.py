@@ -313,6 +313,8 @@ EVERY_OPERATION: dict[str, Change] = {
     "resume_run": lambda s: s.resume_run(1),
     "pins": lambda s: s.pins("gh"),
     "pin": lambda s: s.pin("gh", {"rm": ({}, "h")}),
+    "secret": lambda s: s.secret("x"),
+    "put_secret": lambda s: s.put_secret("x", b"y"),
     "history": lambda s: s.history("c", "t", 10),
     "threads": lambda s: s.threads("c"),
     "remember": lambda s: s.remember("c", "x"),
@@ -1131,3 +1133,15 @@ async def test_pins_keep_each_tools_definition_and_hash_per_server(store: Store,
         clock.now,
     )
     assert (pins["ls"].server, pins["ls"].tool, pins["ls"].hash) == ("gh", "ls", "h2")
+
+
+async def test_a_secret_is_kept_replaced_and_forgotten_by_name(store: Store) -> None:
+    assert await store.secret("oauth:gh") is None
+    await store.put_secret("oauth:gh", b"\x00sealed\xff")
+    await store.put_secret("oauth:other", b"x")
+    assert await store.secret("oauth:gh") == b"\x00sealed\xff"
+    await store.put_secret("oauth:gh", b"again")
+    assert await store.secret("oauth:gh") == b"again"
+    await store.put_secret("oauth:gh", None)
+    await store.put_secret("oauth:gone", None)
+    assert (await store.secret("oauth:gh"), await store.secret("oauth:other")) == (None, b"x")

@@ -241,6 +241,12 @@ class Server(_Strict):
     )
     type: Literal["stdio", "http", "sse"] | None = Field(default=None, description="same as transport")
     pin: bool = Field(default=True, description="hold tools whose definitions change after the first listing")
+    auth: Literal["oauth"] | None = Field(
+        default=None,
+        description="oauth: log in once with clawmcp login SERVER; the host refreshes the tokens",
+    )
+    client_id: str | None = Field(default=None, description="oauth: a registered client (else: registration)")
+    scopes: list[str] = Field(default=[], description="oauth: the scopes to ask for")
 
     @model_validator(mode="after")
     def _shape(self) -> Server:
@@ -249,8 +255,10 @@ class Server(_Strict):
             raise _fail("'transport' and 'type' disagree")
         transport = self.kind
         if kind == "command":
-            if transport != "stdio" or self.headers:
-                raise _fail("a stdio server (command) takes no 'headers' and no http/sse transport")
+            if transport != "stdio" or self.headers or self.auth or self.client_id or self.scopes:
+                raise _fail("a stdio server (command) takes no 'headers', 'auth' and no http/sse transport")
+        elif self.auth is None and (self.client_id or self.scopes):
+            raise _fail("'client_id' and 'scopes' go with auth: oauth")
         else:
             if transport == "stdio" or self.args or self.env or self.cwd:
                 raise _fail("a URL server takes no 'args', 'env', 'cwd' or stdio transport")

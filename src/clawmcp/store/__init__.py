@@ -47,6 +47,7 @@ __all__ = [
     "RunTrigger",
     "Schedule",
     "ScheduleStore",
+    "SecretStore",
     "Step",
     "StepKind",
     "Store",
@@ -562,7 +563,20 @@ class PinStore(abc.ABC):
         """Pin these tools of the server (name: definition and its hash), replacing their pins."""
 
 
-class Store(MailboxStore, RunStore, ApprovalStore, HistoryStore, ScheduleStore, LogStore, PinStore):
+class SecretStore(abc.ABC):
+    """Secrets of the host's tool servers (OAuth tokens), stored as the host encrypted them."""
+
+    @abc.abstractmethod
+    async def secret(self, name: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def put_secret(self, name: str, value: bytes | None) -> None:
+        """Keep `value` under `name` (None: forget it)."""
+
+
+class Store(
+    MailboxStore, RunStore, ApprovalStore, HistoryStore, ScheduleStore, LogStore, PinStore, SecretStore
+):
     """What the host keeps, by concept. Use as an async context manager: `async with store: ...`."""
 
     async def __aenter__(self) -> Self:

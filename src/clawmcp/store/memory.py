@@ -86,6 +86,7 @@ class MemoryStore(Store):
         self._events: list[Event] = []
         self._approvals: dict[int, Approval] = {}
         self._pins: dict[tuple[str, str], Pin] = {}
+        self._secrets: dict[str, bytes] = {}
 
     async def open(self) -> None:
         if self._open:
@@ -361,6 +362,17 @@ class MemoryStore(Store):
         )
 
     # -- pinned tools ---------------------------------------------------------------------------
+
+    async def secret(self, name: str) -> bytes | None:
+        await self._enter()
+        return self._secrets.get(name)
+
+    async def put_secret(self, name: str, value: bytes | None) -> None:
+        await self._enter()
+        if value is None:
+            self._secrets.pop(name, None)
+        else:
+            self._secrets[name] = bytes(value)
 
     async def pins(self, server: str) -> dict[str, Pin]:
         await self._enter()

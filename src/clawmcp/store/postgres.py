@@ -757,6 +757,23 @@ class PostgresStore(Store):
 
     # -- pinned tools ---------------------------------------------------------------------------
 
+    async def secret(self, name: str) -> bytes | None:
+        value = await self._transaction(
+            lambda conn: conn.fetchval("SELECT value FROM secrets WHERE name = $1", name)
+        )
+        return None if value is None else bytes(value)
+
+    async def put_secret(self, name: str, value: bytes | None) -> None:
+        sql = """
+            INSERT INTO secrets (name, value, updated_at) VALUES ($1, $2, $3)
+            ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+        """
+        if value is None:
+            await self._transaction(lambda conn: conn.execute("DELETE FROM secrets WHERE name = $1", name))
+        else:
+            now = self._clock()
+            await self._transaction(lambda conn: conn.execute(sql, name, value, now))
+
     async def pins(self, server: str) -> dict[str, Pin]:
         rows = await self._fetch("SELECT * FROM pins WHERE server = $1", server)
         return {row["tool"]: Pin(**_decoded(row, "definition")) for row in rows}

@@ -393,6 +393,21 @@ class SqliteStore(Database, Store):
         rows = [(server, t, json.dumps(d), h, now) for t, (d, h) in definitions.items()]
         await self._write(lambda conn: conn.executemany(sql, rows))
 
+    async def secret(self, name: str) -> bytes | None:
+        rows = await self._read("SELECT value FROM secrets WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    async def put_secret(self, name: str, value: bytes | None) -> None:
+        if value is None:
+            await self._write(lambda conn: conn.execute("DELETE FROM secrets WHERE name = ?", (name,)))
+            return
+        sql = """
+            INSERT INTO secrets (name, value, updated_at) VALUES (?, ?, ?)
+            ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+        """
+        params = (name, value, self._clock())
+        await self._write(lambda conn: conn.execute(sql, params))
+
     # -- approvals ------------------------------------------------------------------------------
 
     async def request_approval(
