@@ -27,6 +27,7 @@ ARGS = {
     "scale": ["1000", "65"],
     "mcphttp": ["500"],
     "cluster": ["10000", "5"],
+    "live": ["100"],
 }
 QUICK = {
     "toolhub": ["100"],
@@ -34,6 +35,7 @@ QUICK = {
     "scale": ["20", "3"],
     "mcphttp": ["30"],
     "cluster": ["500", "1"],
+    "live": ["10"],
 }
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
