@@ -36,11 +36,12 @@ MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it (pytes
     "mailbox.py": ["tests/test_mailbox.py", "tests/test_asks.py", "tests/test_router.py", "tests/test_claw.py"],
     "scheduler.py": ["tests/test_slots.py", "tests/test_scheduler.py"],
     "supervisor.py": ["tests/test_supervisor.py"],
-    "claw.py": ["tests/test_claw.py", "tests/test_router.py", "tests/test_scheduler.py"],
+    "claw.py": ["tests/test_claw.py", "tests/test_router.py", "tests/test_scheduler.py", "tests/test_handles.py"],
     "store/memory.py": ["tests/store/test_contract.py", "-k", "memory"],
     "store/writer.py": ["tests/store/test_writer.py", "tests/store/test_contract.py", "-k", "not memory and not postgres"],
     "cluster.py": ["tests/test_cluster.py", "tests/test_claw.py", "tests/test_scheduler.py"],
     "approvals.py": ["tests/test_approvals.py", "tests/test_cluster.py", "-k", "approv or decision"],
+    "alerts.py": ["tests/test_alerts.py"],
 }
 
 _SWAPS: dict[type, type] = {

@@ -5,7 +5,7 @@ with real processes, signals and a database restart: tests/e2e/test_cluster.py.)
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -239,3 +239,54 @@ async def test_a_decision_on_any_host_lets_the_waiting_run_go_on_on_its_own(
 
 async def _pending(h: Host, count: int) -> bool:
     return len(await h.service.approvals()) == count
+
+
+async def test_a_cancel_on_any_host_stops_the_run_on_its_owner(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    held, release = anyio.Event(), anyio.Event()
+
+    async def hold() -> str:
+        """Hold until released."""
+        held.set()
+        await release.wait()
+        return "released"
+
+    body = (
+        "host: {data_dir: data, name: NAME, lease: 3s}\n"
+        "models: {m: {provider: scripted, rules: [{steps: [{tool: gate__hold}], reply: done}]}}\n"
+        "servers: {gate: {command: in-process}}\n"
+        "claws: {c: {model: m, tools: [gate.*]}}\n"
+    )
+    owner = preferred("c", ["h1", "h2"])
+    other = "h2" if owner == "h1" else "h1"
+    async with AsyncExitStack() as stack:
+        hosts = {}
+        for name in ("h1", "h2"):
+            (tmp_path / name).mkdir()
+            hosts[name] = await stack.enter_async_context(
+                hosting(
+                    tmp_path / name,
+                    body.replace("NAME", name),
+                    store=PostgresStore(url),
+                    servers={"gate": tool_server("gate", hold)},
+                )
+            )
+        there, elsewhere = hosts[owner], hosts[other]
+        await until(lambda: "c" in cluster(there).owned, there, elsewhere)
+        told = await elsewhere.service.tell("c", "hold on")
+        with anyio.fail_after(20):
+            await held.wait()
+        await elsewhere.service.cancel(told.id)
+        ended = await elsewhere.service.result(told.id, wait=20)
+        await until(lambda: _ended(there, told.id), there, elsewhere)
+        run = await there.store.message_run(told.id)
+    assert ended["state"] == "cancelled"
+    assert run is not None and (run.state, run.error) == ("cancelled", "cancelled by a person")
+    assert not release.is_set()  # stopped, not finished
+
+
+async def _ended(h: Host, message_id: int) -> bool:
+    run = await h.store.message_run(message_id)
+    return run is not None and run.ended_at is not None

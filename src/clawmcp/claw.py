@@ -197,16 +197,14 @@ class Claws:
         person parks like any message's, and the asker (`ASKER`) is asked to decide; once a
         decision lets it go on, it goes on in the mailbox, still followed by the asker. The
         run, once it has ended."""
-        assert self._tg is not None, "Claws.run is not running"
-        await self.runtime.check_budget(claw)
-        message = await self.store.enqueue_claimed(claw, content, thread=thread)
+        message = await self._claimed(claw, content, thread)
         if on_message is not None:
             await on_message(message.id)
         async with anyio.create_task_group() as asking:  # asks the asker; ends with this ask
             self._followers[message.id] = _Follower(on_step, asking, self.runtime.approvals)
             try:
                 with self.mailboxes.expect(message.id) as answer:
-                    self._tg.start_soon(self._ask_here, claw, message)
+                    self.begin(claw, message)
                     said = await answer()
             finally:
                 self._followers.pop(message.id).on_step = None
@@ -215,6 +213,23 @@ class Claws:
         if run is None or run.ended_at is None:
             raise RuntimeFault(f"Claw '{claw}', message {message.id}: {said.error}")
         return run
+
+    async def _claimed(self, claw: str, content: str, thread: str) -> Message:
+        """The message of a direct ask, committed running (unless the Claw's budget is spent)."""
+        await self.runtime.check_budget(claw)
+        return await self.store.enqueue_claimed(claw, content, thread=thread)
+
+    async def ask_later(self, claw: str, content: str, *, thread: str = "default") -> Message:
+        """A direct ask whose asker does not wait (an MCP task): its run starts now; `result`
+        tells what became of it."""
+        message = await self._claimed(claw, content, thread)
+        self.begin(claw, message)
+        return message
+
+    def begin(self, claw: str, message: Message) -> None:
+        """Run a direct ask's message, in the background: it outlives its asker."""
+        assert self._tg is not None, "Claws.run is not running"
+        self._tg.start_soon(self._ask_here, claw, message)
 
     async def _ask_here(self, claw: str, message: Message) -> None:
         """Run a direct ask's message once, and answer it; whatever becomes of its asker."""
@@ -321,7 +336,13 @@ class Claws:
             if earlier is not None and earlier.state in ("done", "limit"):
                 # Delivered again after a crash that came after its run ended: not run twice.
                 state, reply, error, run_id = earlier.state, earlier.reply, earlier.error, earlier.id
-            elif earlier is not None and earlier.state == "waiting" and await self._parked(earlier.id):
+            elif (
+                earlier is not None
+                and earlier.state == "waiting"
+                and (pending := await self._parked(earlier.id))
+            ):
+                if follower is not None:  # still waiting for a person: the asker is asked again
+                    follower.ask(pending)
                 return "waiting", None, None, False
             elif fire and fire.call is not None:
                 state, reply, error = await self._call(claw, fire.call)

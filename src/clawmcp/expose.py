@@ -8,11 +8,13 @@ eras: handshake sessions hear of tool list changes by notification, 2026-era cli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import warnings
 import weakref
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 RESOURCE_NOT_FOUND = -32002
+TASKS = "io.modelcontextprotocol/tasks"
 _MESSAGE = {"type": "string", "minLength": 1, "description": "what to say to the Claw"}
 _THREAD = {"type": "string", "minLength": 1, "default": "default", "description": "conversation name"}
 _KEY = {
@@ -169,11 +172,16 @@ def _check(tool: types.Tool, arguments: dict[str, Any]) -> dict[str, Any]:
 
 async def _ask_or_tell(
     service: Service, ctx: Any, verb: str, claw: str, args: dict[str, Any]
-) -> types.CallToolResult:
-    """`ask` (progress per step) or `tell`, for a Claw's server and the host's alike."""
+) -> types.CallToolResult | dict[str, Any]:
+    """`ask` (progress per step; a task for a client of the Tasks extension) or `tell`, for a
+    Claw's server and the host's alike."""
     if verb == "tell":
         message = await service.tell(claw, args["message"], thread=args["thread"], key=args.get("key"))
         return _text(f"queued as message {message.id}", structured={"message_id": message.id})
+    if _tasks(ctx):
+        message_id = await service.ask_later(claw, args["message"], thread=args["thread"])
+        created = _task(await service.result(message_id))
+        return {"resultType": "task"} | {k: v for k, v in created.items() if k != "result"}
 
     async def told(message_id: int) -> None:  # the first word: what to fetch if the line drops
         await ctx.session.report_progress(0, None, f"message {message_id}")
@@ -201,6 +209,45 @@ async def _follow_up(
     else:
         found = await service.cancel(args["message_id"], reaches=reaches)
     return _text(_json(found), structured=found)
+
+
+def _tasks(ctx: Any) -> bool:
+    """Whether the client of a request declared the Tasks extension (2026 era, on the request)."""
+    caps = ctx.session.client_capabilities
+    modern = ctx.protocol_version in MODERN_PROTOCOL_VERSIONS
+    return modern and bool(caps and caps.extensions and TASKS in caps.extensions)
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _task(found: dict[str, Any]) -> dict[str, Any]:
+    """A message's outcome (`Service.result`) as a task of the Tasks extension: the task is the
+    message, its id the message's. A run's reply, or its error, is the completed task's result
+    (an error result is a completed task too); until then it is working."""
+    state = found["state"]
+    status = {"done": "completed", "failed": "completed", "dead": "completed"}.get(state, "working")
+    status = "cancelled" if state in ("cancelled", "discarded") else status
+    task: dict[str, Any] = {
+        "taskId": str(found["message_id"]),
+        "status": status,
+        "createdAt": _iso(found["created_at"]),
+        "lastUpdatedAt": _iso(found["updated_at"]),
+        "ttlMs": None,  # kept with the message
+        "pollIntervalMs": 1000,
+    }
+    if state == "waiting":
+        task["statusMessage"] = "waiting for a person's decision (the approvals tool, or clawmcp approvals)"
+    if status == "completed":
+        ended = f"message {found['message_id']} ended {state}: {found['error']}"
+        result = _text(found["reply"] or "" if state == "done" else ended, is_error=state != "done")
+        task["result"] = result.model_dump(by_alias=True, exclude_none=True)
+    return task
+
+
+class _TaskId(types.RequestParams):
+    task_id: str
 
 
 def _elicits(ctx: Any) -> bool:
@@ -353,7 +400,8 @@ class ServerBase:
     async def tools(self) -> list[types.Tool]:
         raise NotImplementedError
 
-    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> Any:
+        """A tool's result: a `CallToolResult`, or a task's creation (see `_task`)."""
         raise NotImplementedError
 
     def _remember(self, ctx: Any) -> None:
@@ -367,12 +415,42 @@ class ServerBase:
         self._remember(ctx)
         return types.ListToolsResult(tools=await self.tools())
 
-    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> Any:
         self._remember(ctx)
         try:
             return await self.call(ctx, params.name, params.arguments or {})
         except ClawError as e:
             return _text(str(e), is_error=True)
+
+    def _serve_tasks(self, service: Service, reaches: Callable[[Any, str], bool]) -> None:
+        """Serve the Tasks extension (2026 era) for `ask`: `tasks/get`, `tasks/cancel` and
+        `tasks/update` of the messages of the Claws `reaches(ctx, claw)` admits."""
+
+        async def outcome(ctx: Any, params: _TaskId) -> dict[str, Any]:
+            if not _tasks(ctx):
+                required: dict[str, Any] = {"requiredCapabilities": {"extensions": {TASKS: {}}}}
+                raise MCPError(-32021, f"tasks need the {TASKS} extension on the request", required)
+            try:
+                return await service.result(int(params.task_id), reaches=lambda c: reaches(ctx, c))
+            except (ValueError, UserError):
+                raise MCPError(INVALID_PARAMS, f"no task '{params.task_id}'") from None
+
+        async def get(ctx: Any, params: _TaskId) -> dict[str, Any]:
+            return _task(await outcome(ctx, params))
+
+        async def cancel(ctx: Any, params: _TaskId) -> dict[str, Any]:
+            if _task(await outcome(ctx, params))["status"] == "working":
+                with contextlib.suppress(UserError):  # it ended meanwhile
+                    await service.cancel(int(params.task_id))
+            return {}
+
+        async def update(ctx: Any, params: _TaskId) -> dict[str, Any]:
+            await outcome(ctx, params)
+            raise MCPError(INVALID_PARAMS, f"task {params.task_id} asks for no input")
+
+        self.server.extensions[TASKS] = {}
+        for method, handler in (("tasks/get", get), ("tasks/cancel", cancel), ("tasks/update", update)):
+            self.server.add_request_handler(method, _TaskId, handler)
 
     async def tools_changed(self) -> None:
         """Tell connected clients of both eras that the tool list changed."""
@@ -392,6 +470,7 @@ class ClawServer(ServerBase):
         self.config = service.manifest.claws[claw]
         self.service = service
         super().__init__(f"clawmcp-{claw}", instructions_for(claw, self.config))
+        self._serve_tasks(service, lambda ctx, c: c == claw)
         self._shown = self._exposed()
 
     def _exposed(self) -> dict[str, types.Tool]:
@@ -450,7 +529,7 @@ class ClawServer(ServerBase):
     async def tools(self) -> list[types.Tool]:
         return _CLAW_TOOLS + list(self._shown.values())
 
-    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> Any:
         service, claw = self.service, self.claw
         if (exposed := self._shown.get(name)) is not None:  # checked like every call, progress passed on
             if problem := invalid_arguments(exposed.input_schema, arguments):
@@ -652,11 +731,12 @@ class HostServer(ServerBase):
         self.service = service
         super().__init__("clawmcp", "A clawmcp host: list its Claws, ask or tell any of them.")
         self.reaches = reaches
+        self._serve_tasks(service, lambda ctx, c: reaches(ctx.request, c))
 
     async def tools(self) -> list[types.Tool]:
         return _HOST_TOOLS
 
-    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def call(self, ctx: Any, name: str, arguments: dict[str, Any]) -> Any:
         tool = next((t for t in _HOST_TOOLS if t.name == name), None)
         if tool is None:
             raise UserError(f"the host has no tool '{name}'")

@@ -216,6 +216,7 @@ class Host:
             if channel == "clawmcp_mailbox" and self.cluster.owns(payload):
                 self.mailboxes.notify(payload)
                 self.approvals.heard()  # a decision, maybe, for a run waiting here
+                await self._stop_cancelled(payload)  # or a cancel of a run going on here
             elif channel == "clawmcp_done":
                 await self.mailboxes.check(int(payload))
             elif channel == "clawmcp_schedules" and self.cluster.owns(payload):
@@ -231,12 +232,21 @@ class Host:
             self.mailboxes.notify(claw)
         self.approvals.heard()
         try:
+            for claw in owned:
+                await self._stop_cancelled(claw)
             for message_id in self.mailboxes.waiting():
                 await self.mailboxes.check(message_id)
             await self.scheduler.track(owned)
             await self.events.heard()
         except StoreError as e:
             log.warning("cannot look at the store's changes now: %s", e)
+
+    async def _stop_cancelled(self, claw: str) -> None:
+        """Stop the Claw's runs going on here whose messages were cancelled on another host."""
+        for message_id in self.runtime.running(claw):
+            message = await self.store.get_message(message_id)
+            if message is not None and message.state == "cancelled":
+                self.runtime.cancel(message_id)
 
     def readiness(self) -> dict[str, Any]:
         """What `/readyz` shows anyone, token or not: counts, no names."""

@@ -33,6 +33,7 @@ from clawmcp.store import (
     HistoryEntry,
     Message,
     Note,
+    Outgoing,
     Run,
     Schedule,
     Step,
@@ -90,6 +91,14 @@ class Service:
             return await self._claws.ask(claw, message, thread=thread, on_step=on_step, on_message=on_message)
         return await self._claws.ask_elsewhere(claw, message, thread=thread, on_message=on_message)
 
+    async def ask_later(self, claw: str, message: str, *, thread: str = "default") -> int:
+        """Ask the Claw without waiting (an MCP task): the id of the message that holds the ask."""
+        self.manifest.check_claw(claw)
+        if self._cluster.owns(claw):
+            return (await self._claws.ask_later(claw, message, thread=thread)).id
+        asked = Outgoing(claw, message, thread=thread, kind="ask")  # its owner runs it from the mailbox
+        return (await self._claws.mailboxes.enqueue(asked)).id
+
     async def result(
         self, message_id: int, *, wait: float = 0.0, reaches: Callable[[str], bool] = lambda claw: True
     ) -> dict[str, Any]:
@@ -129,6 +138,8 @@ class Service:
             "reply": run.reply if run and state == "done" else None,
             "error": error,
             "attempts": message.attempts,
+            "created_at": message.created_at,
+            "updated_at": (run.ended_at or run.started_at) if run else message.created_at,
         }
 
     async def cancel(

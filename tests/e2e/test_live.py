@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
@@ -131,3 +132,72 @@ async def test_prompts_and_instructions_say_what_a_claw_is_for(tmp_path: Path, m
     assert '"claw": "c"' in brief.messages[0].content.text  # type: ignore[union-attr]  # its status now
     assert nightly.messages[0].content.text.endswith("with this message: hold the line")  # type: ignore[union-attr]
     assert instructions is not None and instructions.startswith("Holds until told\nSchedule 'nightly'")
+
+
+TASKS = "io.modelcontextprotocol/tasks"
+
+
+class Raw:
+    """JSON-RPC of the 2026 era over streamable HTTP, as a client of the Tasks extension sends it
+    (the SDK's client has no Tasks support yet)."""
+
+    def __init__(self, http: httpx2.AsyncClient, url: str, tasks: bool = True) -> None:
+        self.http, self.url, self.tasks, self.ids = http, url, tasks, 0
+
+    async def __call__(self, method: str, params: dict[str, Any], name: str = "") -> dict[str, Any]:
+        self.ids += 1
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {"extensions": {TASKS: {}}} if self.tasks else {},
+        }
+        headers = {
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": "2026-07-28",
+            "mcp-method": method,
+            "mcp-name": name,
+        }
+        body = {"jsonrpc": "2.0", "id": self.ids, "method": method, "params": params | {"_meta": meta}}
+        answer = await self.http.post(self.url, json=body, headers=headers)
+        text = answer.text
+        if answer.headers.get("content-type", "").startswith("text/event-stream"):
+            text = [line[5:] for line in text.splitlines() if line.startswith("data:")][-1]
+        found: dict[str, Any] = json.loads(text)
+        return found
+
+
+async def test_an_ask_is_a_task_for_a_client_of_the_tasks_extension(tmp_path: Path) -> None:
+    async with (
+        host_and_url(tmp_path, manifest=gated(tmp_path)) as (_, base),
+        httpx2.AsyncClient(timeout=60) as http,
+    ):
+        rpc = Raw(http, f"{base}/claws/c/mcp")
+        discovered = await rpc("server/discover", {})
+        created = (await rpc("tools/call", {"name": "ask", "arguments": {"message": "hold"}}, "ask"))[
+            "result"
+        ]
+        task = created["taskId"]
+        working = (await rpc("tasks/get", {"taskId": task}, task))["result"]
+        await release(tmp_path, "released")
+        await rpc(
+            "tools/call", {"name": "result", "arguments": {"message_id": int(task), "wait": 30}}, "result"
+        )
+        completed = (await rpc("tasks/get", {"taskId": task}, task))["result"]
+
+        again = (await rpc("tools/call", {"name": "ask", "arguments": {"message": "hold"}}, "ask"))["result"]
+        cancelled = await rpc("tasks/cancel", {"taskId": again["taskId"]}, again["taskId"])
+        after = (await rpc("tasks/get", {"taskId": again["taskId"]}, again["taskId"]))["result"]
+        unknown = await rpc("tasks/get", {"taskId": "999999"}, "999999")
+        elsewhere = await Raw(http, f"{base}/claws/d/mcp")("tasks/get", {"taskId": task}, task)
+        undeclared = await Raw(http, f"{base}/claws/c/mcp", tasks=False)("tasks/get", {"taskId": task}, task)
+        update = await rpc("tasks/update", {"taskId": task, "inputResponses": {}}, task)
+    assert discovered["result"]["capabilities"]["extensions"] == {TASKS: {}}
+    assert (created["resultType"], created["status"], "result" in created) == ("task", "working", False)
+    assert working["status"] == "working" and working["ttlMs"] is None
+    assert completed["status"] == "completed"
+    said = completed["result"]
+    assert (said["content"], said["isError"]) == ([{"type": "text", "text": "held: released"}], False)
+    assert "error" not in cancelled and after["status"] == "cancelled"
+    assert unknown["error"]["code"] == -32602 and elsewhere["error"]["code"] == -32602
+    assert undeclared["error"]["code"] == -32021
+    assert update["error"] == {"code": -32602, "message": f"task {task} asks for no input"}
