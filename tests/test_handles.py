@@ -4,6 +4,7 @@ withdraws what a parked one waits for."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from mcp import Client
 from clawmcp.errors import UserError
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host
-from clawmcp.store import Message
+from clawmcp.store import Message, Step
 from tests.fakes import LOCAL, hosting, tool_server
 from tests.test_approvals import pending
 
@@ -69,12 +70,17 @@ async def test_an_ask_whose_asker_goes_away_runs_to_its_end_and_keeps_its_reply(
     gate = Gate()
     async with hosting(tmp_path, GATED, servers={"gate": gate.server}) as host:
         ids: list[int] = []
+        heard: list[str] = []
 
         async def on_message(message_id: int) -> None:
             ids.append(message_id)
 
+        async def on_step(step: Step) -> None:
+            heard.append(step.kind)
+
         async with anyio.create_task_group() as asker:
-            asker.start_soon(lambda: host.service.ask("c", "hold on", on_message=on_message))
+            asked = functools.partial(host.service.ask, on_message=on_message, on_step=on_step)
+            asker.start_soon(asked, "c", "hold on")
             with anyio.fail_after(20):
                 await gate.held.wait()
             asker.cancel_scope.cancel()  # the client went away mid-run
@@ -91,6 +97,7 @@ async def test_an_ask_whose_asker_goes_away_runs_to_its_end_and_keeps_its_reply(
         None,
     )
     assert run is not None and (run.state, run.trigger, run.message_id) == ("done", "ask", message_id)
+    assert heard == ["model", "tool_call"]  # what came before the asker went away, and no more
 
 
 async def test_result_follows_a_told_message_to_its_reply_and_names_only_what_it_reaches(
