@@ -1,13 +1,14 @@
 """A tool server whose `hold` waits for the test: `python gate.py FIFO` (stdio).
 
-`hold()` opens the named pipe FIFO for reading, which blocks until the test opens it for
-writing, and returns what the test wrote: a run held in a tool call for as long as a test needs.
+`hold()` waits until the test writes to the named pipe FIFO, and returns what it wrote: a run held
+in a tool call for as long as a test needs. The pipe is read without blocking the event loop, so
+a cancelled call or a closed stdin ends the server at once.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -18,7 +19,17 @@ server = MCPServer("gate")
 @server.tool()
 async def hold() -> str:
     """Wait until released; what the releaser said."""
-    return await anyio.to_thread.run_sync(Path(sys.argv[1]).read_text, abandon_on_cancel=True)
+    fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)  # no writer yet: nothing to read
+    try:
+        said = b""
+        while True:
+            await anyio.wait_readable(fd)
+            chunk = os.read(fd, 65536)
+            if not chunk and said:  # the writer wrote and closed
+                return said.decode()
+            said += chunk
+    finally:
+        os.close(fd)
 
 
 if __name__ == "__main__":
