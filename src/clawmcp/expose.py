@@ -504,12 +504,13 @@ class ClawServer(ServerBase):
 
     async def _follow(self) -> None:
         """Each event of the Claw, as it is committed, tells the followers of the resources it
-        changed."""
-        with self.service.follow() as live:
-            async for event in live:
-                if event.claw == self.claw:
-                    for uri in self._changed_by(event):
-                        await self.updated(uri)
+        changed. (A follower that fell behind the log is dropped by it: follow it again.)"""
+        while True:
+            with self.service.follow() as live:
+                async for event in live:
+                    if event.claw == self.claw:
+                        for uri in self._changed_by(event):
+                            await self.updated(uri)
 
     def _changed_by(self, event: Event) -> list[str]:
         """The Claw's resources that an event tells of a change to."""
@@ -574,27 +575,19 @@ class ClawServer(ServerBase):
         }
 
     def _prompts(self) -> dict[str, tuple[types.Prompt, str]]:
-        """ "brief-me", and the ask of each of the Claw's prompt schedules: each prompt with the
-        text of its one user message."""
+        """Each prompt of the Claw with the text of its one user message: "brief-me" (whose text
+        takes the status when it is asked for), and the ask of each of its prompt schedules."""
         claw = self.claw
-        prompts = {
-            BRIEF: (
-                types.Prompt(
-                    name=BRIEF,
-                    title=f"Brief me on {claw}",
-                    description=f"What the Claw '{claw}' did lately, what failed, what waits for a "
-                    "person and what comes next, from its status now.",
-                ),
-                "",
-            )
-        }
-        for schedule in self.config.schedules:
-            if schedule.prompt is not None:
-                description = f"What the schedule '{schedule.name}' asks the Claw '{claw}'; ask it now."
-                prompt = types.Prompt(name=schedule.name, title=schedule.name, description=description)
-                prompts[schedule.name] = (
+        brief = f"What the Claw '{claw}' did lately, what failed, what waits for a person and what comes next"
+        prompts = {BRIEF: (types.Prompt(name=BRIEF, title=f"Brief me on {claw}", description=brief), brief)}
+        for s in self.config.schedules:
+            if s.prompt is not None and s.name != BRIEF:
+                prompt = types.Prompt(
+                    name=s.name, description=f"What the schedule '{s.name}' asks; ask it now."
+                )
+                prompts[s.name] = (
                     prompt,
-                    f"Use the ask tool of the Claw '{claw}' with this message: {schedule.prompt}",
+                    f"Use the ask tool of the Claw '{claw}' with this message: {s.prompt}",
                 )
         return prompts
 
@@ -607,11 +600,7 @@ class ClawServer(ServerBase):
             raise MCPError(INVALID_PARAMS, f"Claw '{self.claw}' has no prompt '{params.name}'")
         prompt, text = found
         if prompt.name == BRIEF:
-            status = await self.service.status(self.claw)
-            text = (
-                f"Brief me on the Claw '{self.claw}': what it did lately, what failed, what waits for "
-                f"a person and what comes next. Its status now:\n\n{_json(status)}"
-            )
+            text = f"Brief me: {text}. Its status now:\n\n{_json(await self.service.status(self.claw))}"
         message = types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))
         return types.GetPromptResult(description=prompt.description, messages=[message])
 
