@@ -17,6 +17,7 @@ from mcp.server.mcpserver import AcceptedElicitation, Elicit, ElicitationResult,
 from mcp.types import ElicitRequestParams, ElicitResult, ToolAnnotations
 from pydantic import BaseModel
 
+from clawmcp.approvals import ASKER
 from clawmcp.errors import BudgetSpent, UserError
 from clawmcp.events import line
 from clawmcp.expose import ClawServer
@@ -110,6 +111,34 @@ async def test_an_approved_call_runs_once_with_the_stored_arguments_and_the_run_
     ]
     assert run is not None and (run.state, run.reply) == ("done", "recorded: ok the minutes")
     assert kinds == ["model", "tool_call", "approval", "tool_result", "model"]
+
+
+async def test_a_parked_message_claimed_again_parks_again_and_its_asker_is_asked_again(
+    tmp_path: Path,
+) -> None:
+    calls, server = recorder()
+    asked: list[int] = []
+
+    class Asker:  # a client of the ask that never decides
+        async def elicit(self, message: str, schema: dict[str, Any]) -> Any:
+            asked.append(len(asked))
+            return "cancel", None
+
+    async with hosting(tmp_path, RECORDER, servers={"rec": server}) as host, anyio.create_task_group() as tg:
+        token = ASKER.set(Asker())
+        tg.start_soon(functools.partial(host.service.ask, "c", "record it"))
+        ASKER.reset(token)
+        [approval] = await pending(host)
+        settled = host.claws.settled
+        assert await host.store.requeue_running("c") == 1  # as after a crash of its consumer
+        host.mailboxes.notify("c")
+        await settled.wait()  # claimed again, and parked again: nothing ran
+        again = await host.store.get_message(approval.message_id or 0)
+        runs = await host.store.runs("c")
+        await host.approvals.decide(approval.id, "approved")
+    assert again is not None and (again.state, again.attempts) == ("running", 2)
+    assert [r.state for r in runs] == ["waiting"]
+    assert calls == ["it"] and len(asked) == 2  # asked as it parked, and as it parked again
 
 
 async def test_a_denied_call_is_not_run_and_the_model_is_told_with_the_note(tmp_path: Path) -> None:

@@ -4,16 +4,22 @@ with real processes, signals and a database restart: tests/e2e/test_cluster.py.)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import asyncpg
 import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.types import ResourceUpdatedNotification
 
 from clawmcp.cluster import Cluster, preferred
 from clawmcp.errors import StoreError, unwrap
+from clawmcp.expose import ClawServer
 from clawmcp.host import Host
 from clawmcp.store.postgres import PostgresStore
 from tests.fakes import hosting, logged, tool_server
@@ -275,14 +281,35 @@ async def test_a_cancel_on_any_host_stops_the_run_on_its_owner(
             )
         there, elsewhere = hosts[owner], hosts[other]
         await until(lambda: "c" in cluster(there).owned, there, elsewhere)
+        heard: list[str] = []
+        ended_here = anyio.Event()
+
+        async def on_message(message: Any) -> None:  # a client of the other host follows the run
+            if isinstance(message, ResourceUpdatedNotification):
+                heard.append(str(message.params.uri))
+                ended_here.set()
+
+        server = ClawServer(elsewhere.service, "c")
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        tg.start_soon(server.watch)
+        client = await stack.enter_async_context(
+            Client(server.server, mode="legacy", message_handler=on_message)
+        )
         told = await elsewhere.service.tell("c", "hold on")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            await client.subscribe_resource(f"claw://c/runs/{told.id}")
         with anyio.fail_after(20):
             await held.wait()
         await elsewhere.service.cancel(told.id)
         ended = await elsewhere.service.result(told.id, wait=20)
         await until(lambda: _ended(there, told.id), there, elsewhere)
         run = await there.store.message_run(told.id)
+        with anyio.fail_after(20):
+            await ended_here.wait()
+        tg.cancel_scope.cancel()
     assert ended["state"] == "cancelled"
+    assert heard[0] == f"claw://c/runs/{told.id}"
     assert run is not None and (run.state, run.error) == ("cancelled", "cancelled by a person")
     assert not release.is_set()  # stopped, not finished
 

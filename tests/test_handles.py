@@ -16,7 +16,7 @@ from clawmcp.errors import UserError
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.host import Host
 from clawmcp.store import Message, Step
-from tests.fakes import LOCAL, hosting, tool_server
+from tests.fakes import API, LOCAL, FakeAPI, hosting, openai_error, tool_server
 from tests.test_approvals import pending
 
 pytestmark = pytest.mark.anyio
@@ -206,3 +206,20 @@ async def test_result_and_cancel_over_mcp_and_the_first_progress_names_the_messa
 
 def asked_id(heard: list[str | None]) -> int:
     return int((heard[0] or "").removeprefix("message "))
+
+
+async def test_a_failed_ask_is_not_tried_again_and_an_ask_for_later_runs_all_the_same(tmp_path: Path) -> None:
+    api = FakeAPI(lambda n, body: openai_error(400, "no such model"))
+    body = GATED.replace(
+        "models:\n", f"models:\n  api: {{provider: openai, base_url: '{API}', model: m}}\n"
+    ).replace("  d: {model: m}\n", "  d: {model: m}\n  broken: {model: api}\n")
+    async with hosting(tmp_path, body, api=api, servers={"gate": Gate().server}) as host:
+        failed = await host.service.ask("broken", "hi")
+        outcome = await host.service.result(failed.message_id or 0)
+        later = await host.service.ask_later("d", "hi")
+        done = await host.service.result(later, wait=20)
+        runs = await host.store.runs("broken")
+    assert failed.state == "failed" and "no such model" in (failed.error or "")
+    assert (outcome["state"], outcome["attempts"], outcome["error"]) == ("failed", 1, failed.error)
+    assert len(runs) == 1  # not tried again
+    assert (done["state"], done["reply"]) == ("done", "hello")

@@ -232,16 +232,15 @@ class Claws:
         self._tg.start_soon(self._ask_here, claw, message)
 
     async def _ask_here(self, claw: str, message: Message) -> None:
-        """Run a direct ask's message once, and answer it; whatever becomes of its asker."""
-        answer: Answer | None = Answer(error="the host is stopping")
+        """Run a direct ask's message once; its asker hears once the run has ended (or parked,
+        then the consumer answers), or why it could not run."""
+        answer: Answer | None = Answer()
         try:
-            state, reply, error, acked = await self._handle(claw, message, once=True)
+            state, _, _, _ = await self._handle(claw, message, once=True)
             if state == "waiting":  # a decision queues it again, for the consumer
                 answer = None
-            elif state in ("done", "failed", "limit") and not acked:
-                await self.store.ack(message.id)  # tried once: a failed ask is not tried again
-            if answer is not None:
-                answer = Answer(reply, None if state == "done" else error or state)
+            elif state == "failed":  # tried once: a failed ask is not tried again
+                await self.store.ack(message.id)
         except Exception as e:  # stopping, an outage, a lost worker: it stays to be run again
             log.warning("Claw '%s': message %d: %s", claw, message.id, e, extra={"claw": claw})
             answer = Answer(error=str(e))
