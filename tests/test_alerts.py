@@ -100,3 +100,23 @@ def test_only_failures_make_alerts() -> None:
         == "tool server 'gh' is down: gone"
     )
     assert alert_text(event("server", server="gh", state="up", error=None)) is None
+    assert alert_text(event("fire", schedule="s", action="prompt", lateness=0.0)) is None  # it fired
+
+
+async def test_alerts_to_a_topic_reach_each_subscriber_but_not_about_itself(tmp_path: Path) -> None:
+    api = FakeAPI(lambda n, body: openai_error(400, "no such model"))
+    subscribed = "  watcher: {model: m, subscribe: [ops]}\n  pager: {model: m, subscribe: [ops]}"
+    body = FAILING.replace("to: ops", "topic: ops").replace("  watcher: {model: m}", subscribed)
+    async with hosting(tmp_path, body, api=api) as host:
+        receivers = host.alerts.receivers()
+        asked = await host.service.ask("w", "fail now")
+
+        async def alerted() -> bool:
+            return all([await host.store.history(c, "topic-ops", 10) for c in ("watcher", "pager")])
+
+        await until(host, alerted)
+        said = await host.store.history("pager", "topic-ops", 10)
+    own = Event(1, 0.0, "run", "pager", {"state": "failed", "trigger": "ask", "run": 1, "error": "x"})
+    assert receivers == ["watcher", "pager"]
+    assert str(said[0].content).startswith(f"alert: run {asked.id} of Claw 'w' failed: ")
+    assert host.alerts.alert(own) is None
