@@ -181,13 +181,13 @@ async def test_result_and_cancel_over_mcp_and_the_first_progress_names_the_messa
     async with hosting(tmp_path, GATED, servers={"gate": gate.server}) as host:
         heard: list[str | None] = []
 
-        async def progress(done: float, total: float | None, text: str | None) -> None:
-            heard.append(text)
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            heard.append(message)
 
         async with Client(ClawServer(host.service, "d").server) as client:
             asked = await client.call_tool("ask", {"message": "hi"}, progress_callback=progress)
             told_ = await client.call_tool("tell", {"message": "hi"})
-            message_id = told_.structured_content["message_id"]  # type: ignore[index]
+            message_id = (told_.structured_content or {})["message_id"]
             result = await client.call_tool("result", {"message_id": message_id, "wait": 20})
             other = await client.call_tool("result", {"message_id": 10_000})
         async with Client(HostServer(host.service, lambda request, claw: True).server) as client:

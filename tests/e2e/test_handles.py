@@ -53,9 +53,9 @@ async def test_an_ask_outlives_its_client_and_its_reply_is_fetched_with_result(t
         heard: list[str] = []
         holding = anyio.Event()
 
-        async def progress(done: float, total: float | None, text: str | None) -> None:
-            heard.append(text or "")
-            if text == "calling gate__hold":
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            heard.append(message or "")
+            if message == "calling gate__hold":
                 holding.set()
 
         async def ask() -> None:

@@ -22,6 +22,7 @@ from mcp.server.auth.provider import AccessToken, AuthorizationCode, Authorizati
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from pydantic import AnyHttpUrl
 
 EXPIRES_IN = int(sys.argv[1])
 clients: dict[str, OAuthClientInformationFull] = {}
@@ -105,8 +106,8 @@ def main() -> None:
         "secure",
         auth_server_provider=Provider(),  # type: ignore[arg-type]
         auth=AuthSettings(
-            issuer_url=base,
-            resource_server_url=f"{base}/mcp",
+            issuer_url=AnyHttpUrl(base),
+            resource_server_url=AnyHttpUrl(f"{base}/mcp"),
             client_registration_options=ClientRegistrationOptions(enabled=True),
             validate_token_resource=False,
         ),
