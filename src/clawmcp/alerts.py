@@ -45,22 +45,24 @@ class Alerts:
 
     def __init__(self, manifest: Manifest, mailboxes: Mailboxes) -> None:
         self.manifest, self.mailboxes = manifest, mailboxes
-        self.config = manifest.host.alerts
+        self.config = config = manifest.host.alerts
         self._send: MemoryObjectSendStream[str] | None = None
+        self._receivers = [  # the Claw named, or the topic's subscribers
+            name
+            for name, c in manifest.claws.items()
+            if config is not None and (name == config.to or config.topic in c.subscribe)
+        ]
 
     def receivers(self) -> list[str]:
-        if self.config is None:
-            return []
-        if self.config.to is not None:
-            return [self.config.to]
-        return [name for name, c in self.manifest.claws.items() if self.config.topic in c.subscribe]
+        """The Claws that receive the alerts."""
+        return self._receivers
 
     def alert(self, event: Event) -> str | None:
         """The alert an event makes: a failure, not of a Claw that receives the alerts."""
-        if self.config is None or event.claw in self.receivers():
+        text = alert_text(event)  # most events are none: looked at first
+        if text is None or self.config is None or event.claw in self._receivers:
             return None
-        text = alert_text(event)
-        return None if text is None else f"alert: {text}"
+        return f"alert: {text}"
 
     def heard(self, event: Event) -> None:
         """An event of this host (an `Events` listener): queue its alert, if it makes one."""

@@ -215,7 +215,8 @@ def _tools(args: argparse.Namespace) -> int:
     if names:
         raise UserError(f"one server at most: clawmcp tools [SERVER], got {' '.join(args.names)}")
     tools = [t for t in _api(args, "GET", "/api/tools") if server in (None, t["server"])]
-    if server is not None and not tools and server not in _api(args, "GET", "/api/servers"):
+    servers = _api(args, "GET", "/api/servers")
+    if server is not None and not tools and server not in servers:
         raise UserError(f"the running host has no tools of a server '{server}'")
     if args.json:
         print(json.dumps(tools, indent=2))
@@ -231,7 +232,7 @@ def _tools(args: argparse.Namespace) -> int:
         for field, change in (t["changes"] or {}).items():
             print(f"\n{t['pattern']} {field}:")
             print(f"  pinned: {json.dumps(change['pinned'])}\n  now:    {json.dumps(change['now'])}")
-    for name, s in _api(args, "GET", "/api/servers").items():  # what keeps a server's tools away
+    for name, s in servers.items():  # what keeps a server's tools away
         if server in (None, name) and s["state"] != "up":
             print(f"server '{name}': {s['state']}" + (f": {s['error']}" if s["error"] else ""))
     return 0

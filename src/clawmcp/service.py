@@ -107,40 +107,18 @@ class Service:
         `wait`, up to that many seconds for it to end."""
         with self.follow() as live:  # from before the first look: no change goes unseen
             outcome = await self._outcome(message_id, reaches)
-            with anyio.move_on_after(wait if outcome["state"] not in ENDED else 0):
-                async for event in live:
+            with anyio.move_on_after(wait):
+                while outcome["state"] not in ENDED:
+                    event = await live.receive()
                     if event.claw == outcome["claw"]:
                         outcome = await self._outcome(message_id, reaches)
-                        if outcome["state"] in ENDED:
-                            break
         return outcome
 
     async def _outcome(self, message_id: int, reaches: Callable[[str], bool]) -> dict[str, Any]:
         message = await self._store.get_message(message_id)
         if message is None or not reaches(message.mailbox):
             raise UserError(f"no message {message_id}")
-        run = await self._store.message_run(message_id)
-        state: str = message.state
-        if state == "running" and run is not None and run.state == "waiting":
-            state = "waiting"
-        elif state == "done" and run is not None and run.state != "done":
-            state = "failed"
-        error = None if state == "done" else message.last_error
-        if state == "cancelled":
-            error = CANCELLED
-        elif state == "failed" and run is not None:
-            error = run.error
-        return {
-            "message_id": message.id,
-            "claw": message.mailbox,
-            "state": state,
-            "run_id": run.id if run else None,
-            "reply": run.reply if run and state == "done" else None,
-            "error": error,
-            "attempts": message.attempts,
-            "created_at": message.created_at,
-            "updated_at": (run.ended_at or run.started_at) if run else message.created_at,
-        }
+        return _described(message, await self._store.message_run(message_id))
 
     async def cancel(
         self, message_id: int, *, reaches: Callable[[str], bool] = lambda claw: True
@@ -169,7 +147,7 @@ class Service:
             attempts=message.attempts,
             error=None,
         )
-        return await self._outcome(message_id, reaches)
+        return _described(message, run)
 
     async def tell(
         self, claw: str, message: str, *, thread: str = "default", key: str | None = None
@@ -298,3 +276,28 @@ class Service:
             approvals=Counter(a.claw for a in await self._store.approvals(pending=True, limit=10_000)),
             shown=shown,
         )
+
+
+def _described(message: Message, run: Run | None) -> dict[str, Any]:
+    """A message and its latest run as `result` shows them."""
+    state: str = message.state
+    if state == "running" and run is not None and run.state == "waiting":
+        state = "waiting"
+    elif state == "done" and run is not None and run.state != "done":
+        state = "failed"
+    error = None if state == "done" else message.last_error
+    if state == "cancelled":
+        error = CANCELLED
+    elif state == "failed" and run is not None:
+        error = run.error
+    return {
+        "message_id": message.id,
+        "claw": message.mailbox,
+        "state": state,
+        "run_id": run.id if run else None,
+        "reply": run.reply if run and state == "done" else None,
+        "error": error,
+        "attempts": message.attempts,
+        "created_at": message.created_at,
+        "updated_at": (run.ended_at or run.started_at) if run else message.created_at,
+    }
