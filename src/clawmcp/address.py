@@ -5,7 +5,19 @@ Small on purpose: the CLI imports it to find the running host without loading th
 
 from __future__ import annotations
 
-__all__ = ["host_url", "split_listen"]
+import ipaddress
+
+__all__ = ["host_url", "loopback", "split_listen"]
+
+
+def loopback(address: str) -> bool:
+    """Whether an address (as `split_listen` gives it) reaches this machine only."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def split_listen(listen: str) -> tuple[str, int]:

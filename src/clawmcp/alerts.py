@@ -34,7 +34,7 @@ def alert_text(event: Event) -> str | None:
     if event.kind == "delivery" and d.get("outcome") == "dead":
         return f"message {d['id']} to {claw} is a dead letter after {d['attempts']} tries: {d.get('error')}"
     if event.kind == "fire" and d.get("outcome") == "failed":
-        return f"schedule '{d['schedule']}' of {claw} failed: {d.get('error')}"
+        return f"{d.get('trigger') or 'schedule'} '{d['schedule']}' of {claw} failed: {d.get('error')}"
     if event.kind == "server" and d.get("state") == "down":
         return f"tool server '{d['server']}' is down: {d.get('error')}"
     return None

@@ -350,7 +350,7 @@ class Claws:
                     claw,
                     fire.prompt or "" if fire else message.content,
                     thread=message.thread,
-                    trigger="schedule" if fire else "ask" if once else "message",
+                    trigger=fire.trigger or "schedule" if fire else "ask" if once else "message",
                     message_id=message.id,
                     will_retry=not once and message.attempts < MAX_ATTEMPTS,
                     acknowledge=fire is None,  # a fire's message is done with the fire's outcome
@@ -400,11 +400,19 @@ class Claws:
         outcome: FireOutcome = "ok" if state == "done" else "failed"
         if outcome == "failed":
             fields = {"claw": claw, "schedule": fire.schedule, "run": run_id}
-            log.warning("Claw '%s': schedule '%s' failed: %s", claw, fire.schedule, error, extra=fields)
-            self.mailboxes.events.emit("fire", claw, schedule=fire.schedule, outcome=outcome, error=error)
+            what = f"{fire.trigger or 'schedule'} '{fire.schedule}'"
+            log.warning("Claw '%s': %s failed: %s", claw, what, error, extra=fields)
+            about = {"trigger": fire.trigger} if fire.trigger else {}
+            self.mailboxes.events.emit(
+                "fire", claw, schedule=fire.schedule, outcome=outcome, error=error, **about
+            )
         ack = message.id if state != "failed" else None  # a failure is tried again
         try:
-            await self.store.finish_fire(fire.id, fire.slot, outcome, run_id=run_id, error=error, ack=ack)
+            if fire.id is None or fire.slot is None:  # a trigger's: no fire to record
+                if ack is not None:
+                    await self.store.ack(ack)
+            else:
+                await self.store.finish_fire(fire.id, fire.slot, outcome, run_id=run_id, error=error, ack=ack)
         except StoreUnavailable:
             raise
         except StoreError:  # the schedule was removed since, taking its fires with it; or a fault

@@ -192,10 +192,17 @@ def line(event: Event) -> str:
         note = f": {d['note']}" if d["note"] else ""
         text = f"approval {d['id']} {d['state']} (run {d['run']}, {d['tool']}){note}"
     elif event.kind == "fire" and d.get("outcome") == "failed":
-        text = f"schedule '{d['schedule']}' failed: {d['error']}"
+        text = f"{_fired(d)} failed: {d['error']}"
+    elif event.kind == "fire" and d.get("trigger"):
+        text = f"{_fired(d)} fired ({d['action']}, message {d['message']})"
     elif event.kind == "fire":
-        text = f"schedule '{d['schedule']}' fired ({d['action']}, {d['lateness'] * 1000:.1f} ms late)"
+        text = f"{_fired(d)} fired ({d['action']}, {d['lateness'] * 1000:.1f} ms late)"
     else:
         error = f": {d['error']}" if d.get("error") else ""
         text = f"tool server '{d['server']}' {d['state']}{error}"
     return f"{when}  {event.claw or '-'}  {' '.join(text.split())}"  # one line, whatever the texts hold
+
+
+def _fired(d: dict[str, Any]) -> str:
+    """A fire's schedule, or its trigger: `webhook 'NAME'`."""
+    return f"{d.get('trigger') or 'schedule'} '{d['schedule']}'"

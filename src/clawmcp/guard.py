@@ -2,7 +2,8 @@
 
 The guard checks every request before anything else sees it: the Host header (loopback, the
 listen address and `allowed_hosts`), the Origin when a browser sends one, and, when
-`host.auth.tokens` are set, a bearer token that must reach the Claw the path names. A browser,
+`host.auth.tokens` are set, a bearer token that must reach the Claw the path names (but for the
+webhooks under `/hooks/`, which are signed instead). A browser,
 which cannot send a bearer header, opens `/?token=TOKEN` once: the guard checks the token, keeps
 it in an HttpOnly, SameSite=Strict cookie and redirects to `/`; the cookie then stands for the
 token on GET requests (the dashboard and the API reads it makes), and on a POST only beside the
@@ -28,6 +29,8 @@ from clawmcp.manifest import Manifest, no_claw
 __all__ = ["Guard", "error", "no_claw_response", "reaches"]
 
 _OPEN_PATHS = ("/healthz", "/readyz")
+_HOOKS = "/hooks/"
+"""Webhooks carry a signature instead of a token (`clawmcp.hooks`)."""
 _COOKIE = "clawmcp_token"
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
@@ -97,7 +100,7 @@ class Guard:
         if origin and urlsplit(origin).netloc not in self.origins:
             return error(403, f"Origin '{origin}' is not allowed (add it to host.allowed_hosts)")
         path: str = scope["path"]
-        if not self.tokens or path in _OPEN_PATHS:
+        if not self.tokens or path in _OPEN_PATHS or path.startswith(_HOOKS):
             return None
         scheme, _, given = headers.get("authorization", "").partition(" ")
         given = given.strip() if scheme.lower() == "bearer" else ""

@@ -4,7 +4,6 @@ providers and the runtime."""
 from __future__ import annotations
 
 import gc
-import ipaddress
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ import anyio
 import httpx2
 from anyio.abc import TaskGroup, TaskStatus
 
-from clawmcp.address import split_listen
+from clawmcp.address import loopback, split_listen
 from clawmcp.alerts import Alerts
 from clawmcp.approvals import Approvals
 from clawmcp.claw import Claws
@@ -37,20 +36,12 @@ from clawmcp.store import Store
 from clawmcp.store.configured import configured_store
 from clawmcp.store.lock import DataDirLock
 from clawmcp.toolhub import ToolHub
+from clawmcp.triggers import Triggers
 from clawmcp.worker import Worker
 
 __all__ = ["Host"]
 
 log = logging.getLogger("clawmcp")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Host:
@@ -70,7 +61,7 @@ class Host:
         (`ToolHub` `local`)."""
         self.manifest = manifest
         address, port = split_listen(manifest.host.listen)
-        if not _loopback(address) and not manifest.host.auth.tokens:
+        if not loopback(address) and not manifest.host.auth.tokens:
             raise UserError(
                 f"refusing to listen on {manifest.host.listen} without host.auth.tokens: "
                 "a public address needs tokens (or listen on 127.0.0.1)"
@@ -101,6 +92,8 @@ class Host:
         self.scheduler = Scheduler(
             manifest, self.store, self.mailboxes, clock=self.clock, owns=self.cluster.owns
         )
+        self.triggers = Triggers(manifest, self.mailboxes, owns=self.cluster.owns)
+        self.hub.updated = self.triggers.updated
         workers: dict[str, Remote] = {}
         self.runtime = Runtime(
             manifest,
@@ -133,6 +126,7 @@ class Host:
             self.claws,
             self.cluster,
             self.approvals,
+            self.triggers,
             self.readiness,
         )
         """What the edges (MCP servers, HTTP) may do with this host."""

@@ -43,9 +43,13 @@ class Mailboxes:
     async def enqueue(self, message: Outgoing) -> Message:
         """Commit a message and notify its mailbox. With a `key` already used for this mailbox,
         the first message is returned and nothing new is queued."""
-        stored = await self._commit(message)
+        return (await self.deliver(message))[0]
+
+    async def deliver(self, message: Outgoing) -> tuple[Message, bool]:
+        """`enqueue`, saying whether the message is new (False: its key was used before)."""
+        stored, new = await self._commit(message)
         self.notify(message.mailbox)
-        return stored
+        return stored, new
 
     async def ask(
         self,
@@ -58,7 +62,7 @@ class Mailboxes:
         """Enqueue a message and wait up to `within` seconds for its answer; None
         when there was none by then. `chain`: the Claws waiting on it through `claw__ask`;
         `told` hears the message's id once it is committed."""
-        stored = await self._commit(message, chain)
+        stored, _ = await self._commit(message, chain)
         with self.expect(stored.id) as answer:  # before anyone can claim it
             self.notify(message.mailbox)
             if told is not None:
@@ -82,7 +86,7 @@ class Mailboxes:
         finally:
             del self._answers[message_id]
 
-    async def _commit(self, m: Outgoing, chain: tuple[str, ...] = ()) -> Message:
+    async def _commit(self, m: Outgoing, chain: tuple[str, ...] = ()) -> tuple[Message, bool]:
         stored, new = await self.store.enqueue(
             m.mailbox, m.content, sender=m.sender, thread=m.thread, kind=m.kind, key=m.key, chain=chain
         )
@@ -96,7 +100,7 @@ class Mailboxes:
                 thread=m.thread,
                 text=excerpt(m.content),
             )
-        return stored
+        return stored, new
 
     async def claim(self, mailbox: str) -> Message | None:
         return await self.store.claim(mailbox)

@@ -78,7 +78,7 @@ class Metrics:
             self.messages.labels(claw, d["type"]).inc()
         elif event.kind == "delivery":
             self.deliveries.labels(claw, d["outcome"]).inc()
-        elif event.kind == "fire":
+        elif event.kind == "fire" and "lateness" in d:  # a schedule's (a trigger's has none)
             self.lateness.labels(claw).observe(max(0.0, d["lateness"]))
 
     def text(

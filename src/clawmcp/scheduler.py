@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -160,13 +160,16 @@ SCHEDULE_SCHEMA = _object(
 
 @dataclasses.dataclass(frozen=True)
 class FireBody:
-    """What the message of a `prompt` or `call` fire carries to the Claw's consumer."""
+    """What the message of a `prompt` or `call` fire carries to the Claw's consumer: a
+    schedule's (its id and slot: the fire to record), or a trigger's (`trigger`: webhook or
+    resource; `schedule` is then the trigger's name, and there is no fire to record)."""
 
     schedule: str
-    id: int
-    slot: float
+    id: int | None = None
+    slot: float | None = None
     prompt: str | None = None
     call: dict[str, Any] | None = None
+    trigger: Literal["webhook", "resource"] | None = None
 
     def dumps(self) -> str:
         return json.dumps({k: v for k, v in dataclasses.asdict(self).items() if v is not None})

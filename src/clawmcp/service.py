@@ -40,6 +40,7 @@ from clawmcp.store import (
     Store,
 )
 from clawmcp.toolhub import HubTool, ServerState, ToolHub
+from clawmcp.triggers import Triggers
 
 __all__ = ["ENDED", "Service"]
 
@@ -62,9 +63,10 @@ class Service:
         claws: Claws,
         cluster: Alone | Cluster,
         approvals: Approvals,
+        triggers: Triggers,
         readiness: Callable[[], dict[str, Any]],
     ) -> None:
-        self.manifest, self.readiness = manifest, readiness
+        self.manifest, self.readiness, self.triggers = manifest, readiness, triggers
         self._store, self._events, self._metrics, self._hub = store, events, metrics, hub
         self._runtime, self._scheduler, self._claws, self._cluster = runtime, scheduler, claws, cluster
         self._approvals = approvals

@@ -21,6 +21,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
@@ -35,7 +36,8 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.dispatcher import ProgressFnT
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.subscriptions import ToolsListChanged
 from mcp.types import (
     INVALID_REQUEST,
     AudioContent,
@@ -47,6 +49,7 @@ from mcp.types import (
     ErrorData,
     ImageContent,
     ResourceLink,
+    ResourceUpdatedNotification,
     TextContent,
     TextResourceContents,
     Tool,
@@ -62,6 +65,7 @@ from clawmcp.oauth import Vault, host_auth
 from clawmcp.stdio_transport import stdio_transport
 from clawmcp.store import Store
 from clawmcp.supervisor import Supervisor
+from clawmcp.triggers import watched
 
 __all__ = [
     "AUDIT_WINDOW",
@@ -275,6 +279,12 @@ class _Upstream:
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, ToolListChangedNotification):
             self._wake.set()
+        elif isinstance(message, ResourceUpdatedNotification) and self.hub.updated is not None:
+            uri = str(message.params.uri)
+            try:  # in both eras: a listen stream's events reach here too
+                await self.hub.updated(self.name, uri)
+            except Exception as e:  # a store fault: the next update is tried again
+                log.warning("tool server '%s': the update of %s was not queued: %s", self.name, uri, e)
 
     def lost(self) -> None:
         """A call found the connection closed: down from now on, and the owner reconnects."""
@@ -352,17 +362,31 @@ class _Upstream:
         self.hub._rebuild()
 
     async def _listen(self, client: Client, *, task_status: TaskStatus[None]) -> None:
-        """2026-era sessions hear of tool list changes through `subscriptions/listen`."""
+        """Hear of tool list changes and of the updates of the resources that triggers watch:
+        through `subscriptions/listen` in the 2026 era, else as notifications (the resources
+        subscribed to with `resources/subscribe`). The updates reach `_on_message` either way."""
+        uris = watched(self.hub.manifest, self.name)
         listening = False
         try:
-            async with client.listen(tools_list_changed=True) as changes:
+            async with client.listen(tools_list_changed=True, resource_subscriptions=uris) as changes:
                 task_status.started()
                 listening = True
-                async for _ in changes:
-                    self._wake.set()
+                async for event in changes:
+                    if isinstance(event, ToolsListChanged):
+                        self._wake.set()
         except Exception:  # handshake era, no support, or lost: notifications and health checks remain
             if not listening:
+                await self._subscribe(client, uris)
                 task_status.started()
+
+    async def _subscribe(self, client: Client, uris: list[str]) -> None:
+        with warnings.catch_warnings():  # deprecated in the 2026 era, which does not come here
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            for uri in uris:
+                try:
+                    await client.subscribe_resource(uri)
+                except MCPError as e:
+                    log.warning("tool server '%s': cannot watch %s: %s", self.name, uri, e.error.message)
 
     async def _watch(self, client: Client) -> None:
         """Until the connection is lost: relist on list_changed, and check health now and then."""
@@ -424,6 +448,8 @@ class ToolHub:
         for name, upstream in self.upstreams.items():
             self.supervisor.add(name, upstream.connection)
         self.catalog: dict[str, HubTool] = {}
+        self.updated: Callable[[str, str], Awaitable[None]] | None = None
+        """Hears (server, URI) of each update of a resource a trigger watches."""
         self._http = httpx2.AsyncClient()
         self._audit_send, self._audit_receive = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
         self._rebuild()

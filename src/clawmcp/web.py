@@ -40,6 +40,7 @@ from clawmcp.errors import BudgetSpent, ClawError, Stopping, StoreUnavailable, U
 from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.guard import Guard, error, no_claw_response, reaches
+from clawmcp.hooks import hook
 from clawmcp.host import Host
 from clawmcp.listener import (
     BODY_TIMEOUT,
@@ -531,6 +532,7 @@ ROUTES = [
     Route("/api/approvals", api_approvals),
     Route("/api/approvals/{id}", api_decide, methods=["POST"]),
     Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
+    Route("/hooks/{claw}/{name}", hook, methods=["POST"]),
     *(
         Route(f"{prefix}/{kind}", _McpEndpoint(kind))
         for prefix in ("/claws/{name}", "")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from clawmcp.address import loopback, split_listen
 from clawmcp.errors import Problem
 from clawmcp.manifest.load import Loc, Source
 from clawmcp.manifest.model import Claw, Host, Model
@@ -97,6 +98,13 @@ def check(tables: Tables, host: Entry | None) -> list[Problem]:
             for j, pattern in enumerate(token.claws):
                 if not any(fnmatchcase(c, pattern) for c in tables["claws"]):
                     refer(host.source, (*loc, "claws", j), "Claw", pattern, names["claws"])
+        if not loopback(split_listen(host.value.listen)[0]):
+            for name, entry in tables["claws"].items():
+                for i, trigger in enumerate(entry.value.triggers if entry.value else []):
+                    if trigger.webhook and trigger.webhook.signature == "none":
+                        where = ("claws", name, "triggers", i, "webhook", "signature")
+                        message = f"signature 'none' needs a loopback host.listen, not {host.value.listen}"
+                        problems.append(entry.source.problem(where, message, "value"))
         alerts = host.value.alerts
         if alerts is not None and alerts.to is not None and alerts.to not in tables["claws"]:
             refer(host.source, ("host", "alerts", "to"), "Claw", alerts.to, names["claws"])
@@ -122,15 +130,22 @@ def _pattern_problem(pattern: str, tables: Tables) -> str | None:
 
 
 def _schedules(claw: Claw, loc: Loc, source: Source, tables: Tables) -> list[Problem]:
+    """Schedules and triggers: names unique among both (they are stored alike), actions allowed."""
     problems: list[Problem] = []
     seen: set[str] = set()
-    for i, schedule in enumerate(claw.schedules):
-        here = (*loc, "schedules", i)
+    actions = [("schedules", i, s) for i, s in enumerate(claw.schedules)]
+    actions += [("triggers", i, t) for i, t in enumerate(claw.triggers)]
+    for table, i, schedule in actions:
+        here = (*loc, table, i)
         if schedule.name in seen:
-            problems.append(
-                source.problem((*here, "name"), f"schedule name '{schedule.name}' is used twice", "value")
-            )
+            message = f"name '{schedule.name}' is used twice among this Claw's schedules and triggers"
+            problems.append(source.problem((*here, "name"), message, "value"))
         seen.add(schedule.name)
+        watched = getattr(schedule, "resource", None)
+        if watched is not None and watched.server not in tables["servers"]:
+            known = ", ".join(sorted(tables["servers"])) or "none"
+            message = f"unknown server '{watched.server}' (defined: {known})"
+            problems.append(source.problem((*here, "resource", "server"), message, "value"))
         if schedule.call:
             tool = schedule.call.tool
             message = _pattern_problem(tool, tables) if "." in tool else f"'{tool}' is not SERVER.TOOL"

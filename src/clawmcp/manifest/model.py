@@ -7,6 +7,7 @@ live in `check.py`, where every entry is known.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,6 +28,7 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "NAME_PATTERN",
     "PLACEHOLDER",
+    "TEMPLATE",
     "Call",
     "Claw",
     "Host",
@@ -38,8 +40,10 @@ __all__ = [
     "Server",
     "Supervision",
     "Tool",
+    "Trigger",
     "parse_duration",
     "placeholders",
+    "render",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -164,8 +168,19 @@ class Host(_Strict):
 
 # -- models ------------------------------------------------------------------------------------
 
-_TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+TEMPLATE = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 _TEMPLATE_FORMS = re.compile(r"^(input|match\.(?P<group>\w+)|results\[(?P<index>\d+)\])$")
+
+
+def render(template: re.Pattern[str], value: Any, field: Callable[[re.Match[str]], str]) -> Any:
+    """Fill the templates in every string of a JSON value."""
+    if isinstance(value, str):
+        return template.sub(field, value)
+    if isinstance(value, dict):
+        return {k: render(template, v, field) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(template, v, field) for v in value]
+    return value
 
 
 class ScriptStep(_Strict):
@@ -187,7 +202,7 @@ class Rule(_Strict):
             except (re.error, OverflowError, RecursionError) as e:
                 raise _fail(f"when: bad regular expression: {e}") from None
         texts = [self.reply, *(repr(s.arguments) for s in self.steps)]
-        for expr in (m[1] for t in texts for m in _TEMPLATE.finditer(t)):
+        for expr in (m[1] for t in texts for m in TEMPLATE.finditer(t)):
             form = _TEMPLATE_FORMS.match(expr)
             if not form:
                 raise _fail(f"unknown template '{{{{ {expr} }}}}': use input, match.NAME or results[N]")
@@ -384,6 +399,64 @@ class Schedule(_Strict):
         return self
 
 
+_TRIGGER_TEMPLATES = {
+    "webhook": re.compile(r"^(body|headers\.[A-Za-z0-9_-]+)$"),
+    "resource": re.compile(r"^uri$"),
+}
+
+
+class Webhook(_Strict):
+    secret: SecretStr | None = Field(default=None, description="use ${VAR}; not with signature none")
+    signature: Literal["github", "stripe", "hmac-sha256", "none"] = Field(
+        description="github: X-Hub-Signature-256; stripe: Stripe-Signature; hmac-sha256: X-Signature; "
+        "none: no check (only on a loopback listen)"
+    )
+
+    @model_validator(mode="after")
+    def _secret(self) -> Webhook:
+        if (self.signature == "none") != (self.secret is None):
+            raise _fail(
+                "signature 'none' takes no secret"
+                if self.secret
+                else f"signature '{self.signature}' needs a secret"
+            )
+        return self
+
+
+class Watched(_Strict):
+    server: Name = Field(description="a server under servers:")
+    uri: str = Field(min_length=1, description="the resource whose updates wake the Claw")
+
+
+class Trigger(_Strict):
+    """What wakes a Claw besides messages and the clock: a signed webhook, or an upstream
+    resource's updates. Its action is a schedule's: prompt, call or send."""
+
+    name: Name
+    webhook: Webhook | None = Field(default=None, description="POST /hooks/CLAW/NAME")
+    resource: Watched | None = None
+    prompt: str | None = Field(
+        default=None, description="{{ body }}, {{ headers.NAME }} (webhook) or {{ uri }} (resource)"
+    )
+    call: Call | None = None
+    send: Send | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Trigger:
+        source = _one_of(self, ("webhook", "resource"))
+        _one_of(self, ("prompt", "call", "send"))
+        texts = [
+            self.prompt or "",
+            self.send.content if self.send else "",
+            repr(self.call.arguments if self.call else ""),
+        ]
+        for expr in (m[1] for t in texts for m in TEMPLATE.finditer(t)):
+            if not _TRIGGER_TEMPLATES[source].match(expr):
+                forms = "body or headers.NAME" if source == "webhook" else "uri"
+                raise _fail(f"unknown template '{{{{ {expr} }}}}': a {source} trigger has {forms}")
+        return self
+
+
 class Memory(_Strict):
     history: int = Field(default=40, ge=0, description="messages of the thread in the context")
 
@@ -411,6 +484,7 @@ class Claw(_Strict):
     talks_to: list[str] = Field(default=[], description="Claws it may message")
     subscribe: list[str] = Field(default=[], description="topics it receives")
     schedules: list[Schedule] = []
+    triggers: list[Trigger] = Field(default=[], description="webhooks and resource updates that wake it")
     memory: Memory = Memory()
     limits: Limits = Limits()
     expose: Expose = Expose()

@@ -9,11 +9,10 @@ asked for one tool call per turn, so a step's arguments may use the results befo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from clawmcp.errors import ModelError
-from clawmcp.manifest.model import Model, Rule
+from clawmcp.manifest.model import Model, Rule, render
 from clawmcp.models.base import Msg, Provider, ToolRequest, ToolSpec, Turn
 
 __all__ = ["Scripted"]
@@ -39,9 +38,9 @@ class Scripted(Provider):
 
         if len(results) < len(rule.steps):
             step = rule.steps[len(results)]
-            arguments = _render(step.arguments, field)
+            arguments = render(_TEMPLATE, step.arguments, field)
             return Turn(calls=(ToolRequest(f"step_{len(results)}", step.tool, arguments),))
-        return Turn(text=_render(rule.reply, field))
+        return Turn(text=render(_TEMPLATE, rule.reply, field))
 
     def _rule(self, text: str) -> tuple[Rule, dict[str, str | None]]:
         """The first rule that matches the input, and the named groups of its match."""
@@ -50,14 +49,3 @@ class Scripted(Provider):
             if when is None or match:
                 return rule, match.groupdict() if match else {}
         raise ModelError(f"scripted model '{self.name}': no rule matches the input {text[:80]!r}")
-
-
-def _render(value: Any, field: Callable[[re.Match[str]], str]) -> Any:
-    """Fill the templates in every string of a JSON value."""
-    if isinstance(value, str):
-        return _TEMPLATE.sub(field, value)
-    if isinstance(value, dict):
-        return {k: _render(v, field) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_render(v, field) for v in value]
-    return value
