@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 import anyio
 
@@ -70,7 +71,7 @@ class Triggers:
     ) -> tuple[Message, bool]:
         """Queue the trigger's action, its templates filled from `values` (`body`, `headers.NAME`
         or `uri`). Returns the message and whether it is new: False for a delivery id seen before."""
-        source = "webhook" if trigger.webhook is not None else "resource"
+        source: Literal["webhook", "resource"] = "webhook" if trigger.webhook is not None else "resource"
 
         def field(template: re.Match[str]) -> str:
             return values.get(template[1].lower(), "")

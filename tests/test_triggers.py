@@ -1,0 +1,292 @@
+"""Triggers (DESIGN §12): signed webhooks and upstream resource updates wake a Claw.
+
+The webhooks go through the host's whole HTTP app (guard included) in this process; the
+resource triggers through a real MCP server in this process, in both eras.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import httpx2
+import pytest
+
+from clawmcp.events import line
+from clawmcp.host import Host
+from clawmcp.manifest import load
+from clawmcp.store import Message, Run
+from clawmcp.store.memory import MemoryStore
+from clawmcp.web import Endpoints, create_app
+from tests.fakes import LOCAL, logged, tool_server, until
+from tests.peers import watched
+
+SECRET = "it-is-a-webhook-secret"
+TOKEN = "a-token-of-sixteen-chars"
+
+HOOKS = f"""
+host: {{data_dir: data, auth: {{tokens: [{{name: t, token: {TOKEN}}}]}}}}
+models:
+  m: {{provider: scripted, rules: [{{reply: "saw: {{{{ input }}}}"}}]}}
+claws:
+  triage:
+    model: m
+    talks_to: [editor]
+    triggers:
+      - name: github
+        webhook: {{secret: {SECRET}, signature: github}}
+        prompt: "A GitHub {{{{ headers.x-github-event }}}} event arrived: {{{{ body }}}}"
+      - name: stripe
+        webhook: {{secret: {SECRET}, signature: stripe}}
+        prompt: "Stripe: {{{{ body }}}}"
+      - name: generic
+        webhook: {{secret: {SECRET}, signature: hmac-sha256}}
+        send: {{to: editor, content: "alert {{{{ headers.x-alert }}}}"}}
+      - name: open
+        webhook: {{signature: none}}
+        prompt: "open: {{{{ body }}}}"
+  editor: {{model: m}}
+"""
+
+
+def _mac(payload: bytes) -> str:
+    return hmac.new(SECRET.encode(), payload, hashlib.sha256).hexdigest()
+
+
+def github(body: bytes, delivery: str, event: str = "push") -> dict[str, str]:
+    return {
+        "X-Hub-Signature-256": f"sha256={_mac(body)}",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery,
+        "Content-Type": "application/json",
+    }
+
+
+def stripe(body: bytes, at: float) -> dict[str, str]:
+    stamp = str(int(at))
+    return {"Stripe-Signature": f"t={stamp},v1={_mac(stamp.encode() + b'.' + body)}"}
+
+
+@asynccontextmanager
+async def hooked(tmp_path: Path) -> AsyncIterator[tuple[Host, httpx2.AsyncClient]]:
+    """The host of `HOOKS` in this process, and an HTTP client of its whole app."""
+    (tmp_path / "m.yaml").write_text(HOOKS)
+    host = Host(load([tmp_path / "m.yaml"]), store=MemoryStore())
+    app = create_app(host.service, Endpoints(host.service), host.listen)
+    transport = httpx2.ASGITransport(app=app)
+    async with anyio.create_task_group() as tg:
+        await tg.start(host.run)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            yield host, http
+        tg.cancel_scope.cancel()
+
+
+async def runs_of(host: Host, claw: str) -> list[Run]:
+    return [r for r in await host.store.runs(claw) if r.state not in ("running", "waiting")]
+
+
+async def messages(host: Host, mailbox: str) -> list[Message]:
+    found = []
+    for message_id in range(1, 100):
+        message = await host.store.get_message(message_id)
+        if message is not None and message.mailbox == mailbox:
+            found.append(message)
+    return found
+
+
+@pytest.mark.anyio
+async def test_a_github_delivery_runs_the_claw_once_per_delivery_id(tmp_path: Path) -> None:
+    async with hooked(tmp_path) as (host, http):
+        body = json.dumps({"action": "opened", "number": 7}).encode()
+        first = await http.post("/hooks/triage/github", content=body, headers=github(body, "d-1"))
+        assert first.status_code == 202, first.text
+        message_id = first.json()["message_id"]
+        assert first.json() == {"message_id": message_id, "duplicate": False}
+
+        await until(host, lambda: _ran(host, "triage", 1))
+        [run] = await runs_of(host, "triage")
+        assert (run.trigger, run.thread, run.state, run.message_id) == (
+            "webhook",
+            "hook:github",
+            "done",
+            message_id,
+        )
+        assert run.reply == f"saw: A GitHub push event arrived: {body.decode()}"
+
+        again = await http.post("/hooks/triage/github", content=body, headers=github(body, "d-1"))
+        assert again.status_code == 202
+        assert again.json() == {"message_id": message_id, "duplicate": True}
+        other = await http.post("/hooks/triage/github", content=body, headers=github(body, "d-2"))
+        assert other.json()["duplicate"] is False
+        await until(host, lambda: _ran(host, "triage", 2))
+        assert len(await messages(host, "triage")) == 2
+
+        ping = await http.post("/hooks/triage/github", content=b"{}", headers=github(b"{}", "d-3", "ping"))
+        assert (ping.status_code, ping.json()) == (200, {"ping": "ok"})
+        assert len(await messages(host, "triage")) == 2
+        assert "webhook 'github' fired (prompt, message" in "\n".join(await _log(host))
+
+
+async def _ran(host: Host, claw: str, count: int) -> bool:
+    return len(await runs_of(host, claw)) >= count
+
+
+async def _log(host: Host) -> list[str]:
+    await host.events.flush()
+    return [line(e) for e in await host.store.events()]
+
+
+@pytest.mark.anyio
+async def test_a_bad_delivery_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    async with hooked(tmp_path) as (host, http):
+        body = b'{"secret": "in the body"}'
+        headers = github(body, "d-1") | {"X-Hub-Signature-256": "sha256=" + "0" * 64}
+        with logged("refused a delivery") as refused:
+            wrong = await http.post("/hooks/triage/github", content=body, headers=headers)
+        assert refused.is_set()
+        assert wrong.status_code == 401
+        assert wrong.json() == {
+            "error": "webhook 'github' of Claw 'triage': the x-hub-signature-256 does not match"
+        }
+        unsigned = await http.post("/hooks/triage/github", content=body)
+        assert unsigned.status_code == 401
+        assert "no x-hub-signature-256 of the form sha256=HEX" in unsigned.json()["error"]
+        old = await http.post("/hooks/triage/stripe", content=body, headers=stripe(body, time.time() - 600))
+        assert old.status_code == 401
+        assert "tolerance 300 s" in old.json()["error"]
+        other = await http.post("/hooks/triage/stripe", content=body, headers=stripe(b"other", time.time()))
+        assert (other.status_code, other.json()["error"]) == (
+            401,
+            "webhook 'stripe' of Claw 'triage': the Stripe-Signature does not match",
+        )
+        big = b"x" * (1_048_576 + 1)
+        too_big = await http.post("/hooks/triage/github", content=big, headers=github(big, "d-2"))
+        assert too_big.status_code == 413
+        unknown = await http.post("/hooks/triage/gitlab", content=body)
+        assert (unknown.status_code, unknown.json()["error"]) == (
+            404,
+            "Claw 'triage' has no trigger 'gitlab' (triggers: github, stripe, generic, open)",
+        )
+        nobody = await http.post("/hooks/nobody/github", content=body)
+        assert nobody.status_code == 404
+        assert await messages(host, "triage") == []
+        assert not [line for line in await _log(host) if " message " in line]
+
+
+@pytest.mark.anyio
+async def test_stripe_hmac_and_unsigned_deliveries(tmp_path: Path) -> None:
+    async with hooked(tmp_path) as (host, http):
+        event = json.dumps({"id": "evt_1", "type": "invoice.paid"}).encode()
+        for _ in range(2):  # Stripe sends an event again until it is answered: queued once
+            paid = await http.post("/hooks/triage/stripe", content=event, headers=stripe(event, time.time()))
+            assert paid.status_code == 202
+        assert paid.json()["duplicate"] is True
+
+        alert = b"disk full"
+        generic = {"X-Signature": f"sha256={_mac(alert)}", "X-Alert": "disk", "X-Delivery-Id": "a-1"}
+        sent = await http.post("/hooks/triage/generic", content=alert, headers=generic)
+        assert sent.status_code == 202
+        # The webhooks need no bearer token, but everything else still does.
+        assert (await http.get("/api/claws")).status_code == 401
+
+        opened = await http.post("/hooks/triage/open", content=b"hello")
+        assert opened.status_code == 202
+
+        await until(host, lambda: _ran(host, "triage", 2))
+        await until(host, lambda: _ran(host, "editor", 1))
+        replies = sorted(r.reply or "" for r in await runs_of(host, "triage"))
+        assert replies == [f"saw: Stripe: {event.decode()}", "saw: open: hello"]
+        [told] = await runs_of(host, "editor")
+        assert (told.input, told.trigger, told.reply) == ("alert disk", "message", "saw: alert disk")
+
+
+# -- resource triggers ---------------------------------------------------------------------------
+
+WATCH = f"""
+host: {{data_dir: data}}
+models:
+  m:
+    provider: scripted
+    rules:
+      - when: "^inbox"
+        steps: [{{tool: gate__hold, arguments: {{}}}}]
+        reply: "read {{{{ input }}}}"
+      - reply: ok
+servers:
+  notes: {LOCAL}
+  gate: {LOCAL}
+claws:
+  watcher:
+    model: m
+    tools: ["gate.*"]
+    triggers:
+      - name: inbox
+        resource: {{server: notes, uri: "note://inbox"}}
+        prompt: "inbox {{{{ uri }}}} changed"
+  poker: {{model: m, tools: ["notes.*"]}}
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_each_resource_change_wakes_the_claw_once_and_a_burst_is_merged(
+    tmp_path: Path, mode: Literal["auto", "legacy"]
+) -> None:
+    entered, release = anyio.Event(), anyio.Event()
+
+    async def hold() -> str:
+        """Wait until the test lets the run go on."""
+        entered.set()
+        await release.wait()
+        return "held"
+
+    (tmp_path / "m.yaml").write_text(WATCH)
+    servers = {"notes": watched.server(), "gate": tool_server("gate", hold)}
+    host = Host(load([tmp_path / "m.yaml"]), store=MemoryStore(), servers=servers)
+    host.hub.mode = mode  # the handshake era subscribes with resources/subscribe
+    heard = [0]
+    updates = anyio.Event()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(host.run)
+        forward = host.hub.updated
+        assert forward is not None
+
+        async def counted(server: str, uri: str) -> None:
+            await forward(server, uri)
+            heard[0] += 1
+            updates.set()
+
+        host.hub.updated = counted
+
+        async def heard_all(count: int) -> None:
+            nonlocal updates
+            with anyio.fail_after(10):
+                while heard[0] < count:
+                    await updates.wait()
+                    updates = anyio.Event()
+
+        poke: Callable[..., Awaitable[Any]] = host.hub.call
+        await poke("poker", "notes__change", {"new": "first"})
+        with anyio.fail_after(10):
+            await entered.wait()  # the first change's run holds
+        await poke("poker", "notes__burst", {"count": 20})
+        await heard_all(21)
+        release.set()
+        await until(host, lambda: _ran(host, "watcher", 2))
+        await poke("poker", "notes__change", {"new": "second"})
+        await until(host, lambda: _ran(host, "watcher", 3))
+        await heard_all(22)
+
+        runs = await runs_of(host, "watcher")
+        assert [(r.trigger, r.thread, r.state) for r in runs] == [("resource", "resource:inbox", "done")] * 3
+        assert {r.reply for r in runs} == {"read inbox note://inbox changed"}
+        assert len(await messages(host, "watcher")) == 3  # the burst made one message, not twenty
+        tg.cancel_scope.cancel()
