@@ -128,6 +128,12 @@ async def test_a_github_delivery_runs_the_claw_once_per_delivery_id(tmp_path: Pa
         await until(host, lambda: _ran(host, "triage", 2))
         assert len(await messages(host, "triage")) == 2
 
+        status = await host.service.status("triage")
+        assert status["triggers"][0] == {
+            "name": "github",
+            "webhook": "/hooks/triage/github",
+            "signature": "github",
+        }
         ping = await http.post("/hooks/triage/github", content=b"{}", headers=github(b"{}", "d-3", "ping"))
         assert (ping.status_code, ping.json()) == (200, {"ping": "ok"})
         assert len(await messages(host, "triage")) == 2
@@ -289,4 +295,8 @@ async def test_each_resource_change_wakes_the_claw_once_and_a_burst_is_merged(
         assert [(r.trigger, r.thread, r.state) for r in runs] == [("resource", "resource:inbox", "done")] * 3
         assert {r.reply for r in runs} == {"read inbox note://inbox changed"}
         assert len(await messages(host, "watcher")) == 3  # the burst made one message, not twenty
+        status = await host.service.status("watcher")
+        assert status["triggers"] == [
+            {"name": "inbox", "resource": {"server": "notes", "uri": "note://inbox"}}
+        ]
         tg.cancel_scope.cancel()

@@ -32,6 +32,7 @@ from clawmcp.errors import (
 )
 from clawmcp.mailbox import Answer, Mailboxes
 from clawmcp.manifest import Manifest
+from clawmcp.manifest.model import Trigger
 from clawmcp.runtime import SPENT, OnStep, Remote, Runtime
 from clawmcp.scheduler import FireBody, describe
 from clawmcp.store import CANCELLED, Approval, FireOutcome, Message, Outgoing, Run, RunState, Step, Store
@@ -511,6 +512,7 @@ class Claws:
             "model": {"name": config.model, "provider": model.provider, "model": model.model},
             "tools": [t.name for t in self.runtime.tools_for(claw)],
             "schedules": schedules,
+            "triggers": [_trigger(claw, t) for t in config.triggers],
             "mailbox": depth,
             "tokens_today": used,
             "budget": SPENT if budget is not None and used >= budget else None,
@@ -529,3 +531,15 @@ class Claws:
                 for r in runs
             ],
         }
+
+
+def _trigger(claw: str, trigger: Trigger) -> dict[str, Any]:
+    """A trigger as `status` shows it: where its webhook is, or what it watches."""
+    if trigger.webhook is not None:
+        return {
+            "name": trigger.name,
+            "webhook": f"/hooks/{claw}/{trigger.name}",
+            "signature": trigger.webhook.signature,
+        }
+    assert trigger.resource is not None
+    return {"name": trigger.name, "resource": trigger.resource.model_dump()}
