@@ -11,7 +11,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,14 +19,19 @@ import anyio
 import httpx2
 import pytest
 
+from clawmcp.cluster import preferred
 from clawmcp.events import line
 from clawmcp.host import Host
 from clawmcp.manifest import load
 from clawmcp.store import Message, Run
 from clawmcp.store.memory import MemoryStore
+from clawmcp.store.postgres import PostgresStore
 from clawmcp.web import Endpoints, create_app
-from tests.fakes import LOCAL, logged, tool_server, until
+from tests.fakes import LOCAL, hosting, logged, tool_server, until
 from tests.peers import watched
+from tests.pg import PostgresServer
+from tests.test_cluster import cluster
+from tests.test_cluster import until as until_cluster
 
 SECRET = "it-is-a-webhook-secret"
 TOKEN = "a-token-of-sixteen-chars"
@@ -300,3 +305,74 @@ async def test_each_resource_change_wakes_the_claw_once_and_a_burst_is_merged(
             {"name": "inbox", "resource": {"server": "notes", "uri": "note://inbox"}}
         ]
         tg.cancel_scope.cancel()
+
+
+CLUSTERED = f"""
+models:
+  m: {{provider: scripted, rules: [{{reply: "got {{{{ input }}}}"}}]}}
+servers:
+  notes: {LOCAL}
+claws:
+  w:
+    model: m
+    triggers:
+      - name: inbox
+        resource: {{server: notes, uri: "note://inbox"}}
+        prompt: "inbox changed"
+      - name: hook
+        webhook: {{signature: none}}
+        prompt: "hook: {{{{ body }}}}"
+  poker: {{model: m, tools: ["notes.*"]}}
+"""
+
+
+@pytest.mark.anyio
+async def test_with_two_hosts_an_update_wakes_the_claw_once_and_a_webhook_reaches_its_owner(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = await postgres.database()
+    notes = watched.server()  # one server, which both hosts follow
+    heard = {"h1": 0, "h2": 0}
+    changed = anyio.Event()
+    async with AsyncExitStack() as stack:
+        hosts: dict[str, Host] = {}
+        for name in heard:
+            folder = tmp_path / name
+            folder.mkdir()
+            manifest = f"host: {{data_dir: data, name: {name}, lease: 3s}}\n{CLUSTERED}"
+            hosts[name] = await stack.enter_async_context(
+                hosting(folder, manifest, store=PostgresStore(url), servers={"notes": notes})
+            )
+        owner = hosts[preferred("w", list(hosts))]
+        other = next(h for h in hosts.values() if h is not owner)
+        await until_cluster(
+            lambda: "w" in cluster(owner).owned and "w" not in cluster(other).owned, owner, other
+        )
+
+        for name, h in hosts.items():
+            forward = h.hub.updated
+            assert forward is not None
+
+            async def counted(server: str, uri: str, name: str = name, forward: Any = forward) -> None:
+                nonlocal changed
+                await forward(server, uri)
+                heard[name] += 1
+                changed.set()
+                changed = anyio.Event()
+
+            h.hub.updated = counted
+            with anyio.fail_after(10):
+                await h.hub.wait_up("notes")
+
+        await other.hub.call("poker", "notes__change", {"new": "hello"})
+        with anyio.fail_after(10):
+            while heard != {"h1": 1, "h2": 1}:
+                await changed.wait()
+        await until_cluster(lambda: _ran(owner, "w", 1), owner)
+        assert len(await messages(owner, "w")) == 1  # both hosts heard it; the owner queued it
+
+        trigger = other.service.triggers.find("w", "hook")
+        await other.service.triggers.deliver("w", trigger, {"body": "from afar"})
+        await until_cluster(lambda: _ran(owner, "w", 2), owner)
+        replies = sorted(r.reply or "" for r in await runs_of(owner, "w"))
+        assert replies == ["got hook: from afar", "got inbox changed"]
