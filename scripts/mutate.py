@@ -43,6 +43,8 @@ MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it (pytes
     "cluster.py": ["tests/test_cluster.py", "tests/test_claw.py", "tests/test_scheduler.py"],
     "approvals.py": ["tests/test_approvals.py", "tests/test_cluster.py", "-k", "approv or decision"],
     "alerts.py": ["tests/test_alerts.py"],
+    "triggers.py": ["tests/test_triggers.py", "-k", "not two_hosts"],
+    "hooks.py": ["tests/test_triggers.py", "-k", "not two_hosts and not resource"],
 }
 
 _SWAPS: dict[type, type] = {

@@ -18,9 +18,11 @@ from typing import Any, Literal
 import anyio
 import httpx2
 import pytest
+from starlette.datastructures import Headers
 
 from clawmcp.cluster import preferred
 from clawmcp.events import line
+from clawmcp.hooks import signed
 from clawmcp.host import Host
 from clawmcp.manifest import load
 from clawmcp.store import Message, Run
@@ -57,7 +59,12 @@ claws:
       - name: open
         webhook: {{signature: none}}
         prompt: "open: {{{{ body }}}}"
+      - name: inbox
+        resource: {{server: notes, uri: "note://inbox"}}
+        prompt: "changed"
   editor: {{model: m}}
+servers:
+  notes: {LOCAL}
 """
 
 
@@ -83,7 +90,7 @@ def stripe(body: bytes, at: float) -> dict[str, str]:
 async def hooked(tmp_path: Path) -> AsyncIterator[tuple[Host, httpx2.AsyncClient]]:
     """The host of `HOOKS` in this process, and an HTTP client of its whole app."""
     (tmp_path / "m.yaml").write_text(HOOKS)
-    host = Host(load([tmp_path / "m.yaml"]), store=MemoryStore())
+    host = Host(load([tmp_path / "m.yaml"]), store=MemoryStore(), servers={"notes": watched.server()})
     app = create_app(host.service, Endpoints(host.service), host.listen)
     transport = httpx2.ASGITransport(app=app)
     async with anyio.create_task_group() as tg:
@@ -94,7 +101,10 @@ async def hooked(tmp_path: Path) -> AsyncIterator[tuple[Host, httpx2.AsyncClient
 
 
 async def runs_of(host: Host, claw: str) -> list[Run]:
-    return [r for r in await host.store.runs(claw) if r.state not in ("running", "waiting")]
+    """The Claw's ended runs, oldest first."""
+    return sorted(
+        (r for r in await host.store.runs(claw) if r.state not in ("running", "waiting")), key=lambda r: r.id
+    )
 
 
 async def messages(host: Host, mailbox: str) -> list[Message]:
@@ -145,6 +155,58 @@ async def test_a_github_delivery_runs_the_claw_once_per_delivery_id(tmp_path: Pa
         assert "webhook 'github' fired (prompt, message" in "\n".join(await _log(host))
 
 
+@pytest.mark.anyio
+async def test_the_limits_are_exact(tmp_path: Path) -> None:
+    async with hooked(tmp_path) as (_, http):
+        biggest = b"x" * 1_048_576
+        taken = await http.post("/hooks/triage/github", content=biggest, headers=github(biggest, "y" * 200))
+        assert taken.status_code == 202
+        streamed = await http.post("/hooks/triage/github", content=_chunks(), headers=github(b"", "z"))
+        assert streamed.status_code == 413  # a body without a length is cut off at the cap too
+    webhook = load([tmp_path / "m.yaml"]).claws["triage"].triggers[1].webhook
+    assert webhook is not None
+    body, now = b"{}", 1_000_000.0
+    for late, problem in [
+        (300, None),
+        (-300, None),
+        (301, "the Stripe-Signature is from 301 s ago (tolerance 300 s)"),
+        (-301, "the Stripe-Signature is from -301 s ago (tolerance 300 s)"),
+    ]:
+        headers = Headers(stripe(body, now - late))
+        assert signed(webhook, headers, body, now) == problem
+
+
+async def _chunks() -> AsyncIterator[bytes]:
+    for _ in range(2):
+        yield b"x" * 1_000_000
+
+
+async def _disconnected(host: Host) -> tuple[int, Any]:
+    """POST to a webhook, as a client that goes away before its body is read."""
+    app = create_app(host.service, Endpoints(host.service), host.listen)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/hooks/triage/open",
+        "raw_path": b"/hooks/triage/open",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1")],
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
 async def _ran(host: Host, claw: str, count: int) -> bool:
     return len(await runs_of(host, claw)) >= count
 
@@ -183,10 +245,31 @@ async def test_a_bad_delivery_is_refused_and_leaves_nothing(tmp_path: Path) -> N
         unknown = await http.post("/hooks/triage/gitlab", content=body)
         assert (unknown.status_code, unknown.json()["error"]) == (
             404,
-            "Claw 'triage' has no trigger 'gitlab' (triggers: github, stripe, generic, open)",
+            "Claw 'triage' has no trigger 'gitlab' (triggers: github, stripe, generic, open, inbox)",
         )
         nobody = await http.post("/hooks/nobody/github", content=body)
         assert nobody.status_code == 404
+        watcher = await http.post("/hooks/triage/inbox", content=body)
+        assert (watcher.status_code, watcher.json()["error"]) == (
+            404,
+            "trigger 'inbox' of Claw 'triage' is not a webhook",
+        )
+        long_id = await http.post("/hooks/triage/github", content=body, headers=github(body, "x" * 201))
+        assert (long_id.status_code, long_id.json()["error"]) == (
+            400,
+            "the delivery id is over 200 characters",
+        )
+        for form in ("sha1=" + _mac(body), "sha256=", _mac(body)):
+            refused = await http.post(
+                "/hooks/triage/github", content=body, headers={"X-Hub-Signature-256": form}
+            )
+            assert refused.json()["error"].endswith("no x-hub-signature-256 of the form sha256=HEX")
+        for form in (f"v1={_mac(body)}", "t=123", "t=x,v1=00"):
+            refused = await http.post(
+                "/hooks/triage/stripe", content=body, headers={"Stripe-Signature": form}
+            )
+            assert refused.json()["error"].endswith("no Stripe-Signature with t= and v1=")
+        assert await _disconnected(host) == (400, {"error": "the body could not be read"})
         assert await messages(host, "triage") == []
         assert not [line for line in await _log(host) if " message " in line]
 
@@ -200,20 +283,34 @@ async def test_stripe_hmac_and_unsigned_deliveries(tmp_path: Path) -> None:
             assert paid.status_code == 202
         assert paid.json()["duplicate"] is True
 
+        listed = json.dumps([event.decode()]).encode()  # no event id: each delivery is new
+        for _ in range(2):
+            again = await http.post(
+                "/hooks/triage/stripe", content=listed, headers=stripe(listed, time.time())
+            )
+            assert again.json()["duplicate"] is False
+
         alert = b"disk full"
         generic = {"X-Signature": f"sha256={_mac(alert)}", "X-Alert": "disk", "X-Delivery-Id": "a-1"}
-        sent = await http.post("/hooks/triage/generic", content=alert, headers=generic)
-        assert sent.status_code == 202
+        for _ in range(2):
+            sent = await http.post("/hooks/triage/generic", content=alert, headers=generic)
+            assert sent.status_code == 202
+        assert sent.json()["duplicate"] is True
         # The webhooks need no bearer token, but everything else still does.
         assert (await http.get("/api/claws")).status_code == 401
 
         opened = await http.post("/hooks/triage/open", content=b"hello")
         assert opened.status_code == 202
 
-        await until(host, lambda: _ran(host, "triage", 2))
+        await until(host, lambda: _ran(host, "triage", 4))
         await until(host, lambda: _ran(host, "editor", 1))
         replies = sorted(r.reply or "" for r in await runs_of(host, "triage"))
-        assert replies == [f"saw: Stripe: {event.decode()}", "saw: open: hello"]
+        assert replies == [
+            f"saw: Stripe: {listed.decode()}",
+            f"saw: Stripe: {listed.decode()}",
+            f"saw: Stripe: {event.decode()}",
+            "saw: open: hello",
+        ]
         [told] = await runs_of(host, "editor")
         assert (told.input, told.trigger, told.reply) == ("alert disk", "message", "saw: alert disk")
 
@@ -241,6 +338,9 @@ claws:
       - name: inbox
         resource: {{server: notes, uri: "note://inbox"}}
         prompt: "inbox {{{{ uri }}}} changed"
+      - name: hook
+        webhook: {{signature: none}}
+        prompt: "hooked"
   poker: {{model: m, tools: ["notes.*"]}}
 """
 
@@ -296,14 +396,25 @@ async def test_each_resource_change_wakes_the_claw_once_and_a_burst_is_merged(
         await until(host, lambda: _ran(host, "watcher", 3))
         await heard_all(22)
 
+        if mode == "legacy":  # an update of a URI under the followed one (2026-era servers filter them)
+            await poke("poker", "notes__change", {"new": "x", "uri": "note://inbox/7"})
+            await poke("poker", "notes__change", {"new": "x", "uri": "note://inboxes"})
+            await heard_all(24)
+            await until(host, lambda: _ran(host, "watcher", 4))
         runs = await runs_of(host, "watcher")
-        assert [(r.trigger, r.thread, r.state) for r in runs] == [("resource", "resource:inbox", "done")] * 3
-        assert {r.reply for r in runs} == {"read inbox note://inbox changed"}
-        assert len(await messages(host, "watcher")) == 3  # the burst made one message, not twenty
+        assert [(r.trigger, r.thread, r.state) for r in runs][:3] == [
+            ("resource", "resource:inbox", "done")
+        ] * 3
+        assert [r.reply for r in runs][:3] == ["read inbox note://inbox changed"] * 3
+        assert [r.reply for r in runs][3:] == (
+            ["read inbox note://inbox/7 changed"] if mode == "legacy" else []
+        )
+        assert len(await messages(host, "watcher")) == len(runs)  # the burst made one message, not twenty
         status = await host.service.status("watcher")
-        assert status["triggers"] == [
-            {"name": "inbox", "resource": {"server": "notes", "uri": "note://inbox"}}
-        ]
+        assert status["triggers"][0] == {
+            "name": "inbox",
+            "resource": {"server": "notes", "uri": "note://inbox"},
+        }
         tg.cancel_scope.cancel()
 
 

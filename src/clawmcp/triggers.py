@@ -48,9 +48,7 @@ def watched(manifest: Manifest, server: str) -> list[str]:
 class Triggers:
     """The triggers of a manifest's Claws, turned into messages."""
 
-    def __init__(
-        self, manifest: Manifest, mailboxes: Mailboxes, *, owns: Callable[[str], bool] = lambda claw: True
-    ) -> None:
+    def __init__(self, manifest: Manifest, mailboxes: Mailboxes, *, owns: Callable[[str], bool]) -> None:
         """`owns`: whether this host runs a Claw, and so turns its resource updates into messages
         (a webhook is taken by whichever host it reaches)."""
         self.manifest, self.mailboxes, self.owns = manifest, mailboxes, owns

@@ -24,15 +24,15 @@ def server() -> MCPServer:
     def inbox() -> str:
         return text[0]
 
-    async def updated(ctx: Context) -> None:
-        await ctx.notify_resource_updated(INBOX)
-        for session in followers:
-            await session.send_resource_updated(INBOX)
+    async def updated(ctx: Context, uri: str = INBOX) -> None:
+        await ctx.notify_resource_updated(uri)
+        for session in followers:  # each one, whatever it follows (the spec allows sub-resources)
+            await session.send_resource_updated(uri)
 
-    async def change(new: str, ctx: Context) -> str:
-        """Change the inbox."""
+    async def change(new: str, ctx: Context, uri: str = INBOX) -> str:
+        """Change the inbox (or tell of a change of another URI)."""
         text[0] = new
-        await updated(ctx)
+        await updated(ctx, uri)
         return "changed"
 
     async def burst(count: int, ctx: Context) -> str:
