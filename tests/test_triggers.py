@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -195,12 +195,12 @@ async def _disconnected(host: Host) -> tuple[int, Any]:
         "server": ("127.0.0.1", 80),
         "client": ("127.0.0.1", 1),
     }
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> MutableMapping[str, Any]:
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     await app(scope, receive, send)
@@ -260,15 +260,13 @@ async def test_a_bad_delivery_is_refused_and_leaves_nothing(tmp_path: Path) -> N
             "the delivery id is over 200 characters",
         )
         for form in ("sha1=" + _mac(body), "sha256=", _mac(body)):
-            refused = await http.post(
+            answer = await http.post(
                 "/hooks/triage/github", content=body, headers={"X-Hub-Signature-256": form}
             )
-            assert refused.json()["error"].endswith("no x-hub-signature-256 of the form sha256=HEX")
+            assert answer.json()["error"].endswith("no x-hub-signature-256 of the form sha256=HEX")
         for form in (f"v1={_mac(body)}", "t=123", "t=x,v1=00"):
-            refused = await http.post(
-                "/hooks/triage/stripe", content=body, headers={"Stripe-Signature": form}
-            )
-            assert refused.json()["error"].endswith("no Stripe-Signature with t= and v1=")
+            answer = await http.post("/hooks/triage/stripe", content=body, headers={"Stripe-Signature": form})
+            assert answer.json()["error"].endswith("no Stripe-Signature with t= and v1=")
         assert await _disconnected(host) == (400, {"error": "the body could not be read"})
         assert await messages(host, "triage") == []
         assert not [line for line in await _log(host) if " message " in line]
