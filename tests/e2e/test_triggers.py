@@ -36,7 +36,9 @@ def manifest(tmp_path: Path) -> Path:
     return path
 
 
-async def test_a_delivery_answered_202_survives_a_sigkill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_delivery_answered_202_survives_a_sigkill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOOK_SECRET", SECRET)
     path = manifest(tmp_path)
     body = b'{"zen": "Keep it logically awesome."}'
