@@ -28,6 +28,7 @@ ARGS = {
     "mcphttp": ["500"],
     "cluster": ["10000", "5"],
     "live": ["100"],
+    "hooks": ["500"],
 }
 QUICK = {
     "toolhub": ["100"],
@@ -36,6 +37,7 @@ QUICK = {
     "mcphttp": ["30"],
     "cluster": ["500", "1"],
     "live": ["10"],
+    "hooks": ["20"],
 }
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
