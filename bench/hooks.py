@@ -45,7 +45,8 @@ async def main(deliveries: int) -> None:
         path.write_text(
             "host: {data_dir: data}\nmodels: {m: {provider: scripted, rules: [{reply: hi}]}}\n"
             "claws:\n  c:\n    model: m\n    triggers:\n"
-            f"      - {{name: gh, webhook: {{secret: {SECRET}, signature: github}}, prompt: '{{{{ body }}}}'}}\n"
+            f"      - name: gh\n        webhook: {{secret: {SECRET}, signature: github}}\n"
+            "        prompt: '{{ body }}'\n"
         )
         host = Host(load([path]))
         app = create_app(host.service, Endpoints(host.service), host.listen)
