@@ -12,6 +12,8 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 CORE = [
     "runtime",
+    "context",
+    "models.fallback",
     "router",
     "scheduler",
     "claw",

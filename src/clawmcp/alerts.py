@@ -45,11 +45,15 @@ class Alerts:
 
     def __init__(self, manifest: Manifest, mailboxes: Mailboxes) -> None:
         self.manifest, self.mailboxes = manifest, mailboxes
-        self.config = config = manifest.host.alerts
         self._send: MemoryObjectSendStream[str] | None = None
+        self.reload()
+
+    def reload(self) -> None:
+        """Work out again who receives the alerts (at start, and when the manifest is reloaded)."""
+        self.config = config = self.manifest.host.alerts
         self._receivers = [  # the Claw named, or the topic's subscribers
             name
-            for name, c in manifest.claws.items()
+            for name, c in self.manifest.claws.items()
             if config is not None and (name == config.to or config.topic in c.subscribe)
         ]
 

@@ -217,7 +217,10 @@ class Approvals:
             task_status.started(scope)
             try:
                 await self.clock.sleep_until(approval.expires_at)
-                timeout = self.manifest.claws[approval.claw].limits.approval_timeout
+                config = self.manifest.claws.get(approval.claw)  # None: a reload removed the Claw
+                timeout = (
+                    config.limits.approval_timeout if config else approval.expires_at - approval.created_at
+                )
                 await self.decide(approval.id, "expired", note=f"no decision within {timeout:g}s")
             except UserError:  # decided meanwhile
                 pass

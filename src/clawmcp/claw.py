@@ -490,7 +490,7 @@ class Claws:
         """What `status` and `claw://NAME/status` show."""
         self.manifest.check_claw(claw)
         config = self.manifest.claws[claw]
-        model = self.manifest.models[config.model]
+        model = self.manifest.models[config.model[0]]
         runs = await self.store.runs(claw, limit=5)
         dead = await self.store.dead_letters(claw)
         used, _ = await self.runtime.tokens_today(claw)
@@ -509,7 +509,12 @@ class Claws:
             "state": state,
             "restarts": child.restarts if child else 0,
             "crash": child.last_error if child else None,
-            "model": {"name": config.model, "provider": model.provider, "model": model.model},
+            "model": {
+                "name": config.model[0],
+                "provider": model.provider,
+                "model": model.model,
+                "fallback": config.model[1:],  # tried in turn when the first is rate-limited or down
+            },
             "tools": [t.name for t in self.runtime.tools_for(claw)],
             "schedules": schedules,
             "triggers": [_trigger(claw, t) for t in config.triggers],

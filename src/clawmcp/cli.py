@@ -151,6 +151,9 @@ def _request(args: argparse.Namespace, method: str, path: str, body: Any = None)
                 except ValueError:
                     data = {"error": response.text}
                 error = data.get("error") if isinstance(data, dict) else None
+                problems = data.get("problems") if isinstance(data, dict) else None
+                if isinstance(problems, list) and problems:  # manifest problems, as validate shows them
+                    raise UserError("\n".join(map(str, problems)))
                 raise UserError(f"{error or response.reason_phrase} (HTTP {response.status_code})")
             yield response
     except httpx2.TransportError as e:
@@ -177,7 +180,7 @@ def _claws(args: argparse.Namespace) -> int:
                 c["claw"],
                 c["state"],
                 c["host"] or "-",
-                c["model"]["name"],
+                ", ".join([c["model"]["name"], *c["model"].get("fallback", [])]),
                 str(c["mailbox"]),
                 str(len(c["dead_letters"])),
                 str(len(c["schedules"])),
@@ -307,6 +310,19 @@ def _follow_up(args: argparse.Namespace) -> int:
         said = f": {found['error']}" if found["error"] else ""
         print(f"message {found['message_id']} ({found['claw']}): {found['state']}{said}", file=sys.stderr)
     return 0 if found["state"] == "done" or args.command == "cancel" else 1
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """`clawmcp reload`: the running host reads its manifests again and applies them; their
+    problems, if any, as `clawmcp validate` shows them (and nothing changed)."""
+    found = _api(args, "POST", "/api/reload")
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    print(f"reloaded: {found['summary']}")
+    for key in found["restart"]:
+        print(f"host.{key} changed: it takes effect when the host starts again", file=sys.stderr)
+    return 0
 
 
 def _cut(text: str, size: int = 60) -> str:
@@ -476,6 +492,14 @@ def _parser() -> argparse.ArgumentParser:
     against_host(p)
     p = command("login", _login, "log in to a tool server with auth: oauth (prints the address to open)")
     p.add_argument("server", metavar="SERVER")
+    against_host(p)
+    p = command(
+        "reload",
+        _reload,
+        "make the running host read its manifests again and apply them (its problems, if any: nothing "
+        "changes); with several hosts on one store, every host applies it",
+    )
+    p.add_argument("--json", action="store_true", help="print what changed as JSON")
     against_host(p)
     p = command("hosts", _hosts, "list the hosts of the store and the Claws each runs")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -30,15 +30,20 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from clawmcp.errors import StoreError, StoreUnavailable
-from clawmcp.manifest import Manifest
+from clawmcp.manifest import Claw, Manifest
 from clawmcp.store import Store
 
-__all__ = ["Alone", "Cluster", "Duties", "Leases", "preferred"]
+__all__ = ["Alone", "Cluster", "Duties", "Leases", "definitions", "preferred"]
 
 log = logging.getLogger("clawmcp")
 
 POLL = 15.0
 """Seconds between looks at every owned mailbox and waiting ask, in case a notification was lost."""
+
+
+def definitions(claws: Mapping[str, Claw]) -> dict[str, Any]:
+    """Claw definitions as the store keeps them (the hosts of a store must agree on them)."""
+    return {name: c.model_dump(mode="json") for name, c in claws.items()}
 
 
 def preferred(claw: str, hosts: Sequence[str]) -> str:
@@ -72,6 +77,8 @@ class Leases(Protocol):
     epochs: dict[str, int]
 
     async def join(self, name: str, listen: str, claws: dict[str, Any], ttl: float) -> None: ...
+    async def agree(self, claws: dict[str, Any]) -> None: ...
+    async def definitions(self) -> dict[str, Any]: ...
     async def renew(self, ttl: float, listen: str) -> Literal["alive", "expired", "replaced"]: ...
     async def live_hosts(self) -> list[str]: ...
     async def silent_hosts(self) -> dict[str, datetime]: ...
@@ -98,10 +105,28 @@ class Alone:
         self.manifest, self.store, self.name = manifest, store, name
         self.listen = manifest.host.listen
         self.owned: set[str] = set()
+        self.retiring: set[str] = set()
+        """Claws a reload removed that still finish their runs here (`retire`)."""
         self.started_at = time.time()
 
     def owns(self, claw: str) -> bool:
         return claw in self.owned
+
+    async def reload(self, duties: Duties, added: list[str]) -> None:
+        """A reload added these Claws: they start here. (A Claw removed earlier may have left a
+        message running, cut short at its run_timeout: it is queued again.)"""
+        if added:
+            for claw in added:
+                await self.store.requeue_running(claw)
+            self.owned |= set(added)
+            await duties.gain(added, grace=0.0)
+
+    async def retire(self, duties: Duties, claws: list[str]) -> None:
+        """A reload removed these Claws: each stops after its current run (its mailbox stays in
+        the store)."""
+        if mine := sorted(set(claws) & self.owned):
+            await duties.lose(mine, drain=True)
+            self.owned -= set(mine)
 
     async def run(self, duties: Duties, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Recover what a crash left running, then start every Claw."""
@@ -153,8 +178,10 @@ class Cluster:
         self.lease = manifest.host.lease
         self.heartbeat = min(1.0, self.lease / 3)
         self.clock, self.monotonic = clock, monotonic
-        self.claws = {name: c.model_dump(mode="json") for name, c in manifest.claws.items()}
+        self.claws = definitions(manifest.claws)
         self.owned: set[str] = set()
+        self.retiring: set[str] = set()
+        """Claws a reload removed that still finish their runs here: no host takes them (`retire`)."""
         self.changed = anyio.Event()
         """Set (and replaced) each time this host's Claws change."""
         self._handing: set[str] = set()
@@ -166,6 +193,24 @@ class Cluster:
 
     def owns(self, claw: str) -> bool:
         return claw in self.owned
+
+    async def reload(self, duties: Duties, added: list[str]) -> None:
+        """A reload changed the Claws: the next round (now) takes this host's share of those added."""
+        self.claws = definitions({n: c for n, c in self.manifest.claws.items() if n not in self.retiring})
+        self._wake.set()
+
+    async def retire(self, duties: Duties, claws: list[str]) -> None:
+        """A reload removed these Claws: each stops here after its current run, and its lease is
+        given up. (`retiring` keeps them from being taken or handed over meanwhile.)"""
+        mine = sorted(set(claws) & self.owned - self._handing)
+        if not mine:
+            return
+        try:
+            await duties.lose(mine, drain=True)
+            self._own(self.owned - set(mine))
+            await self.leases.release(mine)
+        except StoreUnavailable as e:  # its lease expires, and nobody takes a Claw it lacks
+            log.warning("host '%s': cannot give up the leases of %s now (%s)", self.name, ", ".join(mine), e)
 
     async def run(self, duties: Duties, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._join()
@@ -238,7 +283,9 @@ class Cluster:
             if self.name not in live:  # expired since it renewed: the next round joins again
                 return
             self._seen = {h: self._seen.get(h, 0) + 1 for h in live}
-            wanted = {c for c in self.manifest.claws if preferred(c, live) == self.name}
+            wanted = {
+                c for c in self.manifest.claws if c not in self.retiring and preferred(c, live) == self.name
+            }
             if wanted - self.owned:
                 taken, runs, messages = await self.leases.take(sorted(wanted - self.owned), self.clock())
                 if runs or messages:
@@ -255,7 +302,7 @@ class Cluster:
             log.warning("host '%s': cannot take its Claws now (%s)", self.name, e)
             return
         assert self._tg is not None
-        for claw in sorted(self.owned - wanted - self._handing):
+        for claw in sorted(self.owned - wanted - self._handing - self.retiring):
             if self._seen.get(preferred(claw, live), 0) >= 2:  # a host that has stayed up a while
                 self._handing.add(claw)
                 self._tg.start_soon(self._hand_over, duties, claw)

@@ -10,6 +10,7 @@ ClawError                    root: everything clawmcp raises on purpose
     ├── ToolRefused          a Claw called a tool it may not use, or one that does not exist
     ├── ToolServerError      a tool server could not run a call
     ├── ModelError           a model provider refused a request or could not be reached
+    │   └── ModelUnavailable rate-limited or down through all its tries: another model may answer
     ├── MessageRefused       a message a Claw may not send, or an ask that cannot be answered
     ├── BudgetSpent          the Claw spent its tokens_per_day: no new run until the next UTC day
     ├── Stopping             the host is stopping: no new run starts
@@ -29,6 +30,7 @@ __all__ = [
     "ManifestError",
     "MessageRefused",
     "ModelError",
+    "ModelUnavailable",
     "NeedsLogin",
     "Problem",
     "RuntimeFault",
@@ -107,6 +109,12 @@ class NeedsLogin(ToolServerError):
 
 class ModelError(RuntimeFault):
     """A model provider refused a request (bad key, bad request) or gave no usable answer."""
+
+
+class ModelUnavailable(ModelError):
+    """A model provider was rate-limited or down (429, 408, 409, 5xx, a timeout, no connection)
+    through all its tries: a Claw with `model: [primary, backup]` goes on with the next model.
+    A refusal of the request itself (400, 401, ...) is a plain `ModelError`: no other model is tried."""
 
 
 class MessageRefused(RuntimeFault):

@@ -175,7 +175,8 @@ def line(event: Event) -> str:
         text = f"run {d['run']} {d['state']} in {d['duration']:.3f} s: {outcome}"
     elif event.kind == "model":
         calls = f"calls {', '.join(d['calls'])}" if d["calls"] else "replies"
-        text = f"run {d['run']} model turn {d['turn']}: {calls}" + (f": {d['text']}" if d["text"] else "")
+        by = f" (fallback model {d['model']})" if d.get("fallback") else ""
+        text = f"run {d['run']} model turn {d['turn']}{by}: {calls}" + (f": {d['text']}" if d["text"] else "")
     elif event.kind == "tool":
         run = f", run {d['run']}" if d["run"] is not None else ""
         error = f": {d['error']}" if d["error"] else ""
@@ -197,10 +198,22 @@ def line(event: Event) -> str:
         text = f"{_fired(d)} fired ({d['action']}, message {d['message']})"
     elif event.kind == "fire":
         text = f"{_fired(d)} fired ({d['action']}, {d['lateness'] * 1000:.1f} ms late)"
+    elif event.kind == "reload":
+        text = _reloaded(d)
     else:
         error = f": {d['error']}" if d.get("error") else ""
         text = f"tool server '{d['server']}' {d['state']}{error}"
     return f"{when}  {event.claw or '-'}  {' '.join(text.split())}"  # one line, whatever the texts hold
+
+
+def _reloaded(d: dict[str, Any]) -> str:
+    """A reload, as this host took it (`by`: the host that reloaded, when this one followed it)."""
+    by = f" (as host '{d['by']}' did)" if d.get("by") else ""
+    if d["outcome"] == "applied":
+        return f"reload{by}: {d['summary']}"
+    if d["outcome"] == "kept":
+        return f"reload{by} not applied: this host's Claws differ from the store's"
+    return f"reload{by} refused, nothing changed: {'; '.join(d['errors'])}"
 
 
 def _fired(d: dict[str, Any]) -> str:

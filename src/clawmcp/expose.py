@@ -31,6 +31,7 @@ from clawmcp import __version__
 from clawmcp.approvals import ASKER, Reply, describe
 from clawmcp.arguments import invalid_arguments
 from clawmcp.errors import ClawError, UserError
+from clawmcp.manifest import Claw
 from clawmcp.scheduler import SCHEDULE_SCHEMA
 from clawmcp.service import Service
 from clawmcp.store import Event, Run, Step
@@ -467,11 +468,23 @@ class ClawServer(ServerBase):
 
     def __init__(self, service: Service, claw: str) -> None:
         self.claw = claw
-        self.config = service.manifest.claws[claw]
         self.service = service
+        self._config = service.manifest.claws[claw]
         super().__init__(f"clawmcp-{claw}", instructions_for(claw, self.config))
         self._serve_tasks(service, lambda ctx, c: c == claw)
         self._shown = self._exposed()
+
+    @property
+    def config(self) -> Claw:
+        """The Claw's definition as the manifest has it now (after a reload too; the last one
+        seen once a reload has removed the Claw)."""
+        self._config = self.service.manifest.claws.get(self.claw, self._config)
+        return self._config
+
+    def refresh(self) -> None:
+        """The Claw's definition changed (a reload): new sessions get its instructions as they
+        are now. (Its exposed tools follow the catalog, which a reload builds again.)"""
+        self.server.instructions = instructions_for(self.claw, self.config)
 
     def _exposed(self) -> dict[str, types.Tool]:
         if not self.config.expose.tools:

@@ -68,14 +68,24 @@ class Guard:
     """Host, Origin and token checks in front of the whole app."""
 
     def __init__(self, app: ASGIApp, manifest: Manifest, listen: str, page: str) -> None:
-        self.app, self.page = app, page.encode()
-        host = manifest.host
-        address, port = split_listen(listen)
+        """The tokens and `allowed_hosts` follow the manifest: a reload that changes them
+        (`Manifest.replace_with`) applies from the next request on."""
+        self.app, self.page, self.manifest, self.listen = app, page.encode(), manifest, listen
+        self._host: object = None
+        self._follow()
+
+    def _follow(self) -> None:
+        """Take the host's settings again if the manifest's `host:` changed (a reload)."""
+        host = self.manifest.host
+        if host is self._host:
+            return
+        address, port = split_listen(self.listen)
         self.hosts = {*_LOOPBACK, address, *host.allowed_hosts}
         # A page's origin must be this host's own, port included: another local web app (another
         # port of localhost) is another origin.
-        self.origins = {listen, *(f"{name}:{port}" for name in _LOOPBACK), *host.allowed_hosts}
+        self.origins = {self.listen, *(f"{name}:{port}" for name in _LOOPBACK), *host.allowed_hosts}
         self.tokens = [(t.token.get_secret_value().encode(), t.claws) for t in host.auth.tokens]
+        self._host = host
 
     def _allowed(self, netloc: str) -> bool:
         if netloc in self.hosts:
@@ -93,6 +103,7 @@ class Guard:
         await self.app(scope, receive, send)
 
     def _refusal(self, scope: Scope, headers: Headers) -> Response | None:
+        self._follow()
         host = headers.get("host", "")
         if not self._allowed(host):
             return error(421, f"Host '{host}' is not allowed (add it to host.allowed_hosts)")

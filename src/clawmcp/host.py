@@ -28,6 +28,7 @@ from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import Manifest
 from clawmcp.metrics import Metrics
 from clawmcp.models.providers import Providers
+from clawmcp.reload import Changes, Reloader
 from clawmcp.router import Router
 from clawmcp.runtime import MAX_DEPTH, Remote, Runtime
 from clawmcp.scheduler import Clock, Scheduler, SystemClock
@@ -115,6 +116,8 @@ class Host:
             isolate=lambda claw: Worker.started(manifest, claw, self.store, self.mailboxes),
             workers=workers,
         )
+        self.reloader = Reloader(self)
+        """Reloads the manifests (`clawmcp reload`, SIGHUP, `POST /api/reload`)."""
         self.service = Service(
             manifest,
             self.store,
@@ -128,6 +131,7 @@ class Host:
             self.approvals,
             self.triggers,
             self.readiness,
+            reloader=self.reloader,
         )
         """What the edges (MCP servers, HTTP) may do with this host."""
         self.ready = False
@@ -181,6 +185,7 @@ class Host:
             await tg.start(self.alerts.run)
             await tg.start(self.claws.run)
             await tg.start(self.scheduler.run)
+            await tg.start(self.reloader.run)
             await tg.start(self.cluster.run, self)
             self.ready = True
             # What start-up made lives as long as the host: keep it out of the collector's
@@ -217,6 +222,8 @@ class Host:
                 await self.scheduler.track([payload])
             elif channel == "clawmcp_events":
                 await self.events.heard(int(payload))
+            elif channel == "clawmcp_reload" and payload != self.cluster.name:
+                await self.reloader.follow(payload)
         except StoreError as e:  # it is looked at again in the next resync
             log.warning("cannot act on %s %s now: %s", channel, payload, e)
 
@@ -232,6 +239,7 @@ class Host:
                 await self.mailboxes.check(message_id)
             await self.scheduler.track(owned)
             await self.events.heard()
+            await self.reloader.resync()
         except StoreError as e:
             log.warning("cannot look at the store's changes now: %s", e)
 
@@ -241,6 +249,10 @@ class Host:
             message = await self.store.get_message(message_id)
             if message is not None and message.state == "cancelled":
                 self.runtime.cancel(message_id)
+
+    async def reload(self) -> Changes:
+        """Read the manifests again and apply them; what changed (see `clawmcp.reload`)."""
+        return await self.reloader.reload()
 
     def readiness(self) -> dict[str, Any]:
         """What `/readyz` shows anyone, token or not: counts, no names."""

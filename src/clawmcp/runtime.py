@@ -1,10 +1,11 @@
 """The agent loop: one run of a Claw, from its input to a reply or a limit.
 
-A run builds the context (the Claw's instructions, the last `memory.history` entries of the thread,
-the input), asks the model for a turn, runs the tool calls of that turn concurrently, feeds the
-results back and asks again, until the model replies without tool calls or a limit is reached.
-Every step is committed before the next begins, so a run can be watched while it runs and read
-after a crash. A Claw runs one run at a time per thread, in arrival order.
+A run builds the context (the Claw's instructions, what `memory` keeps of the thread's history:
+see `clawmcp.context`, the input), asks the model for a turn (the Claw's first model, or the next
+while one is rate-limited or down: `clawmcp.models.fallback`), runs the tool calls of that turn
+concurrently, feeds the results back and asks again, until the model replies without tool calls
+or a limit is reached. Every step is committed before the next begins, so a run can be watched
+while it runs and read after a crash. A Claw runs one run at a time per thread, in arrival order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import anyio
 
 from clawmcp.approvals import ASKER, Approvals, outcome_text
 from clawmcp.builtins import Builtins, Messaging, RunContext, Schedules
+from clawmcp.context import SUMMARY_HEADING, compacted
 from clawmcp.errors import (
     BudgetSpent,
     ModelError,
@@ -34,7 +36,8 @@ from clawmcp.errors import (
 )
 from clawmcp.events import Events, excerpt
 from clawmcp.manifest import Manifest
-from clawmcp.models.base import Msg, Provider, ToolRequest, ToolResult, ToolSpec
+from clawmcp.models.base import Msg, Provider, ToolRequest, ToolResult, ToolSpec, Turn
+from clawmcp.models.fallback import Fallback
 from clawmcp.store import (
     CANCELLED,
     Approval,
@@ -248,9 +251,11 @@ class Runtime:
             finally:
                 self.active[claw] -= 1
         async with self._turn(claw, thread):
-            config = self.manifest.claws[claw]
+            memory = self.manifest.claws[claw].memory
+            summarised = memory.compact == "summary"  # its context begins at the latest summary
+            last = 0 if summarised else memory.history
             if resume is not None:
-                run, history = await self.store.resume_run(resume, history=config.memory.history)
+                run, history = await self.store.resume_run(resume, history=last)
             else:
                 await self.check_budget(claw)
                 run, history = await self.store.start_run(
@@ -260,8 +265,10 @@ class Runtime:
                     input,
                     message_id=message_id,
                     parent_run_id=parent_run_id,
-                    history=config.memory.history,
+                    history=last,
                 )
+            if summarised and memory.history > 0:
+                history = await self.store.context(claw, thread, memory.history)
             self.events.emit(
                 "run",
                 claw,
@@ -451,28 +458,46 @@ class Runtime:
     ) -> tuple[RunState, str | None, str | None]:
         claw = ctx.claw
         config = self.manifest.claws[claw]
-        provider = self.providers[config.model]
+        models = Fallback(self.providers, config.model)
+        steps.primary = models.name
         system = (
             ctx.instructions or config.instructions or f"You are {claw}, an assistant. {config.description}"
         )
         system = system.strip()
-        messages = [Msg("assistant" if h.role == "assistant" else "user", str(h.content)) for h in history]
-        messages.append(Msg("user", run.input))
         tools = self.tools_for(claw, ctx.tools)
         steps.used = [run.input_tokens, run.output_tokens]  # a resumed run goes on from what it used
         limits = config.limits
         state: RunState = "limit"
         reply = error = None
+
+        async def summarise(prompt: str, messages: Sequence[Msg]) -> str:
+            turn = await models.complete(prompt, messages, [])
+            steps.spent(turn)
+            if turn.calls:  # offered none: no summary either
+                raise ModelError(f"model '{models.name}' asked for tools instead of summarising")
+            return turn.text
+
         with anyio.move_on_after(limits.run_timeout) as steps.timer:
             try:
+                summary, history = await compacted(
+                    self.store, run, history, config.memory, None if steps.resumed else summarise
+                )
+                if summary is not None:
+                    system = f"{system}\n\n{SUMMARY_HEADING}\n{summary}".strip()
+                messages = [
+                    Msg("assistant" if h.role == "assistant" else "user", str(h.content)) for h in history
+                ]
+                messages.append(Msg("user", run.input))
                 if steps.resumed and (replay := await self._replay(ctx, messages, steps)):
                     messages.append(Msg("tool", results=tuple(await self._call_tools(ctx, replay, steps))))
                 for turn_number in range(steps.turns, limits.max_steps):
-                    turn = await provider.complete(system, messages, tools)
-                    for i, n in enumerate((turn.input_tokens, turn.output_tokens)):
-                        if n is not None:
-                            steps.used[i] = (steps.used[i] or 0) + n
-                    model = {"text": turn.text, "calls": [_call_data(c) for c in turn.calls]}
+                    turn = await models.complete(system, messages, tools)
+                    steps.spent(turn)
+                    model = {
+                        "text": turn.text,
+                        "calls": [_call_data(c) for c in turn.calls],
+                        "model": models.name,  # the one that answered
+                    }
                     if not turn.calls:
                         steps.end("model", model)
                         state, reply = "done", turn.text
@@ -649,12 +674,20 @@ class _Steps:
         """What refused the run's tool calls (not allowed, not there)."""
         self.used: list[int | None] = [None, None]
         """Input and output tokens so far."""
+        self.primary = ""
+        """The Claw's first model: a turn of another one is a fallback."""
         self.timer = anyio.CancelScope()
         """The run's run_timeout."""
         self.logged: set[str] = set()
         self.known: dict[str, ToolResult] = {}
         self.decided: dict[str, Approval] = {}
         """A resumed run's calls logged, their results, and the decisions on them, by call id."""
+
+    def spent(self, turn: Turn) -> None:
+        """Count the tokens of a model's answer."""
+        for i, n in enumerate((turn.input_tokens, turn.output_tokens)):
+            if n is not None:
+                self.used[i] = (self.used[i] or 0) + n
 
     async def add(self, kind: StepKind, data: Any) -> None:
         step = await self.store.add_step(self.ctx.run_id, kind, data)
@@ -675,6 +708,7 @@ class _Steps:
             self.turns += 1
             calls = [c["name"] for c in step.data["calls"]]
             text = excerpt(step.data["text"])
+            model = step.data.get("model")  # not in the steps of an older version
             self.events.emit(
                 "model",
                 self.ctx.claw,
@@ -683,6 +717,8 @@ class _Steps:
                 turn=self.turns,
                 calls=calls,
                 text=text,
+                model=model,
+                fallback=model is not None and model != self.primary,
             )
         if self.on_step is not None:
             await self.on_step(step)

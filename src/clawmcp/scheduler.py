@@ -257,6 +257,16 @@ class Scheduler:
             if schedule.claw in self.manifest.claws and self.owns(schedule.claw):
                 self._track(schedule)
 
+    async def reload(self, *, leaving: list[str]) -> None:
+        """The manifest was reloaded: match its schedules again (`load`), take in hand what the
+        store has now for the Claws this host runs, except those `leaving` (removed, finishing
+        their runs), and fire what is due."""
+        self._current.clear()  # a schedule removed or replaced must not fire from memory
+        await self.load()
+        self.untrack(leaving)
+        await self.tick()
+        self._poke()
+
     async def track(self, claws: list[str], *, grace: float = 0.0) -> None:
         """This host now runs these Claws: take their schedules in hand as the store has them.
         Their next fire may count a slot up to `grace` seconds late as on time (the time their

@@ -23,6 +23,7 @@ from clawmcp.events import Events
 from clawmcp.mailbox import Answer
 from clawmcp.manifest import Manifest
 from clawmcp.metrics import Metrics
+from clawmcp.reload import Changes, Reloader
 from clawmcp.runtime import OnStep, Runtime
 from clawmcp.scheduler import Scheduler
 from clawmcp.store import (
@@ -65,11 +66,28 @@ class Service:
         approvals: Approvals,
         triggers: Triggers,
         readiness: Callable[[], dict[str, Any]],
+        *,
+        reloader: Reloader | None = None,
     ) -> None:
         self.manifest, self.readiness, self.triggers = manifest, readiness, triggers
         self._store, self._events, self._metrics, self._hub = store, events, metrics, hub
         self._runtime, self._scheduler, self._claws, self._cluster = runtime, scheduler, claws, cluster
-        self._approvals = approvals
+        self._approvals, self._reloader = approvals, reloader
+
+    # -- the manifests ---------------------------------------------------------------------------
+
+    async def reload(self) -> Changes:
+        """Read the manifests again and apply them (`clawmcp.reload`): what changed. Raises
+        `ManifestError` (every problem) or `UserError`, and then nothing changed."""
+        if self._reloader is None:
+            raise UserError("this host cannot reload its manifests")
+        return await self._reloader.reload()
+
+    def on_reload(self, listener: Callable[[list[str], list[str]], None]) -> None:
+        """Call `listener(changed, gone)` after each reload: the Claws whose definitions changed,
+        and those removed (once they have stopped)."""
+        if self._reloader is not None:
+            self._reloader.listeners.append(listener)
 
     # -- a Claw's work ---------------------------------------------------------------------------
 

@@ -436,7 +436,7 @@ class ToolHub:
         self.backoff = backoff or (s.backoff, s.max_backoff)
         self.health_interval, self.mode = health_interval, mode
         self.catalog_changed = anyio.Event()
-        self.upstreams = {name: _Upstream(self, name, s) for name, s in manifest.servers.items()}
+        self.upstreams: dict[str, _Upstream] = {}
         self.supervisor = Supervisor(
             "tool server",
             strategy=s.strategy,
@@ -445,8 +445,8 @@ class ToolHub:
             backoff=self.backoff[0],
             max_backoff=self.backoff[1],
         )
-        for name, upstream in self.upstreams.items():
-            self.supervisor.add(name, upstream.connection)
+        for name in manifest.servers:
+            self._connect(name)
         self.catalog: dict[str, HubTool] = {}
         self.updated: Callable[[str, str], Awaitable[None]] | None = None
         """Hears (server, URI) of each update of a resource a trigger watches."""
@@ -463,6 +463,28 @@ class ToolHub:
             for upstream in self.upstreams.values():
                 await upstream.tried.wait()
             task_status.started()
+
+    async def remove(self, servers: Iterable[str]) -> None:
+        """A reload removed these servers (or changed them: `add` them again): each one's
+        connection is closed (a call in flight to it fails) and its tools leave the catalog."""
+        for name in servers:
+            self.upstreams.pop(name, None)
+            if name in self.supervisor.children:
+                await self.supervisor.remove(name)
+        self._rebuild()
+
+    async def add(self, servers: Iterable[str]) -> None:
+        """Connect servers of the (reloaded) manifest; returns once each has connected or failed its
+        first try, as at start. The catalog is built again (the manifest's tools may have changed)."""
+        added = [self._connect(name) for name in servers]
+        self._rebuild()
+        for upstream in added:
+            await upstream.tried.wait()
+
+    def _connect(self, name: str) -> _Upstream:
+        upstream = self.upstreams[name] = _Upstream(self, name, self.manifest.servers[name])
+        self.supervisor.add(name, upstream.connection)
+        return upstream
 
     async def wait_up(self, server: str) -> None:
         """Wait until the server is connected (tests and start-up use this; wrap it in a timeout)."""

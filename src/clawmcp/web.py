@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clawmcp.address import split_listen
 from clawmcp.approvals import describe
-from clawmcp.errors import BudgetSpent, ClawError, Stopping, StoreUnavailable, UserError
+from clawmcp.errors import BudgetSpent, ClawError, ManifestError, Stopping, StoreUnavailable, UserError
 from clawmcp.events import excerpt, line
 from clawmcp.expose import ClawServer, HostServer
 from clawmcp.guard import Guard, error, no_claw_response, reaches
@@ -70,6 +70,7 @@ class _Mounted:
     server: ClawServer | HostServer
     http: StreamableHTTPSessionManager
     sse: SseServerTransport
+    scope: anyio.CancelScope
 
 
 class Endpoints:
@@ -83,6 +84,18 @@ class Endpoints:
         self._tg: TaskGroup | None = None
         self._closed = False
         self._open: set[anyio.CancelScope] = set()
+        service.on_reload(self.reloaded)
+
+    def reloaded(self, changed: list[str], gone: list[str]) -> None:
+        """A reload changed Claws (their servers give new sessions the new instructions; the
+        exposed tools follow the catalog) or removed them (their servers close)."""
+        for claw in changed:
+            mounted = self._mounted.get(claw)
+            if mounted is not None and isinstance(mounted.server, ClawServer):
+                mounted.server.refresh()
+        for claw in gone:
+            if (mounted := self._mounted.pop(claw, None)) is not None:
+                mounted.scope.cancel()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -128,12 +141,13 @@ class Endpoints:
         http = StreamableHTTPSessionManager(app=server.server, security_settings=_NO_SDK_CHECK)
         prefix = "" if claw is None else f"/claws/{claw}"
         sse = SseServerTransport(f"{prefix}/messages/", security_settings=_NO_SDK_CHECK)
-        async with http.run(), anyio.create_task_group() as tg:
-            if isinstance(server, ClawServer):
-                tg.start_soon(server.watch)
-            self._mounted[claw] = _Mounted(server, http, sse)
-            task_status.started()
-            await anyio.sleep_forever()
+        with anyio.CancelScope() as scope:  # cancelled when a reload removes the Claw
+            async with http.run(), anyio.create_task_group() as tg:
+                if isinstance(server, ClawServer):
+                    tg.start_soon(server.watch)
+                self._mounted[claw] = _Mounted(server, http, sse, scope)
+                task_status.started()
+                await anyio.sleep_forever()
 
 
 _MCP_PATHS = ("mcp", "sse", "messages/")
@@ -355,6 +369,22 @@ async def api_accept(request: Request) -> JSONResponse:
     return JSONResponse({"server": server, "accepted": await service.accept_tools(server, tools or [])})
 
 
+async def api_reload(request: Request) -> JSONResponse:
+    """`POST /api/reload`: read the manifests again and apply them (`clawmcp.reload`); what
+    changed. 422 with every problem (as `clawmcp validate` shows them) when they have any: then
+    nothing changed."""
+    service = _service(request)
+    if not all(reaches(request, c) for c in service.manifest.claws):
+        return error(403, "reloading the manifests needs a token that reaches every Claw")
+    try:
+        changes = await service.reload()
+    except ManifestError as e:
+        problems = [str(p) for p in e.problems]
+        body = {"error": "the manifests have problems; nothing changed", "problems": problems}
+        return JSONResponse(body, status_code=422)
+    return JSONResponse(changes.as_dict() | {"summary": changes.summary()})
+
+
 async def api_dead(request: Request) -> JSONResponse:
     """Dead letters (`?claw=NAME`), oldest first."""
     service, claw = _service(request), request.query_params.get("claw") or None
@@ -532,6 +562,7 @@ ROUTES = [
     Route("/api/approvals", api_approvals),
     Route("/api/approvals/{id}", api_decide, methods=["POST"]),
     Route("/api/claws/{name}/{verb:str}", api_send, methods=["POST"]),
+    Route("/api/reload", api_reload, methods=["POST"]),
     Route("/hooks/{claw}/{name}", hook, methods=["POST"]),
     *(
         Route(f"{prefix}/{kind}", _McpEndpoint(kind))
@@ -612,13 +643,27 @@ async def serving(
 
 
 async def serve(manifest: Manifest) -> None:
-    """Run the host until SIGINT or SIGTERM, then stop cleanly."""
+    """Run the host until SIGINT or SIGTERM, then stop cleanly; SIGHUP reloads the manifests."""
     host = Host(manifest)
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with serving(host):
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with serving(host), anyio.create_task_group() as reloads:
             claws = ", ".join(sorted(manifest.claws)) or "none"
             log.info("listening on http://%s (Claws: %s)", host.listen, claws, extra={"listen": host.listen})
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    log.info("SIGHUP: reloading the manifests")
+                    reloads.start_soon(_reload, host)
+                    continue
                 log.info("%s: stopping", signal.Signals(signum).name)
+                reloads.cancel_scope.cancel()
                 break
     log.info("stopped")
+
+
+async def _reload(host: Host) -> None:
+    try:
+        await host.reload()
+    except UserError:  # the reload logged why nothing changed
+        pass
+    except ClawError as e:  # the store could not take it: the reload did not finish
+        log.error("reload failed: %s", e)

@@ -24,6 +24,10 @@ def test_the_demo_and_the_contract_example_load() -> None:
     assert everything.claws["scout"].schedules[1].timezone == "Europe/Lisbon"
     assert everything.servers["legacy"].kind == "sse" and everything.servers["files"].kind == "http"
     assert everything.claws["scout"].limits.run_timeout == 120.0
+    assert everything.claws["scout"].model == ["canned"]  # a plain name is a list of one
+    assert everything.claws["editor"].model == ["local", "claude"]
+    memory = everything.claws["scout"].memory
+    assert (memory.context_tokens, memory.compact) == (24000, "summary")
 
 
 def test_several_files_merge_by_name(tmp_path: Path) -> None:

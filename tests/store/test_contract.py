@@ -273,6 +273,7 @@ CHANGES_OF_UNKNOWN_RECORDS: dict[str, Change] = {
     "decide": lambda s: s.decide(12345, "approved"),
     "resume_run": lambda s: s.resume_run(12345),
     "cancel": lambda s: s.cancel(12345),
+    "add_summary of a run": lambda s: s.add_summary("c", "t", "x", through=0, run_id=12345),
 }
 
 
@@ -317,6 +318,8 @@ EVERY_OPERATION: dict[str, Change] = {
     "put_secret": lambda s: s.put_secret("x", b"y"),
     "history": lambda s: s.history("c", "t", 10),
     "threads": lambda s: s.threads("c"),
+    "context": lambda s: s.context("c", "t", 10),
+    "add_summary": lambda s: s.add_summary("c", "t", "x", through=0),
     "remember": lambda s: s.remember("c", "x"),
     "recall": lambda s: s.recall("c", "x"),
     "notes": lambda s: s.notes("c"),
@@ -546,6 +549,68 @@ async def test_history_returns_the_last_entries_oldest_first(store: Store, clock
     assert await store.history("c", "t", limit=0) == []
     _, context = await store.start_run("c", "t", "message", "x")  # no history asked for: none given
     assert context == []
+
+
+async def test_history_entries_have_increasing_ids_across_threads(store: Store) -> None:
+    await said(store, "c", "t", ("user", "a"), ("assistant", "b"))
+    await said(store, "c", "u", ("user", "c"))
+    await said(store, "c", "t", ("user", "d"))
+    ids = [e.id for e in await store.history("c", "t", 10)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    _, context = await store.start_run("c", "t", "message", "x", history=10)
+    assert [e.id for e in context] == ids
+
+
+async def test_context_without_a_summary_is_the_last_entries(store: Store) -> None:
+    await said(store, "c", "t", *[("user", str(n)) for n in range(5)])
+    assert [e.content for e in await store.context("c", "t", 3)] == ["2", "3", "4"]
+    assert await store.context("c", "t", 0) == []
+    assert await store.context("c", "nothing", 3) == []
+
+
+async def test_a_summary_stands_for_the_entries_up_to_the_one_it_names(
+    store: Store, clock: FakeClock
+) -> None:
+    run = await said(store, "c", "t", *[("user", str(n)) for n in range(6)])
+    await said(store, "c", "other", ("user", "elsewhere"))
+    entries = await store.history("c", "t", 10)
+    clock.advance(1)
+    summary = await store.add_summary("c", "t", "zero to three", through=entries[3].id, run_id=run.id)
+    assert (summary.claw, summary.thread, summary.role, summary.run_id, summary.at) == (
+        "c", "t", "summary", run.id, clock.now,
+    )  # fmt: skip
+    assert summary.content == {"text": "zero to three", "through": entries[3].id}
+    assert summary.id > entries[-1].id
+    await said(store, "c", "t", ("user", "6"), ("assistant", "7"))
+    context = await store.context("c", "t", 10)
+    assert [(e.role, e.content) for e in context] == [
+        ("summary", {"text": "zero to three", "through": entries[3].id}),
+        ("user", "4"),
+        ("user", "5"),
+        ("user", "6"),
+        ("assistant", "7"),
+    ]
+    assert context[0] == summary
+    assert [e.content for e in await store.context("c", "t", 2)][1:] == ["6", "7"]
+    assert [e.role for e in await store.context("c", "t", 0)] == ["summary"]
+    # nothing is deleted: the history shows every entry, the summary where it was added
+    assert [e.content for e in await store.history("c", "t", 20)] == [
+        *[str(n) for n in range(6)],
+        summary.content,
+        "6",
+        "7",
+    ]
+    assert await store.context("c", "other", 10) == await store.history("c", "other", 10)
+
+
+async def test_the_latest_summary_is_the_one_in_the_context(store: Store) -> None:
+    await said(store, "c", "t", *[("user", str(n)) for n in range(4)])
+    entries = await store.history("c", "t", 10)
+    await store.add_summary("c", "t", "first", through=entries[1].id)
+    await store.add_summary("c", "t", "second", through=entries[2].id)
+    await store.add_summary("d", "t", "another Claw's", through=entries[3].id)
+    context = await store.context("c", "t", 10)
+    assert [e.content for e in context] == [{"text": "second", "through": entries[2].id}, "3"]
 
 
 async def test_threads_names_the_threads_of_one_claw(store: Store) -> None:

@@ -158,6 +158,7 @@ async def test_a_host_that_lost_a_claws_lease_can_write_nothing_more_for_it(post
             a.finish_fire(schedule.id, 60.0, "ok"),
             a.request_approval(run.id, kind="approval", tool="x.y", call_id="k", arguments={}, expires_at=0),
             a.resume_run(run.id),
+            a.add_summary("c", "t", "late", through=0),
         ]
         for write in refused:
             with pytest.raises(LeaseLost, match="no longer owns Claw 'c'"):

@@ -71,6 +71,17 @@ class Manifest:
     files: tuple[str, ...]
     secrets: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Values that came from environment variables, by variable name: see `redact`."""
+    paths: tuple[str, ...] = ()
+    """The files and folders it was loaded from, as given (a reload reads them again)."""
+    mcp_config: str | None = None
+    """The Claude Desktop config whose servers it took, if any."""
+
+    def replace_with(self, other: Manifest) -> None:
+        """Take every table and setting of `other`, in place. The host's parts all hold this one
+        object, so each sees the new tables at once (`clawmcp.reload`); a part that copied
+        something out of it at construction is told by the reload."""
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, getattr(other, field.name))
 
     def check_claw(self, name: str) -> None:
         """Raise `UserError` naming the Claw and the Claws there are, unless the manifest has it."""
@@ -219,6 +230,8 @@ def load(
         claws=valid["claws"],
         files=tuple(shown for shown, _ in files),
         secrets=secrets,
+        paths=tuple(str(p) for p in paths),
+        mcp_config=None if mcp_config is None else str(mcp_config),
     )
 
 

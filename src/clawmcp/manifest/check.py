@@ -9,7 +9,7 @@ from typing import Any
 from clawmcp.address import loopback, split_listen
 from clawmcp.errors import Problem
 from clawmcp.manifest.load import Loc, Source
-from clawmcp.manifest.model import Claw, Host, Model
+from clawmcp.manifest.model import Claw, Host, Model, Schedule, Trigger
 
 __all__ = ["BUILTIN_TOOLS", "DESTRUCTIVE", "RESERVED_SERVERS", "Entry", "check", "tool_allowed"]
 
@@ -50,8 +50,9 @@ def check(tables: Tables, host: Entry | None) -> list[Problem]:
         if claw is None:
             continue
         loc: Loc = ("claws", name)
-        if claw.model not in tables["models"]:
-            refer(entry.source, (*loc, "model"), "model", claw.model, names["models"])
+        for i, model_name in enumerate(claw.model):  # `model: NAME` is checked as its item 0
+            if model_name not in tables["models"]:
+                refer(entry.source, (*loc, "model", i), "model", model_name, names["models"])
         for i, target in enumerate(claw.talks_to):
             if not any(fnmatchcase(c, target) for c in tables["claws"]):
                 refer(entry.source, (*loc, "talks_to", i), "Claw", target, names["claws"])
@@ -62,15 +63,17 @@ def check(tables: Tables, host: Entry | None) -> list[Problem]:
             if pattern != DESTRUCTIVE and (message := _pattern_problem(pattern, tables)):
                 problems.append(entry.source.problem((*loc, "approve", i), message, "value"))
         problems += _schedules(claw, loc, entry.source, tables)
-        model_entry = tables["models"].get(claw.model)
-        rules = model_entry.value.rules if model_entry and model_entry.value else None
-        longest = max((len(rule.steps) for rule in rules or []), default=0)
-        if longest >= (max_steps := claw.limits.max_steps):
-            message = (
-                f"model '{claw.model}' has a rule of {longest} steps, which needs max_steps of at least "
-                f"{longest + 1} (one model turn per step, one for the reply); this Claw has {max_steps}"
-            )
-            problems.append(entry.source.problem((*loc, "limits", "max_steps"), message, "value"))
+        for model_name in claw.model:
+            model_entry = tables["models"].get(model_name)
+            rules = model_entry.value.rules if model_entry and model_entry.value else None
+            longest = max((len(rule.steps) for rule in rules or []), default=0)
+            if longest >= (max_steps := claw.limits.max_steps):
+                message = (
+                    f"model '{model_name}' has a rule of {longest} steps, which needs max_steps of at "
+                    f"least {longest + 1} (one model turn per step, one for the reply); this Claw has "
+                    f"{max_steps}"
+                )
+                problems.append(entry.source.problem((*loc, "limits", "max_steps"), message, "value"))
 
     for name, entry in tables["models"].items():
         model: Model | None = entry.value
@@ -102,9 +105,9 @@ def check(tables: Tables, host: Entry | None) -> list[Problem]:
             for name, entry in tables["claws"].items():
                 for i, trigger in enumerate(entry.value.triggers if entry.value else []):
                     if trigger.webhook and trigger.webhook.signature == "none":
-                        where = ("claws", name, "triggers", i, "webhook", "signature")
-                        message = f"signature 'none' needs a loopback host.listen, not {host.value.listen}"
-                        problems.append(entry.source.problem(where, message, "value"))
+                        at = ("claws", name, "triggers", i, "webhook", "signature")
+                        problem = f"signature 'none' needs a loopback host.listen, not {host.value.listen}"
+                        problems.append(entry.source.problem(at, problem, "value"))
         alerts = host.value.alerts
         if alerts is not None and alerts.to is not None and alerts.to not in tables["claws"]:
             refer(host.source, ("host", "alerts", "to"), "Claw", alerts.to, names["claws"])
@@ -130,22 +133,24 @@ def _pattern_problem(pattern: str, tables: Tables) -> str | None:
 
 
 def _schedules(claw: Claw, loc: Loc, source: Source, tables: Tables) -> list[Problem]:
-    """Schedules and triggers: names unique among both (they are stored alike), actions allowed."""
+    """Schedules and triggers: names unique among both (fires name them alike), actions allowed."""
     problems: list[Problem] = []
     seen: set[str] = set()
-    actions = [("schedules", i, s) for i, s in enumerate(claw.schedules)]
+    actions: list[tuple[str, int, Schedule | Trigger]] = [
+        ("schedules", i, s) for i, s in enumerate(claw.schedules)
+    ]
     actions += [("triggers", i, t) for i, t in enumerate(claw.triggers)]
     for table, i, schedule in actions:
         here = (*loc, table, i)
         if schedule.name in seen:
-            message = f"name '{schedule.name}' is used twice among this Claw's schedules and triggers"
-            problems.append(source.problem((*here, "name"), message, "value"))
+            twice = f"name '{schedule.name}' is used twice among this Claw's schedules and triggers"
+            problems.append(source.problem((*here, "name"), twice, "value"))
         seen.add(schedule.name)
         watched = getattr(schedule, "resource", None)
         if watched is not None and watched.server not in tables["servers"]:
             known = ", ".join(sorted(tables["servers"])) or "none"
-            message = f"unknown server '{watched.server}' (defined: {known})"
-            problems.append(source.problem((*here, "resource", "server"), message, "value"))
+            unknown = f"unknown server '{watched.server}' (defined: {known})"
+            problems.append(source.problem((*here, "resource", "server"), unknown, "value"))
         if schedule.call:
             tool = schedule.call.tool
             message = _pattern_problem(tool, tables) if "." in tool else f"'{tool}' is not SERVER.TOOL"

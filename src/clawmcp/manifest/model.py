@@ -459,6 +459,15 @@ class Trigger(_Strict):
 
 class Memory(_Strict):
     history: int = Field(default=40, ge=0, description="messages of the thread in the context")
+    context_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="estimated tokens (4 characters each) the thread's history may take in the context",
+    )
+    compact: Literal["summary", "drop"] = Field(
+        default="drop",
+        description="summary: the Claw's model summarises the oldest entries into one; drop: they fall off",
+    )
 
 
 class Limits(_Strict):
@@ -473,10 +482,35 @@ class Expose(_Strict):
     tools: bool = Field(default=False, description="MCP clients may call the allowed tools directly")
 
 
+def _model_names(value: object) -> object:
+    """`model: brain` is `model: [brain]`."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise PydanticCustomError("model_names", "expected a model name or a list of model names")
+    return value
+
+
+ModelNames = Annotated[
+    list[Name],
+    Field(min_length=1),
+    BeforeValidator(_model_names),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": NAME_PATTERN},
+                {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN}, "minItems": 1},
+            ]
+        }
+    ),
+]
+"""A Claw's models: the first answers, the next ones when it is rate-limited or down."""
+
+
 class Claw(_Strict):
     description: str = ""
     instructions: str = ""
-    model: Name = Field(description="a name under models:")
+    model: ModelNames = Field(description="a name under models:, or a list of them in fallback order")
     tools: list[str] = Field(default=[], description="glob patterns over SERVER.TOOL")
     approve: list[str] = Field(
         default=[], description="calls that wait for a person: globs over SERVER.TOOL, or @destructive"

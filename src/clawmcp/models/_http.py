@@ -11,7 +11,7 @@ import anyio
 import httpx2
 import pydantic
 
-from clawmcp.errors import ModelError
+from clawmcp.errors import ModelError, ModelUnavailable
 from clawmcp.manifest.model import Model
 from clawmcp.models.base import Provider
 
@@ -102,7 +102,8 @@ async def post_json(
     answer: type[A],
 ) -> A:
     """POST `body` and return the answer, checked against `answer`; raise `ModelError` naming the
-    model for a refusal, no answer, or an answer not of that shape."""
+    model for a refusal or an answer not of that shape, `ModelUnavailable` when every try was
+    rate-limited or failed (429, 408, 409, 5xx, a timeout, no connection)."""
     model = provider.model
     who = f"model '{provider.name}' ({model.provider}, {model.model})"
     last = ""
@@ -129,7 +130,7 @@ async def post_json(
         if attempt < ATTEMPTS:
             log.warning("%s: %s; retrying in %.1fs (try %d of %d)", who, last, wait, attempt + 1, ATTEMPTS)
             await anyio.sleep(wait)
-    raise ModelError(f"{who}: no answer after {ATTEMPTS} tries; last: {last}")
+    raise ModelUnavailable(f"{who}: no answer after {ATTEMPTS} tries; last: {last}")
 
 
 def _first(error: pydantic.ValidationError) -> str:

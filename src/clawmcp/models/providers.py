@@ -3,7 +3,7 @@ start (the runtime sees only `clawmcp.models.base`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,17 +28,33 @@ class Providers(Mapping[str, Provider]):
     ) -> None:
         """`transport`: where requests go instead of the network (a test's fake API)."""
         self._http = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=200), transport=transport)
-        kinds: dict[str, Any] = {
+        self._kinds: dict[str, Any] = {
             "openai": lambda n, m: openai.OpenAI(n, m, self._http, retry_base),
             "anthropic": lambda n, m: anthropic.Anthropic(n, m, self._http, retry_base),
             "scripted": scripted.Scripted,
         }
-        self._providers: dict[str, Provider] = {
-            name: kinds[model.provider](name, model) for name, model in models.items()
+        self._providers: dict[str, Provider] = {}
+        self._gone: dict[str, Provider] = {}
+        self.reload(models, models)
+
+    def reload(self, models: Mapping[str, Model], changed: Iterable[str]) -> None:
+        """The models of a reloaded manifest: those `changed` (or new) are built again, the others
+        kept. A turn that has begun goes on with the provider it took; a run in flight whose model
+        is gone still reaches it by name (no new run names it)."""
+        rebuilt = set(changed)
+        self._gone |= {name: p for name, p in self._providers.items() if name not in models}
+        self._providers = {
+            name: self._providers[name]
+            if name in self._providers and name not in rebuilt
+            else self._kinds[model.provider](name, model)
+            for name, model in models.items()
         }
 
     def __getitem__(self, name: str) -> Provider:
-        return self._providers[name]
+        try:
+            return self._providers[name]
+        except KeyError:
+            return self._gone[name]
 
     def __iter__(self) -> Any:
         return iter(self._providers)

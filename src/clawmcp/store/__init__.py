@@ -21,6 +21,7 @@ from typing import Any, Literal, Self
 __all__ = [
     "CANCELLED",
     "EVENTS_KEPT",
+    "SUMMARY",
     "Approval",
     "ApprovalKind",
     "ApprovalState",
@@ -63,9 +64,12 @@ RunState = Literal["running", "waiting", "done", "failed", "limit", "interrupted
 StepKind = Literal["model", "tool_call", "tool_result", "approval"]
 FireOutcome = Literal["running", "ok", "failed", "skipped", "merged"]
 ToolOutcome = Literal["ok", "error", "refused"]
-EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server", "approval"]
+EventKind = Literal["run", "model", "tool", "message", "delivery", "fire", "server", "approval", "reload"]
 ApprovalKind = Literal["approval", "question"]
 ApprovalState = Literal["pending", "approved", "denied", "expired", "withdrawn"]
+
+SUMMARY = "summary"
+"""The role of a history entry that stands for the entries of its thread up to one (`add_summary`)."""
 
 CANCELLED = "cancelled by a person"
 """The error of a run whose message a person cancelled."""
@@ -122,6 +126,10 @@ class Step:
 
 @dataclass(frozen=True)
 class HistoryEntry:
+    """One entry of a thread's history: a run's input (`user`) or reply (`assistant`), or a
+    `summary` (content `{"text": ..., "through": ID}`) of the entries up to id `through`."""
+
+    id: int
     claw: str
     thread: str
     role: str
@@ -423,6 +431,20 @@ class HistoryStore(abc.ABC):
     @abc.abstractmethod
     async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
         """The last `limit` entries of the thread, oldest first."""
+
+    @abc.abstractmethod
+    async def context(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
+        """What a Claw that compacts its history begins a run with: the thread's latest summary
+        entry (if it has one), then the last `limit` entries after those it stands for (other
+        summaries left out), oldest first. Without a summary: the last `limit` entries."""
+
+    @abc.abstractmethod
+    async def add_summary(
+        self, claw: str, thread: str, text: str, *, through: int, run_id: int | None = None
+    ) -> HistoryEntry:
+        """Append an entry of role `SUMMARY` to the thread, content `{"text": text, "through":
+        through}`: it stands for the thread's entries up to id `through` (an earlier summary
+        among them). Nothing is deleted: `history` still shows every entry."""
 
     @abc.abstractmethod
     async def threads(self, claw: str) -> list[str]:

@@ -22,6 +22,7 @@ from clawmcp.errors import StoreError
 from clawmcp.store import (
     CANCELLED,
     EVENTS_KEPT,
+    SUMMARY,
     Approval,
     ApprovalKind,
     ApprovalState,
@@ -314,7 +315,10 @@ class MemoryStore(Store):
             steps = self._steps[run_id]
             steps.append(Step(run_id, len(steps), step[0], _json(step[1]), now))
         for role, content in history:
-            self._history.append(HistoryEntry(run.claw, run.thread, role, _json(content), run_id, now))
+            entry = HistoryEntry(
+                next(self._ids["history"]), run.claw, run.thread, role, _json(content), run_id, now
+            )
+            self._history.append(entry)
         if ack and run.message_id is not None and self._messages[run.message_id].state == "running":
             self._messages[run.message_id] = dataclasses.replace(self._messages[run.message_id], state="done")
         return run
@@ -482,6 +486,26 @@ class MemoryStore(Store):
         entries = [h for h in self._history if h.claw == claw and h.thread == thread]
         last = entries[-limit:] if limit > 0 else []
         return [dataclasses.replace(h, content=_json(h.content)) for h in last]
+
+    async def context(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
+        await self._enter()
+        entries = [h for h in self._history if h.claw == claw and h.thread == thread]
+        summary = next((h for h in reversed(entries) if h.role == SUMMARY), None)
+        through = summary.content["through"] if summary else 0
+        after = [h for h in entries if h.id > through and h.role != SUMMARY]
+        last = ([summary] if summary else []) + (after[-limit:] if limit > 0 else [])
+        return [dataclasses.replace(h, content=_json(h.content)) for h in last]
+
+    async def add_summary(
+        self, claw: str, thread: str, text: str, *, through: int, run_id: int | None = None
+    ) -> HistoryEntry:
+        await self._enter()
+        _check(self._runs, run_id, "run")
+        content = {"text": text, "through": through}
+        entry_id = next(self._ids["history"])
+        entry = HistoryEntry(entry_id, claw, thread, SUMMARY, content, run_id, self._clock())
+        self._history.append(entry)
+        return dataclasses.replace(entry, content=_json(content))
 
     async def threads(self, claw: str) -> list[str]:
         await self._enter()

@@ -73,10 +73,17 @@ _MIGRATIONS = load_migrations("pg_migrations")
 SCHEMA_VERSION = _MIGRATIONS[-1].version
 """The schema version this clawmcp writes: the number of its newest PostgreSQL migration."""
 
-CHANNELS = ("clawmcp_mailbox", "clawmcp_done", "clawmcp_leases", "clawmcp_schedules", "clawmcp_events")
+CHANNELS = (
+    "clawmcp_mailbox",
+    "clawmcp_done",
+    "clawmcp_leases",
+    "clawmcp_schedules",
+    "clawmcp_events",
+    "clawmcp_reload",
+)
 """What a host hears from the others: a mailbox has a message (payload: the Claw), an ask is
 answered (the message id), a lease is free, a Claw's schedules changed (the Claw), events were
-appended (the last id)."""
+appended (the last id), a host reloaded its manifests (its name)."""
 PROBE = 10.0
 """Seconds between probes of the connection that listens for notifications."""
 ENQUEUE_BATCH = 1000
@@ -261,12 +268,33 @@ _ADD_STEP = """
     RETURNING run_id, idx AS "index", kind, data, at
 """
 _HISTORY = """
-    SELECT claw, thread, role, content, run_id, at FROM (
+    SELECT id, claw, thread, role, content, run_id, at FROM (
         SELECT * FROM history WHERE claw = $1 AND thread = $2 ORDER BY id DESC LIMIT $3
     ) h
     ORDER BY id
 """
+_CONTEXT = """
+    WITH summary AS (
+        SELECT * FROM history WHERE claw = $1 AND thread = $2 AND role = 'summary'
+        ORDER BY id DESC LIMIT 1
+    )
+    SELECT id, claw, thread, role, content, run_id, at FROM (
+        SELECT 0 AS part, * FROM summary
+        UNION ALL
+        (
+            SELECT 1 AS part, * FROM history
+            WHERE claw = $1 AND thread = $2 AND role <> 'summary'
+                AND id > coalesce((SELECT (content::jsonb ->> 'through')::bigint FROM summary), 0)
+            ORDER BY id DESC LIMIT $3
+        )
+    ) h
+    ORDER BY part, id
+"""
 _ADD_HISTORY = "INSERT INTO history (claw, thread, role, content, run_id, at) VALUES ($1, $2, $3, $4, $5, $6)"
+_ADD_SUMMARY = """
+    INSERT INTO history (claw, thread, role, content, run_id, at) VALUES ($1, $2, 'summary', $3, $4, $5)
+    RETURNING *
+"""
 _PUT_SCHEDULE = """
     INSERT INTO schedules (claw, name, spec, action, misfire, source, next_fire, created_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -890,6 +918,24 @@ class PostgresStore(Store):
         rows = await self._fetch(_HISTORY, claw, thread, limit)
         return [HistoryEntry(**_decoded(row, "content")) for row in rows]
 
+    async def context(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
+        rows = await self._fetch(_CONTEXT, claw, thread, limit)
+        return [HistoryEntry(**_decoded(row, "content")) for row in rows]
+
+    async def add_summary(
+        self, claw: str, thread: str, text: str, *, through: int, run_id: int | None = None
+    ) -> HistoryEntry:
+        content = json.dumps({"text": text, "through": through})
+        now = self._clock()
+
+        async def add(conn: Connection) -> HistoryEntry:
+            await self._fence(conn, claw)
+            row = await conn.fetchrow(_ADD_SUMMARY, claw, thread, content, run_id, now)
+            assert row is not None
+            return HistoryEntry(**_decoded(row, "content"))
+
+        return await self._transaction(add)
+
     async def threads(self, claw: str) -> list[str]:
         sql = "SELECT DISTINCT thread FROM history WHERE claw = $1 ORDER BY thread"
         return [row["thread"] for row in await self._fetch(sql, claw)]
@@ -1168,6 +1214,30 @@ class PostgresStore(Store):
 
         await self._transaction(join)
         self.host, self.host_name, self.epochs = host, name, {}
+
+    async def agree(self, claws: dict[str, Any]) -> None:
+        """This host reloaded its manifests: its Claw definitions become the store's (those a host
+        must have to join), the Claws new to the store get their leases, and the other hosts hear
+        of it (`clawmcp_reload`, with this host's name), in one transaction."""
+
+        async def agree(conn: Connection) -> None:
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('clawmcp:join'))")
+            await conn.execute(
+                "UPDATE cluster SET claws = $1, applied_by = $2, applied_at = now() WHERE id = 1",
+                json.dumps(claws),
+                self.host_name,
+            )
+            await conn.execute(
+                "INSERT INTO claw_leases (claw) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", list(claws)
+            )
+            await conn.execute("SELECT pg_notify('clawmcp_reload', $1)", self.host_name)
+
+        await self._transaction(agree)
+
+    async def definitions(self) -> dict[str, Any]:
+        """The Claw definitions of the store: those of the host that joined or reloaded last."""
+        row = await self._fetchrow("SELECT claws FROM cluster")
+        return {} if row is None else dict(json.loads(row["claws"]))
 
     async def silent_hosts(self) -> dict[str, datetime]:
         """The other live hosts whose process holds no connection to listen on (it died, or it

@@ -84,10 +84,27 @@ _EVENTS = """
     SELECT * FROM events WHERE id > ? AND (? IS NULL OR claw = ?) ORDER BY id DESC LIMIT ?
 """
 _HISTORY = """
-    SELECT claw, thread, role, content, run_id, at FROM (
+    SELECT id, claw, thread, role, content, run_id, at FROM (
         SELECT * FROM history WHERE claw = ? AND thread = ? ORDER BY id DESC LIMIT ?
     )
     ORDER BY id
+"""
+_CONTEXT = """
+    WITH summary AS (
+        SELECT * FROM history WHERE claw = :claw AND thread = :thread AND role = 'summary'
+        ORDER BY id DESC LIMIT 1
+    )
+    SELECT id, claw, thread, role, content, run_id, at FROM (
+        SELECT 0 AS part, * FROM summary
+        UNION ALL
+        SELECT * FROM (
+            SELECT 1 AS part, * FROM history
+            WHERE claw = :claw AND thread = :thread AND role <> 'summary'
+                AND id > coalesce((SELECT json_extract(content, '$.through') FROM summary), 0)
+            ORDER BY id DESC LIMIT :limit
+        )
+    )
+    ORDER BY part, id
 """
 _ADD_STEP = """
     INSERT INTO run_steps (run_id, idx, kind, data, at)
@@ -511,6 +528,21 @@ class SqliteStore(Database, Store):
     async def history(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
         rows = await self._read(_HISTORY, (claw, thread, limit))
         return [HistoryEntry(**_decode(row, "content")) for row in rows]
+
+    async def context(self, claw: str, thread: str, limit: int) -> list[HistoryEntry]:
+        rows = await self._read(_CONTEXT, {"claw": claw, "thread": thread, "limit": limit})
+        return [HistoryEntry(**_decode(row, "content")) for row in rows]
+
+    async def add_summary(
+        self, claw: str, thread: str, text: str, *, through: int, run_id: int | None = None
+    ) -> HistoryEntry:
+        sql = """
+            INSERT INTO history (claw, thread, role, content, run_id, at) VALUES (?, ?, 'summary', ?, ?, ?)
+            RETURNING *
+        """
+        params = (claw, thread, json.dumps({"text": text, "through": through}), run_id, self._clock())
+        [row] = await self._write(lambda conn: fetch(conn, sql, params))
+        return HistoryEntry(**_decode(row, "content"))
 
     async def threads(self, claw: str) -> list[str]:
         sql = "SELECT DISTINCT thread FROM history WHERE claw = ? ORDER BY thread"
