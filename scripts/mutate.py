@@ -45,6 +45,8 @@ MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it (pytes
     "alerts.py": ["tests/test_alerts.py"],
     "triggers.py": ["tests/test_triggers.py", "-k", "not two_hosts"],
     "hooks.py": ["tests/test_triggers.py", "-k", "not two_hosts and not resource"],
+    "context.py": ["tests/test_context.py"],
+    "models/fallback.py": ["tests/test_context.py"],
 }
 
 _SWAPS: dict[type, type] = {

@@ -3,6 +3,7 @@ PostgreSQL server (tests/pg.py), real HTTP."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import signal
@@ -18,6 +19,7 @@ import asyncpg
 import httpx2
 import pytest
 from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
 from mcp import Client
 
 from tests.e2e.test_serve import base_of, serving
@@ -52,14 +54,30 @@ def serve(path: Path, url: str) -> list[str]:
 async def hosts(
     tmp_path: Path, url: str, *names: str, body: str = BODY, lease: float = LEASE
 ) -> AsyncIterator[dict[str, tuple[Process, str]]]:
-    """Start the named hosts on the store; yields each one's process and base URL."""
+    """Start the named hosts on the store; yields each one's process and base URL. Their logs are
+    read as they come (a host whose log nobody reads blocks once the pipe is full) and printed
+    when the test fails."""
     async with AsyncExitStack() as stack:
-        started = {}
+        readers = await stack.enter_async_context(anyio.create_task_group())  # left last: to EOF
+        started, logs = {}, {}
         for name in names:
             path = host_file(tmp_path, name, body, lease)
-            process, lines = await stack.enter_async_context(serving(path, command=serve(path, url)))
-            started[name] = (process, base_of(lines))
-        yield started
+            process, logs[name] = await stack.enter_async_context(serving(path, command=serve(path, url)))
+            started[name] = (process, base_of(logs[name]))
+            readers.start_soon(_read, process, logs[name])
+        try:
+            yield started
+        except BaseException:
+            for name, lines in logs.items():
+                print(f"--- the log of {name}:", *lines[-200:], sep="\n")
+            raise
+
+
+async def _read(process: Process, lines: list[str]) -> None:
+    assert process.stderr is not None
+    with contextlib.suppress(anyio.ClosedResourceError):  # the host's pipe closed as it stopped
+        async for chunk in TextReceiveStream(process.stderr):
+            lines += chunk.splitlines()
 
 
 async def until(check: Callable[[], Awaitable[Any]], within: float = 30) -> Any:
