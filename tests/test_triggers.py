@@ -62,6 +62,10 @@ claws:
       - name: inbox
         resource: {{server: notes, uri: "note://inbox"}}
         prompt: "changed"
+      - name: note
+        webhook: {{signature: none}}
+        call: {{tool: notes.change, arguments: {{new: "{{{{ body }}}}"}}}}
+    tools: ["notes.*"]
   editor: {{model: m}}
 servers:
   notes: {LOCAL}
@@ -156,6 +160,22 @@ async def test_a_github_delivery_runs_the_claw_once_per_delivery_id(tmp_path: Pa
 
 
 @pytest.mark.anyio
+async def test_a_call_trigger_calls_its_tool_whose_change_wakes_a_resource_trigger(tmp_path: Path) -> None:
+    async with hooked(tmp_path) as (host, http):
+        called = await http.post("/hooks/triage/note", content=b"buy milk")
+        assert called.status_code == 202
+        await until(host, lambda: _ran(host, "triage", 1))
+        message = await host.store.get_message(called.json()["message_id"])
+        assert message is not None and (message.state, message.thread) == ("done", "hook:note")
+        [run] = await runs_of(host, "triage")  # the change woke the inbox trigger
+        assert (run.trigger, run.thread, run.reply) == ("resource", "resource:inbox", "saw: changed")
+        assert "webhook 'note' fired (call, message" in "\n".join(await _log(host))
+    async with host.store:  # the audit is written off the call path: all of it by the host's stop
+        [call] = await host.store.tool_calls("triage")
+        assert (call.tool, call.outcome, call.run_id) == ("notes.change", "ok", None)
+
+
+@pytest.mark.anyio
 async def test_the_limits_are_exact(tmp_path: Path) -> None:
     async with hooked(tmp_path) as (_, http):
         biggest = b"x" * 1_048_576
@@ -245,7 +265,7 @@ async def test_a_bad_delivery_is_refused_and_leaves_nothing(tmp_path: Path) -> N
         unknown = await http.post("/hooks/triage/gitlab", content=body)
         assert (unknown.status_code, unknown.json()["error"]) == (
             404,
-            "Claw 'triage' has no trigger 'gitlab' (triggers: github, stripe, generic, open, inbox)",
+            "Claw 'triage' has no trigger 'gitlab' (triggers: github, stripe, generic, open, inbox, note)",
         )
         nobody = await http.post("/hooks/nobody/github", content=body)
         assert nobody.status_code == 404
