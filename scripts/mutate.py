@@ -45,7 +45,7 @@ MODULES = {  # module (under src/clawmcp) -> the unit tests that cover it (pytes
     "alerts.py": ["tests/test_alerts.py"],
     "triggers.py": ["tests/test_triggers.py", "-k", "not two_hosts"],
     "hooks.py": ["tests/test_triggers.py", "-k", "not two_hosts and not resource"],
-    "context.py": ["tests/test_context.py"],
+    "context.py": ["tests/test_context.py", "tests/test_compaction.py"],
     "models/fallback.py": ["tests/test_context.py"],
 }
 

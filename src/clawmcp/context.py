@@ -157,6 +157,7 @@ def _transcript(summary: str | None, entries: Sequence[HistoryEntry]) -> str:
 
 
 def _clip(text: str, tokens: float) -> str:
-    """At most `tokens` (estimated), so that a summary longer than asked for still leaves room."""
+    """About `tokens` (estimated; rounded up to a whole one), so that a summary longer than asked
+    for still leaves room."""
     most = max(CHARS_PER_TOKEN, int((tokens - MESSAGE_TOKENS) * CHARS_PER_TOKEN))
     return text if len(text) <= most else text[: most - 1] + "…"
