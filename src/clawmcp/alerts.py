@@ -17,6 +17,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from clawmcp.errors import StoreError
+from clawmcp.events import fired
 from clawmcp.mailbox import Mailboxes
 from clawmcp.manifest import Manifest
 from clawmcp.store import Event, Outgoing
@@ -34,7 +35,7 @@ def alert_text(event: Event) -> str | None:
     if event.kind == "delivery" and d.get("outcome") == "dead":
         return f"message {d['id']} to {claw} is a dead letter after {d['attempts']} tries: {d.get('error')}"
     if event.kind == "fire" and d.get("outcome") == "failed":
-        return f"{d.get('trigger') or 'schedule'} '{d['schedule']}' of {claw} failed: {d.get('error')}"
+        return f"{fired(d)} of {claw} failed: {d.get('error')}"
     if event.kind == "server" and d.get("state") == "down":
         return f"tool server '{d['server']}' is down: {d.get('error')}"
     return None

@@ -28,7 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from clawmcp.errors import StoreError
 from clawmcp.store import Event, EventKind, LogStore
 
-__all__ = ["BUFFER", "WINDOW", "Events", "excerpt", "line"]
+__all__ = ["BUFFER", "WINDOW", "Events", "excerpt", "fired", "line"]
 
 log = logging.getLogger("clawmcp")
 
@@ -193,11 +193,11 @@ def line(event: Event) -> str:
         note = f": {d['note']}" if d["note"] else ""
         text = f"approval {d['id']} {d['state']} (run {d['run']}, {d['tool']}){note}"
     elif event.kind == "fire" and d.get("outcome") == "failed":
-        text = f"{_fired(d)} failed: {d['error']}"
+        text = f"{fired(d)} failed: {d['error']}"
     elif event.kind == "fire" and d.get("trigger"):
-        text = f"{_fired(d)} fired ({d['action']}, message {d['message']})"
+        text = f"{fired(d)} fired ({d['action']}, message {d['message']})"
     elif event.kind == "fire":
-        text = f"{_fired(d)} fired ({d['action']}, {d['lateness'] * 1000:.1f} ms late)"
+        text = f"{fired(d)} fired ({d['action']}, {d['lateness'] * 1000:.1f} ms late)"
     elif event.kind == "reload":
         text = _reloaded(d)
     else:
@@ -216,6 +216,6 @@ def _reloaded(d: dict[str, Any]) -> str:
     return f"reload{by} refused, nothing changed: {'; '.join(d['errors'])}"
 
 
-def _fired(d: dict[str, Any]) -> str:
-    """A fire's schedule, or its trigger: `webhook 'NAME'`."""
+def fired(d: dict[str, Any]) -> str:
+    """What a `fire` event's data names: `schedule 'NAME'`, or its trigger: `webhook 'NAME'`."""
     return f"{d.get('trigger') or 'schedule'} '{d['schedule']}'"

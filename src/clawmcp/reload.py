@@ -160,7 +160,7 @@ def changes(old: Manifest, new: Manifest) -> Changes:
 
 
 def _schedules(manifest: Manifest) -> dict[str, Any]:
-    """Schedules and triggers (stored alike) by CLAW/NAME."""
+    """Schedules and triggers (one namespace per Claw) by CLAW/NAME."""
     found: dict[str, Any] = {}
     for claw, config in manifest.claws.items():
         found |= {f"{claw}/{s.name}": s for s in config.schedules}
